@@ -1,0 +1,3 @@
+from igneous_like.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""The igneous-like command line: a thin layer over ops/ and queues.py.
+
+Heavy libraries are imported inside commands so that `--help` starts fast.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from igneous_like import __version__
+from igneous_like.cli.image import image
+from igneous_like.cli.queue import execute, queue
+from igneous_like.errors import UserError
+
+
+class Root(click.Group):
+    """Turns expected failures into one line and an exit code, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"igneous-like: error: {exc}", err=True)
+            sys.exit(1)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("IGNEOUS_LIKE_DEBUG"):
+                raise
+            msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            click.echo(f"igneous-like: error: {msg} (set IGNEOUS_LIKE_DEBUG=1 for a traceback)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-p", "--parallel", type=int, default=1, show_default=True,
+              help="Processes for `execute` and for commands run without --queue (0: all cores).")
+@click.version_option(__version__)
+@click.pass_context
+def cli(ctx: click.Context, parallel: int) -> None:
+    """Build Neuroglancer Precomputed datasets (pyramids, transfers) with a task queue.
+
+    \b
+    Plan work into a queue, then run workers anywhere that sees the queue and the data:
+      igneous-like image downsample file://data/img --queue fq://q
+      igneous-like execute fq://q -p 4 -x
+    Without --queue, tasks run right here:
+      igneous-like -p 2 image downsample file://data/img
+    """
+    ctx.obj = {"parallel": parallel}
+
+
+cli.add_command(image)
+cli.add_command(execute)
+cli.add_command(queue)
+
+
+def main() -> None:
+    cli(prog_name="igneous-like")

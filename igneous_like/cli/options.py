@@ -1,0 +1,127 @@
+"""Option types and options shared by several commands, defined once."""
+from __future__ import annotations
+
+import click
+
+
+class TupleN(click.ParamType):
+    """Comma-separated integers, e.g. 128,128,64."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.name = f"INT{n}"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (tuple, list)):
+            parts = list(value)
+        else:
+            parts = [p for p in str(value).replace(" ", "").split(",") if p != ""]
+        try:
+            nums = tuple(int(float(p)) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not {self.n} comma-separated integers", param, ctx)
+        if len(nums) != self.n:
+            self.fail(f"{value!r} needs exactly {self.n} comma-separated integers", param, ctx)
+        return nums
+
+
+TUPLE2 = TupleN(2)
+TUPLE3 = TupleN(3)
+
+
+def queue_option(fn):
+    return click.option(
+        "--queue",
+        default=None,
+        help="Queue to insert tasks into: fq://DIR (a bare path means fq://) or sqs://NAME. "
+        "Without it, tasks run here with -p workers.",
+    )(fn)
+
+
+def parallel_option(fn):
+    return click.option(
+        "-p", "--parallel", type=int, default=None,
+        help="Worker processes when running without --queue (default: the root -p, else 1).",
+    )(fn)
+
+
+def dry_run_option(fn):
+    return click.option(
+        "--dry-run", is_flag=True, default=False,
+        help="Print the plan (tasks, shape, mips, memory, files) and enqueue nothing.",
+    )(fn)
+
+
+def memory_option(fn):
+    return click.option(
+        "--memory", type=float, default=3.5e9, show_default=True,
+        help="Memory budget of one task in bytes; the task shape is chosen to fit it.",
+    )(fn)
+
+
+def range_options(fn):
+    for axis in ("z", "y", "x"):
+        fn = click.option(
+            f"--{axis}range", type=TUPLE2, default=None,
+            help=f"Only this {axis} span (voxels at --mip), e.g. 0,1024; grown to whole tasks.",
+        )(fn)
+    return fn
+
+
+def encoding_options(fn):
+    fn = click.option(
+        "--compress", default=None,
+        help="File compression: none, gzip, br. Default: none on file:// (plain names that "
+        "viewers can fetch), cloud-volume's choice elsewhere.",
+    )(fn)
+    fn = click.option(
+        "--encoding-level", type=int, default=None,
+        help="jpeg/jxl quality, png level or fpzip precision.",
+    )(fn)
+    fn = click.option(
+        "--encoding", default="auto", show_default=True,
+        help="raw, png, jpeg, jpegxl (jxl), compressed_segmentation (cseg), compresso (cpso), "
+        "crackle (ckl), fpzip, kempressed, zfpc. auto keeps the source's.",
+    )(fn)
+    return fn
+
+
+def downsample_method_option(name: str = "--method"):
+    return click.option(
+        name, "method", default="auto", show_default=True,
+        type=click.Choice(["auto", "avg", "mode", "min", "max", "striding"]),
+        help="auto: avg for images, mode for segmentations.",
+    )
+
+
+def resolve_parallel(ctx: click.Context, parallel: int | None) -> int:
+    if parallel is None:
+        parallel = (ctx.find_root().obj or {}).get("parallel") or 1
+    if parallel == 0:
+        import os
+
+        parallel = os.cpu_count() or 1
+    if parallel < 0:
+        raise click.BadParameter("must be 0 (all cores) or more", param_hint="-p/--parallel")
+    return parallel
+
+
+def submit(ctx: click.Context, plan, queue: str | None, parallel: int | None, dry_run: bool) -> None:
+    """Dry run, enqueue, or run here: the one path every producer command takes."""
+    from igneous_like import queues
+
+    if dry_run:
+        click.echo(plan.describe())
+        return
+    qurl = queues.normalize_queue_url(queue) if queue else None
+    n = resolve_parallel(ctx, parallel)
+    if plan.total == 0:
+        click.echo(f"{plan.operation}: nothing to do (0 tasks)", err=True)
+        return
+    plan.prepare()
+    if qurl:
+        queues.insert_tasks(qurl, plan.tasks(), plan.total)
+        click.echo(f"{plan.operation}: {plan.total} tasks queued; run: igneous-like execute {qurl} -p N", err=True)
+    else:
+        queues.run_local(plan.tasks(), plan.total, n)
+        click.echo(f"{plan.operation}: {plan.total} tasks done", err=True)

@@ -1,0 +1,145 @@
+"""`execute` and `queue` commands: run workers, inspect and manage queues."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+
+@click.command()
+@click.argument("queue")
+@click.option("-p", "--parallel", type=int, default=None, help="Worker processes (default: the root -p).")
+@click.option("--lease-sec", type=int, default=lambda: int(os.environ.get("LEASE_SECONDS", 600)),
+              show_default="600, or env LEASE_SECONDS", help="Seconds a task is leased for (renewed while it runs).")
+@click.option("-x", "--exit-on-empty", is_flag=True, help="Exit when no task can be leased.")
+@click.option("--min-sec", type=float, default=-1, show_default=True,
+              help="Run at least this long, then stop after the current task. 0: one task. -1: forever.")
+@click.option("-n", "--num-tasks", type=int, default=-1, show_default=True, help="Stop after this many tasks (-1: no limit).")
+@click.option("--max-attempts", type=int, default=3, show_default=True,
+              help="After this many failures a task leaves the queue for the failure record (0: never).")
+@click.option("-q", "--quiet", is_flag=True, help="Do not log each finished task.")
+@click.pass_context
+def execute(ctx, queue, parallel, lease_sec, exit_on_empty, min_sec, num_tasks, max_attempts, quiet):
+    """Lease and run tasks from QUEUE until it is empty (-x) or forever.
+
+    A failing task is logged with its traceback and stays in the queue for another try; the
+    exit code is non-zero if any task failed.
+
+    \b
+    Example:
+      igneous-like execute fq://./my-queue -p 4 -x
+    """
+    from igneous_like import queues
+    from igneous_like.cli.options import resolve_parallel
+
+    if lease_sec <= 0:
+        raise click.BadParameter("must be positive", param_hint="--lease-sec")
+    opts = queues.WorkerOptions(
+        queue_url=queues.normalize_queue_url(queue), lease_sec=lease_sec, exit_on_empty=exit_on_empty,
+        min_sec=min_sec, num_tasks=num_tasks, quiet=quiet, max_attempts=max_attempts,
+    )
+    code = queues.execute(opts, resolve_parallel(ctx, parallel))
+    sys.exit(code)
+
+
+@click.group()
+def queue() -> None:
+    """Inspect and manage task queues."""
+
+
+@queue.command()
+@click.argument("queue")
+@click.option("--eta", type=float, default=0, show_default=True, help="Watch this many seconds to estimate rate and ETA.")
+def status(queue, eta):
+    """Counts of a queue: inserted, enqueued, leased, completed, failed.
+
+    \b
+    Example:
+      igneous-like queue status fq://./my-queue --eta 10
+    """
+    from igneous_like import queues
+
+    before = queues.status(queue)
+    if eta > 0:
+        time.sleep(eta)
+    st = queues.status(queue)
+    click.echo(f"queue      {st['queue']}")
+    click.echo(f"inserted   {st['inserted']}")
+    click.echo(f"enqueued   {st['enqueued']} (leased {st['leased']})")
+    click.echo(f"completed  {st['completed']}")
+    click.echo(f"failed     {st['failed']}")
+    if eta > 0:
+        rate = (st["completed"] - before["completed"]) / eta
+        left = st["enqueued"]
+        when = f"{left / rate:.0f}s" if rate > 0 else "unknown (no progress seen)"
+        click.echo(f"rate       {rate:.2f} tasks/s, ETA {when}")
+
+
+@queue.command()
+@click.argument("queue")
+def failures(queue):
+    """List failed tasks with their last error."""
+    from igneous_like import queues
+
+    tq = queues.open_queue(queue, create=False)
+    recs = queues.list_failures(tq)
+    for rec in recs:
+        click.echo(f"{rec['id']}  attempts={rec['attempts']}  {rec['task']['fn'][1]}  {rec['error']}")
+    click.echo(f"{len(recs)} failed task(s)")
+
+
+@queue.command("retry-failed")
+@click.argument("queue")
+def retry_failed(queue):
+    """Put tasks that gave up (after --max-attempts) back into the queue."""
+    from igneous_like import queues
+
+    tq = queues.open_queue(queue, create=False)
+    n = 0
+    enqueued = {t.id for t in tq.tasks()} if tq.qualified_path.startswith("fq://") else set()
+    for rec, task in queues.iter_failed_tasks(tq):
+        if rec["id"] in enqueued:
+            continue  # still in the queue, it will be retried anyway
+        tq.insert([task])
+        os.remove(os.path.join(queues.fq_dir(tq), "failures", f"{rec['id']}.json"))
+        n += 1
+    click.echo(f"re-queued {n} failed task(s)")
+
+
+@queue.command()
+@click.argument("queue")
+def release(queue):
+    """Release every lease so all tasks can be taken at once."""
+    from igneous_like import queues
+
+    queues.open_queue(queue, create=False).release_all()
+    click.echo("released all leases")
+
+
+@queue.command()
+@click.argument("queue")
+def purge(queue):
+    """Delete every task and zero the counters."""
+    import shutil
+
+    from igneous_like import queues
+
+    tq = queues.open_queue(queue, create=False)
+    tq.purge()
+    if queues.fq_dir(tq):
+        shutil.rmtree(os.path.join(queues.fq_dir(tq), "failures"), ignore_errors=True)
+    click.echo("purged")
+
+
+@queue.command()
+@click.argument("queue")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between checks.")
+@click.option("--quiet-for", type=float, default=0.0, show_default=True, help="Seconds the queue must stay empty.")
+def wait(queue, interval, quiet_for):
+    """Block until the queue is empty, without executing anything."""
+    from igneous_like import queues
+
+    queues.wait_until_empty(queue, interval, quiet_for)
+    click.echo("queue is empty")

@@ -1,0 +1,1 @@
+"""One module per operation: its planning, preparation and task functions."""

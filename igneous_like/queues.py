@@ -1,0 +1,395 @@
+"""Queues by URL, insertion with progress, the in-process runner and the execute loop.
+
+The queue itself is python-task-queue (FileQueue on a shared filesystem, or SQS). This
+module adds what a worker fleet needs around it: lease renewal for long tasks, a failure
+record per task (error and traceback, attempt count), and clean exit codes.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from igneous_like.errors import UserError
+from igneous_like.progress import Progress, track
+
+TASK_MODULE_PREFIX = "igneous_like."
+EXIT_TASKS_FAILED = 3
+
+
+# ---------------------------------------------------------------- URLs and opening
+
+
+def normalize_queue_url(url: str) -> str:
+    """fq://DIR (a bare path means fq://) or sqs://NAME; anything else is an error."""
+    url = str(url).strip()
+    if not url:
+        raise UserError("empty queue URL: use fq://DIR or sqs://NAME")
+    if url.startswith("sqs://"):
+        name = url[len("sqs://") :].strip("/")
+        if not name:
+            raise UserError(f"bad queue URL {url!r}: sqs:// needs a queue name, e.g. sqs://my-queue")
+        return "sqs://" + name
+    if url.startswith("fq://"):
+        path = url[len("fq://") :]
+    elif "://" in url:
+        raise UserError(f"bad queue URL {url!r}: use fq://DIR or sqs://NAME")
+    else:
+        path = url
+    if not path:
+        raise UserError(f"bad queue URL {url!r}: fq:// needs a directory")
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"bad queue URL {url!r}: {path} is a file, not a queue directory")
+    return "fq://" + path
+
+
+def open_queue(url: str, create: bool = True):
+    """A TaskQueue for the URL; a FileQueue must already exist unless create is set."""
+    url = normalize_queue_url(url)
+    if url.startswith("fq://") and not create and not os.path.isdir(os.path.join(url[5:], "queue")):
+        raise UserError(f"no queue at {url}: the directory has no FileQueue (was anything inserted?)")
+    from taskqueue import TaskQueue
+
+    try:
+        return TaskQueue(url, progress=False)
+    except Exception as exc:
+        raise UserError(f"cannot open queue {url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+
+
+def fq_dir(tq) -> str | None:
+    path = tq.qualified_path
+    return path[len("fq://") :] if path.startswith("fq://") else None
+
+
+# ---------------------------------------------------------------- failure records
+
+
+def _failures_dir(tq) -> str | None:
+    base = fq_dir(tq)
+    return os.path.join(base, "failures") if base else None
+
+
+def record_failure(tq, task, exc: BaseException) -> int:
+    """Remember a task's error next to the queue; returns how often it has failed."""
+    folder = _failures_dir(tq)
+    if folder is None:
+        return 1
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{task.id}.json")
+    attempts = 0
+    try:
+        with open(path) as f:
+            attempts = json.load(f).get("attempts", 0)
+    except (OSError, ValueError):
+        pass
+    record = {
+        "id": task.id,
+        "task": {"fn": list(task.key), "args": task.args, "kwargs": task.kwargs},
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(),
+        "attempts": attempts + 1,
+        "time": time.time(),
+    }
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, path)
+    return attempts + 1
+
+
+def clear_failure(tq, task) -> None:
+    folder = _failures_dir(tq)
+    if folder:
+        try:
+            os.remove(os.path.join(folder, f"{task.id}.json"))
+        except FileNotFoundError:
+            pass
+
+
+def list_failures(tq) -> list[dict]:
+    folder = _failures_dir(tq)
+    if not folder or not os.path.isdir(folder):
+        return []
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(folder, name)) as f:
+                    out.append(json.load(f))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+# ---------------------------------------------------------------- producing
+
+
+def insert_tasks(queue_url: str, tasks: Iterable, total: int | None) -> int:
+    """Stream tasks into the queue with a progress display; returns the count inserted."""
+    tq = open_queue(queue_url, create=True)
+    with Progress("Inserting", total) as prog:
+        n = tq.insert(track(tasks, prog), total=total)
+    print(f"inserted {n} tasks into {tq.qualified_path}", file=sys.stderr)
+    return n
+
+
+def _call(task) -> None:
+    task()
+
+
+def run_local(tasks: Iterable, total: int | None, parallel: int) -> None:
+    """Run tasks in this process (or a pool of `parallel` processes) with progress.
+
+    Every task is attempted; failures are listed at the end and raise UserError."""
+    failures: list[str] = []
+    with Progress("Executing", total) as prog:
+        if parallel <= 1:
+            for task in tasks:
+                try:
+                    task()
+                except Exception as exc:  # a task failed: keep going, report at the end
+                    failures.append(_describe(task, exc))
+                prog.update()
+        else:
+            failures = _run_pool(tasks, parallel, prog)
+    if failures:
+        for line in failures[:10]:
+            print(f"task failed: {line}", file=sys.stderr)
+        raise UserError(f"{len(failures)} task(s) failed; first: {failures[0]}")
+
+
+def _run_pool(tasks: Iterable, parallel: int, prog: Progress) -> list[str]:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    failures: list[str] = []
+    window = parallel * 4
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn")) as pool:
+        pending: dict = {}
+        iterator = iter(tasks)
+        exhausted = False
+        while pending or not exhausted:
+            while not exhausted and len(pending) < window:
+                try:
+                    task = next(iterator)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending[pool.submit(_call, task)] = task
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = pending.pop(fut)
+                exc = fut.exception()
+                if exc is not None:
+                    failures.append(_describe(task, exc))
+                prog.update()
+    return failures
+
+
+def _describe(task, exc: BaseException) -> str:
+    name = getattr(getattr(task, "func", None), "__name__", "task")
+    return f"{name}: {type(exc).__name__}: {exc}".splitlines()[0]
+
+
+# ---------------------------------------------------------------- executing
+
+
+@dataclass
+class WorkerOptions:
+    queue_url: str
+    lease_sec: int = 600
+    exit_on_empty: bool = False
+    min_sec: float = -1
+    num_tasks: int = -1
+    quiet: bool = False
+    max_attempts: int = 0  # 0: failing tasks stay in the queue forever
+    poll_sec: float = 1.0
+
+
+@dataclass
+class WorkerResult:
+    executed: int = 0
+    failed: int = 0
+    given_up: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class LeaseKeeper:
+    """Renews a task's lease at half its length while the task runs."""
+
+    def __init__(self, tq, task, lease_sec: int):
+        self.tq, self.task, self.lease_sec = tq, task, lease_sec
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.wait(self.lease_sec / 2):
+            try:
+                self.tq.renew(self.task, self.lease_sec)
+            except Exception as exc:  # the task may already be gone; keep working
+                print(f"WARNING lease renewal failed for {self.task.id}: {exc}", file=sys.stderr)
+
+    def __enter__(self) -> "LeaseKeeper":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def load_task(task) -> Callable[[], Any]:
+    """Import the module that registers a task's function, then bind its arguments."""
+    module = task.key[0]
+    if not module.startswith(TASK_MODULE_PREFIX):
+        raise UserError(f"task function {module}.{task.key[1]} is not an igneous-like task")
+    importlib.import_module(module)
+    return task.tofunc()
+
+
+def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> WorkerResult:
+    """Lease, run, delete until a stop condition; a failing task is recorded and left leased."""
+    from taskqueue import QueueEmptyError
+
+    stop = stop or threading.Event()
+    tq = open_queue(opts.queue_url, create=False)
+    result = WorkerResult()
+    started = time.monotonic()
+    log = (lambda *a: None) if opts.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    def time_is_up() -> bool:
+        return opts.min_sec >= 0 and time.monotonic() - started >= opts.min_sec
+
+    while not stop.is_set():
+        if 0 <= opts.num_tasks <= result.executed + result.failed:
+            break
+        try:
+            task = tq.lease(seconds=int(opts.lease_sec))
+        except QueueEmptyError:
+            if opts.exit_on_empty or time_is_up():
+                break
+            stop.wait(opts.poll_sec)
+            continue
+        t0 = time.monotonic()
+        try:
+            fn = load_task(task)
+            with LeaseKeeper(tq, task, int(opts.lease_sec)):
+                fn()
+        except Exception as exc:
+            result.failed += 1
+            attempts = record_failure(tq, task, exc)
+            line = f"{task.key[1]} {task.id}: {type(exc).__name__}: {exc}".splitlines()[0]
+            result.errors.append(line)
+            print(f"ERROR task failed (attempt {attempts}): {line}\n{traceback.format_exc()}", file=sys.stderr)
+            if opts.max_attempts and attempts >= opts.max_attempts:
+                tq.delete(task)  # the failure record keeps it for `queue retry-failed`
+                result.given_up += 1
+        else:
+            tq.delete(task, tally=True)
+            clear_failure(tq, task)
+            result.executed += 1
+            log(f"INFO {task.key[1]} {task.id} done in {time.monotonic() - t0:.2f}s")
+        if opts.min_sec == 0 or time_is_up():
+            break
+    return result
+
+
+def _child(opts: WorkerOptions, index: int) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        result = worker_loop(opts, stop)
+    except UserError as exc:
+        print(f"worker {index}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(EXIT_TASKS_FAILED if result.failed else 0)
+
+
+def execute(opts: WorkerOptions, parallel: int) -> int:
+    """Run `parallel` workers against the queue; returns the exit code (non-zero on failures)."""
+    open_queue(opts.queue_url, create=False)  # fail fast on a bad URL, before forking
+    if parallel <= 1:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        result = worker_loop(opts, stop)
+        return _summarize([result.failed], [0])
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_child, args=(opts, i), daemon=False) for i in range(parallel)]
+    for p in procs:
+        p.start()
+
+    def forward(signum, _frame):
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    for p in procs:
+        p.join()
+    codes = [p.exitcode for p in procs]
+    for i, code in enumerate(codes):
+        if code == EXIT_TASKS_FAILED:
+            print(f"worker {i}: some tasks failed (see errors above)", file=sys.stderr)
+        elif code:
+            print(f"worker {i}: exited with code {code}", file=sys.stderr)
+    return _summarize([], codes)
+
+
+def _summarize(failed_counts: list[int], codes: list[int | None]) -> int:
+    if any(failed_counts) or any(c == EXIT_TASKS_FAILED for c in codes):
+        return EXIT_TASKS_FAILED
+    return 1 if any(codes) else 0
+
+
+# ---------------------------------------------------------------- status
+
+
+def status(queue_url: str) -> dict[str, Any]:
+    tq = open_queue(queue_url, create=False)
+    failures = list_failures(tq)
+    return {
+        "queue": tq.qualified_path,
+        "inserted": tq.inserted,
+        "enqueued": tq.enqueued,
+        "leased": tq.leased,
+        "completed": tq.completed,
+        "failed": len(failures),
+    }
+
+
+def wait_until_empty(queue_url: str, interval: float, quiet_for: float) -> None:
+    """Return once the queue has stayed empty for `quiet_for` seconds."""
+    tq = open_queue(queue_url, create=False)
+    empty_since = None
+    while True:
+        if tq.is_empty():
+            empty_since = empty_since or time.monotonic()
+            if time.monotonic() - empty_since >= quiet_for:
+                return
+        else:
+            empty_since = None
+        time.sleep(interval)
+
+
+def iter_failed_tasks(tq) -> Iterator[tuple[dict, Any]]:
+    from functools import partial
+
+    for rec in list_failures(tq):
+        module, name = rec["task"]["fn"]
+        importlib.import_module(module)
+        from taskqueue.queueablefns import REGISTRY
+
+        yield rec, partial(REGISTRY[(module, name)], *rec["task"]["args"], **rec["task"]["kwargs"])

@@ -1,0 +1,490 @@
+"""Benchmark igneous-like against the reference Igneous CLI on the same sample volume.
+
+Run from the repository root:
+
+    .venv/bin/python scripts/bench.py                       # 512x512x128, every stage, once
+    .venv/bin/python scripts/bench.py --size 256,256,64 --repeat 3 --stages ds-image,xfer-cseg
+    .venv/bin/python scripts/bench.py --list-stages
+
+What it does
+  1. Makes sure `.venv-reference` (the reference tool, PyPI `igneous-pipeline`) exists at the
+     repository root, creating it with `python3 -m venv` + `pip install` if it does not.
+  2. Writes the sample `image` (uint8) and `segmentation` (uint64) layers once, raw, 64^3
+     chunks, into OUT/pristine (igneous_like.sample.make_sample).
+  3. For every stage, repeat and tool, copies the needed layer into a fresh directory and runs
+     the stage as a user would type it: a producer command that plans tasks into a FileQueue,
+     then one worker (`execute -x`) that drains it. Both tools get the same options: the same
+     number of mips, the same encoding, `--compress none`.
+  4. Checks that both tools wrote output (the same scales, the same chunk file names per scale)
+     and warns if not: a tool that silently did nothing would look very fast.
+  5. Prints a table per stage and writes every figure (and the exact commands) to OUT/bench.json.
+
+The figures, per command (producer, execute) and for the stage as a whole (their sum):
+  cpu s   user + system CPU seconds of the command's process tree (os.wait4 on the child, which
+          includes every descendant it waited for)
+  wall s  elapsed seconds from start to exit
+  rss MiB peak resident set size: the largest of the child and its waited-for descendants
+          (ru_maxrss); for "whole" the larger of the two commands
+  ratio   ours / theirs; below 1 means igneous-like used less.
+With --repeat N each figure is the median of N runs (the machine may be shared and noisy); the
+order of the two tools alternates between repeats. Targets reported at the end (not asserted):
+CPU ratio <= 1.0 per stage, wall ratio <= 0.5 for a whole stage, peak RSS ratio <= 1.0 for
+every command.
+
+Logs of every command are kept in OUT/logs; working copies are deleted unless --keep is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_VENV = ROOT / ".venv-reference"
+REFERENCE_PACKAGE = "igneous-pipeline"
+TOOLS = ("ours", "theirs")
+NUM_MIPS = 3
+
+TARGET_CPU = 1.0  # ours/theirs, whole stage
+TARGET_WALL = 0.5  # ours/theirs, whole stage
+TARGET_RSS = 1.0  # ours/theirs, every command
+
+
+# ---------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One operation, run the same way by both tools."""
+
+    name: str
+    layer: str  # "image" or "segmentation": the pristine layer to copy
+    kind: str  # "downsample" or "xfer"
+    encoding: str = ""  # xfer only
+    build_mips: bool = True  # xfer only: build mips while transferring (--max-mips NUM_MIPS)
+
+    def producer_args(self, work: Path, queue: str) -> list[str]:
+        src = f"file://{work / self.layer}"
+        if self.kind == "downsample":
+            return ["image", "downsample", src, "--num-mips", str(NUM_MIPS), "--compress", "none", "--queue", queue]
+        mips = ["--max-mips", str(NUM_MIPS)] if self.build_mips else ["--skip-downsample"]
+        return ["image", "xfer", src, f"file://{work / 'out'}", "--encoding", self.encoding,
+                "--compress", "none", *mips, "--queue", queue]
+
+    def output_dir(self, work: Path) -> Path:
+        return work / (self.layer if self.kind == "downsample" else "out")
+
+    def expected_scales(self) -> int | None:
+        """Scales the output should have; None when it depends on the tool's task shape."""
+        if self.kind == "downsample" or not self.build_mips:
+            return 1 + NUM_MIPS if self.kind == "downsample" else 1
+        return None
+
+
+STAGES = [
+    Stage("ds-image", "image", "downsample"),
+    Stage("ds-seg", "segmentation", "downsample"),
+    Stage("xfer-jpeg", "image", "xfer", "jpeg"),
+    Stage("xfer-cseg", "segmentation", "xfer", "compressed_segmentation"),
+    Stage("xfer-cpso", "segmentation", "xfer", "compresso"),
+    Stage("xfer-jpeg-only", "image", "xfer", "jpeg", build_mips=False),
+    Stage("xfer-cseg-only", "segmentation", "xfer", "compressed_segmentation", build_mips=False),
+    Stage("xfer-cpso-only", "segmentation", "xfer", "compresso", build_mips=False),
+]
+STAGE_HELP = {
+    "ds-image": f"image downsample, {NUM_MIPS} mips",
+    "ds-seg": f"segmentation downsample, {NUM_MIPS} mips",
+    "xfer-jpeg": f"image xfer to jpeg, building up to {NUM_MIPS} mips on the way (--max-mips)",
+    "xfer-cseg": f"segmentation xfer to compressed_segmentation, up to {NUM_MIPS} mips",
+    "xfer-cpso": f"segmentation xfer to compresso, up to {NUM_MIPS} mips",
+    "xfer-jpeg-only": "image xfer to jpeg, --skip-downsample (the transfer alone)",
+    "xfer-cseg-only": "segmentation xfer to compressed_segmentation, --skip-downsample",
+    "xfer-cpso-only": "segmentation xfer to compresso, --skip-downsample",
+}
+
+
+# ---------------------------------------------------------------- tools
+
+
+@dataclass
+class Tool:
+    name: str  # "ours" or "theirs"
+    exe: str
+
+    def producer(self, stage: Stage, work: Path, queue: str) -> list[str]:
+        return [self.exe, *stage.producer_args(work, queue)]
+
+    def execute(self, queue: str) -> list[str]:
+        if self.name == "ours":
+            return [self.exe, "execute", queue, "-p", "1", "-x", "-q"]
+        return [self.exe, "-p", "1", "execute", "-x", "-q", queue]
+
+
+def ensure_reference() -> Path:
+    """The reference `igneous` command, installing it into .venv-reference when missing."""
+    exe = REFERENCE_VENV / "bin" / "igneous"
+    if exe.exists():
+        return exe
+    if not (REFERENCE_VENV / "bin" / "python").exists():
+        print(f"creating the reference virtualenv {REFERENCE_VENV} ...", flush=True)
+        subprocess.run(["python3", "-m", "venv", str(REFERENCE_VENV)], check=True)
+    print(f"installing {REFERENCE_PACKAGE} into {REFERENCE_VENV} (takes a minute) ...", flush=True)
+    subprocess.run([str(REFERENCE_VENV / "bin" / "pip"), "install", "--quiet", REFERENCE_PACKAGE], check=True)
+    if not exe.exists():
+        sys.exit(f"bench: {REFERENCE_PACKAGE} installed but {exe} is missing")
+    return exe
+
+
+def our_exe() -> Path:
+    for cand in (Path(sys.executable).parent / "igneous-like", ROOT / ".venv" / "bin" / "igneous-like"):
+        if cand.exists():
+            return cand
+    found = shutil.which("igneous-like")
+    if not found:
+        sys.exit("bench: cannot find the igneous-like command; run with the project venv's python")
+    return Path(found)
+
+
+def package_version(python: Path, dist: str) -> str:
+    code = f"import importlib.metadata as m; print(m.version({dist!r}))"
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def warm_up(ours: Path, theirs: Path) -> None:
+    """Import the heavy libraries once per venv so the first timed command is not a cold start."""
+    code = "import numpy, cloudvolume, taskqueue, tinybrain"
+    for python, extra in ((ours.parent / "python", ", igneous_like.queues"), (theirs.parent / "python", ", igneous")):
+        subprocess.run([str(python), "-c", code + extra], capture_output=True)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Run:
+    cmd: list[str]
+    rc: int
+    wall: float
+    cpu: float
+    rss_mib: float
+    log: str
+
+
+def measure(cmd: list[str], log: Path) -> Run:
+    """Run cmd to completion; wall time and the rusage of its process tree via os.wait4."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    rc = os.waitstatus_to_exitcode(status)
+    proc.returncode = rc  # already reaped: keep Popen from waiting again
+    return Run(cmd, rc, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, str(log))
+
+
+def log_tail(path: str, lines: int = 3) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n".join("      | " + line[-200:] for line in text[-lines:])
+
+
+# ---------------------------------------------------------------- verifying
+
+
+def scale_listing(layer: Path) -> dict[str, set[str]] | None:
+    """Scale key -> chunk file names on disk, for the scales in the layer's info."""
+    try:
+        info = json.loads((layer / "info").read_text())
+    except (OSError, ValueError):
+        return None
+    listing = {}
+    for scale in info.get("scales", []):
+        folder = layer / scale["key"]
+        listing[scale["key"]] = set(os.listdir(folder)) if folder.is_dir() else set()
+    return listing
+
+
+def verify(stage: Stage, outputs: dict[str, Path]) -> list[str]:
+    """Problems with the two tools' outputs; an empty list means both did the same work."""
+    problems = []
+    listings = {tool: scale_listing(path) for tool, path in outputs.items()}
+    for tool, listing in listings.items():
+        if listing is None:
+            problems.append(f"{tool}: no readable info in {outputs[tool]}")
+            continue
+        empty = [key for key, files in listing.items() if not files]
+        if empty:
+            problems.append(f"{tool}: no chunk files in scale(s) {', '.join(empty)}")
+        want = stage.expected_scales()
+        if want is not None and len(listing) != want:
+            problems.append(f"{tool}: {len(listing)} scales, expected {want}")
+    ours, theirs = listings.get("ours"), listings.get("theirs")
+    if ours is not None and theirs is not None:
+        if set(ours) != set(theirs):
+            problems.append(f"scales differ: ours {sorted(ours)} vs theirs {sorted(theirs)}")
+        for key in sorted(set(ours) & set(theirs)):
+            if ours[key] != theirs[key]:
+                problems.append(f"scale {key}: {len(ours[key])} files (ours) vs {len(theirs[key])} (theirs), "
+                                f"{len(ours[key] ^ theirs[key])} names differ")
+    return problems
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class StageResult:
+    stage: Stage
+    runs: dict[str, dict[str, list[Run]]] = field(
+        default_factory=lambda: {t: {"producer": [], "execute": []} for t in TOOLS})
+    problems: list[str] = field(default_factory=list)
+
+    def failed(self, tool: str) -> bool:
+        return any(r.rc != 0 for cmd in self.runs[tool].values() for r in cmd)
+
+    def figures(self, tool: str) -> dict[str, dict[str, float]]:
+        """Median cpu, wall and rss per command, and for the whole stage."""
+        prod, exe = self.runs[tool]["producer"], self.runs[tool]["execute"]
+        med = statistics.median
+        out = {name: {"cpu": med(r.cpu for r in runs), "wall": med(r.wall for r in runs),
+                      "rss_mib": med(r.rss_mib for r in runs)}
+               for name, runs in (("producer", prod), ("execute", exe))}
+        out["whole"] = {
+            "cpu": med(p.cpu + e.cpu for p, e in zip(prod, exe)),
+            "wall": med(p.wall + e.wall for p, e in zip(prod, exe)),
+            "rss_mib": med(max(p.rss_mib, e.rss_mib) for p, e in zip(prod, exe)),
+        }
+        return out
+
+
+def prepare_sample(out: Path, shape: tuple[int, int, int]) -> Path:
+    """OUT/pristine with both sample layers, reused when it was made for the same shape."""
+    from igneous_like.sample import make_sample
+
+    pristine = out / "pristine"
+    marker = pristine / "sample.json"
+    if marker.exists() and json.loads(marker.read_text()).get("shape") == list(shape):
+        print(f"reusing sample volume {pristine} {shape}", flush=True)
+        return pristine
+    shutil.rmtree(pristine, ignore_errors=True)
+    print(f"writing sample volume {shape} to {pristine} ...", flush=True)
+    t0 = time.perf_counter()
+    make_sample(f"file://{pristine}", shape)
+    marker.write_text(json.dumps({"shape": list(shape)}))
+    print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
+    return pristine
+
+
+def run_stage_once(stage: Stage, tool: Tool, pristine: Path, out: Path, rep: int, result: StageResult) -> Path:
+    work = out / "work" / stage.name / tool.name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shutil.copytree(pristine / stage.layer, work / stage.layer)
+    queue = f"fq://{work / 'queue'}"
+    logs = out / "logs" / stage.name
+    for step, cmd in (("producer", tool.producer(stage, work, queue)), ("execute", tool.execute(queue))):
+        if rep == 0:
+            print(f"  {tool.name:6s} $ {' '.join(cmd)}", flush=True)
+        run = measure(cmd, logs / f"{tool.name}-{step}-r{rep}.log")
+        result.runs[tool.name][step].append(run)
+        if run.rc != 0:
+            print(f"  WARNING {tool.name} {step} exited with {run.rc}; log {run.log}:\n{log_tail(run.log)}", flush=True)
+    return work
+
+
+def run_stage(stage: Stage, tools: dict[str, Tool], pristine: Path, out: Path, repeat: int,
+              keep: bool) -> StageResult:
+    print(f"\n[{stage.name}] {STAGE_HELP[stage.name]}", flush=True)
+    result = StageResult(stage)
+    for rep in range(repeat):
+        order = TOOLS if rep % 2 == 0 else TOOLS[::-1]
+        works = {name: run_stage_once(stage, tools[name], pristine, out, rep, result) for name in order}
+        problems = verify(stage, {name: stage.output_dir(work) for name, work in works.items()})
+        for p in problems:
+            msg = f"repeat {rep}: {p}" if repeat > 1 else p
+            if msg not in result.problems:
+                result.problems.append(msg)
+                print(f"  WARNING output check: {msg}", flush=True)
+        if not keep:
+            for work in works.values():
+                shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "   n/a" if r is None else f"{r:6.2f}"
+
+
+def print_table(results: list[StageResult]) -> None:
+    head = (f"{'stage':15s} {'command':9s} | {'cpu s':>7s} {'theirs':>7s} {'ratio':>6s} | "
+            f"{'wall s':>7s} {'theirs':>7s} {'ratio':>6s} | {'rss MiB':>7s} {'theirs':>7s} {'ratio':>6s}")
+    print("\n" + head)
+    print("(first figure of each group is igneous-like; ratio = igneous-like / Igneous)")
+    print("-" * len(head))
+    for res in results:
+        ours, theirs = res.figures("ours"), res.figures("theirs")
+        flag = ""
+        if res.failed("ours") or res.failed("theirs") or res.problems:
+            flag = "  <- " + ", ".join(
+                s for s, bad in (("ours FAILED", res.failed("ours")), ("theirs FAILED", res.failed("theirs")),
+                                 ("output check", bool(res.problems))) if bad)
+        for i, cmd in enumerate(("producer", "execute", "whole")):
+            o, t = ours[cmd], theirs[cmd]
+            cells = []
+            for key, width in (("cpu", 7), ("wall", 7), ("rss_mib", 7)):
+                prec = 0 if key == "rss_mib" else 2
+                cells.append(f"{o[key]:{width}.{prec}f} {t[key]:{width}.{prec}f} {fmt_ratio(ratio(o[key], t[key]))}")
+            print(f"{res.stage.name if i == 0 else '':15s} {cmd:9s} | " + " | ".join(cells) + (flag if i == 0 else ""))
+        print("-" * len(head))
+
+
+def judge(results: list[StageResult]) -> dict[str, dict]:
+    """Which targets hold, stage by stage; stages where a tool failed are not judged."""
+    verdict = {"cpu": {}, "wall": {}, "rss": {}}
+    for res in results:
+        name = res.stage.name
+        if res.failed("ours") or res.failed("theirs") or res.problems:
+            for key in verdict:
+                verdict[key][name] = None
+            continue
+        ours, theirs = res.figures("ours"), res.figures("theirs")
+        verdict["cpu"][name] = ratio(ours["whole"]["cpu"], theirs["whole"]["cpu"])
+        verdict["wall"][name] = ratio(ours["whole"]["wall"], theirs["whole"]["wall"])
+        verdict["rss"][name] = max((ratio(ours[c]["rss_mib"], theirs[c]["rss_mib"]) or 0.0)
+                                   for c in ("producer", "execute"))
+    return verdict
+
+
+def print_verdict(verdict: dict[str, dict]) -> None:
+    print()
+    for key, limit, what in (("cpu", TARGET_CPU, "CPU ratio per stage"),
+                             ("wall", TARGET_WALL, "wall ratio per whole stage"),
+                             ("rss", TARGET_RSS, "peak RSS ratio per command")):
+        judged = {k: v for k, v in verdict[key].items() if v is not None}
+        misses = [f"{k} {v:.2f}" for k, v in judged.items() if v > limit]
+        unjudged = [k for k, v in verdict[key].items() if v is None]
+        line = f"target {what} <= {limit}: {len(judged) - len(misses)}/{len(judged)} hold"
+        if misses:
+            line += f"; missed: {', '.join(misses)}"
+        if unjudged:
+            line += f"; not judged (failure or bad output): {', '.join(unjudged)}"
+        print(line)
+    every = all(v is not None and v <= lim for key, lim in (("cpu", TARGET_CPU), ("wall", TARGET_WALL),
+                                                          ("rss", TARGET_RSS)) for v in verdict[key].values())
+    print("ALL TARGETS HOLD" if every else "NOT ALL TARGETS HOLD")
+
+
+def write_json(path: Path, args, shape, versions, results: list[StageResult], verdict) -> None:
+    doc = {
+        "shape": list(shape),
+        "repeat": args.repeat,
+        "num_mips": NUM_MIPS,
+        "versions": versions,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "targets": {"cpu_ratio_max": TARGET_CPU, "wall_ratio_max": TARGET_WALL, "rss_ratio_max": TARGET_RSS},
+        "verdict": verdict,
+        "stages": {},
+    }
+    for res in results:
+        entry = {"description": STAGE_HELP[res.stage.name], "problems": res.problems, "tools": {}}
+        for tool in TOOLS:
+            entry["tools"][tool] = {
+                "failed": res.failed(tool),
+                "median": res.figures(tool),
+                "runs": {step: [vars(r) for r in runs] for step, runs in res.runs[tool].items()},
+            }
+        entry["ratios"] = {
+            cmd: {k: ratio(entry["tools"]["ours"]["median"][cmd][k], entry["tools"]["theirs"]["median"][cmd][k])
+                  for k in ("cpu", "wall", "rss_mib")}
+            for cmd in ("producer", "execute", "whole")
+        }
+        doc["stages"][res.stage.name] = entry
+    path.write_text(json.dumps(doc, indent=2))
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    names = [s.name for s in STAGES]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="512,512,128", help="Sample volume X,Y,Z (default 512,512,128).")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-output",
+                    help="Working directory for the sample, copies, logs and bench.json (default ./bench-output).")
+    ap.add_argument("--stages", default="all", help=f"Comma-separated stages or 'all': {', '.join(names)}.")
+    ap.add_argument("--repeat", type=int, default=1, help="Runs per stage and tool; the median is reported.")
+    ap.add_argument("--keep", action="store_true", help="Keep the working copies of every stage.")
+    ap.add_argument("--list-stages", action="store_true", help="Describe the stages and exit.")
+    args = ap.parse_args(argv)
+    if args.list_stages:
+        for s in STAGES:
+            print(f"{s.name:15s} {STAGE_HELP[s.name]}")
+        sys.exit(0)
+    try:
+        args.shape = tuple(int(v) for v in args.size.split(","))
+        assert len(args.shape) == 3 and min(args.shape) > 0
+    except (ValueError, AssertionError):
+        ap.error(f"--size {args.size!r}: need three positive integers, e.g. 512,512,128")
+    wanted = names if args.stages == "all" else [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in names]
+    if unknown:
+        ap.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    args.stage_list = [s for s in STAGES if s.name in wanted]
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "logs", ignore_errors=True)
+
+    theirs_exe = ensure_reference()
+    ours_exe = our_exe()
+    versions = {
+        "igneous-like": package_version(ours_exe.parent / "python", "igneous-like"),
+        REFERENCE_PACKAGE: package_version(theirs_exe.parent / "python", REFERENCE_PACKAGE),
+    }
+    print(f"igneous-like {versions['igneous-like']} ({ours_exe}) vs "
+          f"Igneous {versions[REFERENCE_PACKAGE]} ({theirs_exe}); {os.cpu_count()} cpus")
+    tools = {"ours": Tool("ours", str(ours_exe)), "theirs": Tool("theirs", str(theirs_exe))}
+
+    pristine = prepare_sample(out, args.shape)
+    warm_up(ours_exe, theirs_exe)
+    t0 = time.perf_counter()
+    results = [run_stage(s, tools, pristine, out, args.repeat, args.keep) for s in args.stage_list]
+
+    print_table(results)
+    verdict = judge(results)
+    print_verdict(verdict)
+    write_json(out / "bench.json", args, args.shape, versions, results, verdict)
+    print(f"\nfigures in {out / 'bench.json'}, logs in {out / 'logs'}; stages took {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""execute and queue commands against a real FileQueue and real worker processes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import run_cli
+
+
+def enqueue(layers, q, *extra):
+    run_cli("image", "downsample", f"file://{layers}/image", "--num-mips", "1", "--chunk-size", "32,32,32",
+            "--queue", f"fq://{q}", *extra)
+
+
+def counts(q) -> dict:
+    out = run_cli("queue", "status", f"fq://{q}").stdout
+    rows = dict(line.split(None, 1) for line in out.strip().splitlines())
+    return {k: int(v.split()[0]) for k, v in rows.items() if k != "queue"}
+
+
+def test_num_tasks_and_min_sec_limit_the_work(layers):
+    q = layers / "q"
+    enqueue(layers, q)
+    total = counts(q)["inserted"]
+    assert total >= 4
+    run_cli("execute", f"fq://{q}", "-n", "2", "-q")
+    assert counts(q)["completed"] == 2
+    run_cli("execute", f"fq://{q}", "--min-sec", "0", "-q")
+    assert counts(q)["completed"] == 3
+    run_cli("-p", "2", "execute", f"fq://{q}", "-x", "-q")  # root-level -p, as Igneous users type it
+    c = counts(q)
+    assert c["enqueued"] == 0 and c["completed"] == total
+
+
+def test_bare_path_means_file_queue(layers):
+    q = layers / "plainq"
+    enqueue(layers, str(q))
+    run_cli("execute", str(q), "-x", "-q")
+    assert counts(q)["enqueued"] == 0
+
+
+def test_failed_task_gives_up_after_max_attempts_and_can_be_retried(layers):
+    q = layers / "q"
+    enqueue(layers, q)
+    bad = layers / "image" / "8_8_40" / "0-64_0-64_0-64"
+    good = bad.read_bytes()
+    bad.write_bytes(b"broken")
+    # lease 1 s so the failed task comes back quickly; one attempt allowed
+    proc = run_cli("execute", f"fq://{q}", "-x", "-q", "--lease-sec", "1", "--max-attempts", "1", check=False)
+    assert proc.returncode == 3 and "0-64_0-64_0-64" in proc.stderr
+    c = counts(q)
+    assert c["enqueued"] == 0 and c["failed"] == 1
+    bad.write_bytes(good)
+    assert "re-queued 1" in run_cli("queue", "retry-failed", f"fq://{q}").stdout
+    run_cli("execute", f"fq://{q}", "-x", "-q")
+    c = counts(q)
+    assert c["enqueued"] == 0 and c["failed"] == 0
+
+
+def test_release_purge_and_wait(layers):
+    q = layers / "q"
+    enqueue(layers, q)
+    run_cli("queue", "release", f"fq://{q}")
+    run_cli("queue", "purge", f"fq://{q}")
+    c = counts(q)
+    assert c["enqueued"] == 0 and c["inserted"] == 0
+    assert "empty" in run_cli("queue", "wait", f"fq://{q}", "--interval", "0.1").stdout
+
+
+def test_status_eta(layers):
+    q = layers / "q"
+    enqueue(layers, q)
+    out = run_cli("queue", "status", f"fq://{q}", "--eta", "0.5").stdout
+    assert "rate" in out and "ETA" in out
+
+
+def test_help_is_fast_because_nothing_heavy_is_imported():
+    code = ("import sys, igneous_like.cli; "
+            "heavy = [m for m in ('numpy', 'cloudvolume', 'taskqueue', 'tinybrain') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    for args in (["--help"], ["image", "downsample", "--help"], ["execute", "--help"], ["image", "xfer", "--help"]):
+        proc = run_cli(*args)
+        assert "Example" in proc.stdout or "igneous-like" in proc.stdout

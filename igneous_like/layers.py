@@ -139,6 +139,12 @@ def normalize_encoding(encoding: str | None, dtype: str, layer_type: str) -> str
     if dtype not in ENCODING_DTYPES[enc]:
         ok = ", ".join(ENCODING_DTYPES[enc])
         raise UserError(f"encoding {enc} cannot store {dtype} data (it takes {ok})")
+    from cloudvolume import chunks
+
+    needs = getattr(chunks, "NEEDS_INSTALL", {})
+    missing = needs.get(enc) or (needs.get("jxl") if enc == "jpegxl" else None)
+    if missing:
+        raise UserError(f"encoding {enc} needs an optional codec that is not installed: pip install {missing}")
     return enc
 
 
@@ -232,8 +238,12 @@ def put_scale(info: dict, index: int, scale: dict) -> None:
                 f"mip {index} already exists with resolution {scales[index]['resolution']}, "
                 f"not {scale['resolution']}: pick a --factor that matches the existing pyramid"
             )
-        keep = {k: v for k, v in scales[index].items() if k == "sharding"}
-        scales[index] = {**scale, **keep}
+        if scales[index].get("sharding"):
+            raise UserError(
+                f"mip {index} already exists as a sharded scale: delete it first (image rm --mip {index}) "
+                "to rebuild it unsharded"
+            )
+        scales[index] = scale
     elif index == len(scales):
         scales.append(scale)
     else:

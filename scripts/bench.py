@@ -272,9 +272,10 @@ class StageResult:
 
 
 def prepare_sample(out: Path, shape: tuple[int, int, int]) -> Path:
-    """OUT/pristine with both sample layers, reused when it was made for the same shape."""
-    from igneous_like.sample import make_sample
+    """OUT/pristine with both sample layers, reused when it was made for the same shape.
 
+    The sample is written by a child process: on Linux a forked child starts with its parent's
+    peak RSS, so this process must stay small or it would inflate every measured ru_maxrss."""
     pristine = out / "pristine"
     marker = pristine / "sample.json"
     if marker.exists() and json.loads(marker.read_text()).get("shape") == list(shape):
@@ -283,7 +284,9 @@ def prepare_sample(out: Path, shape: tuple[int, int, int]) -> Path:
     shutil.rmtree(pristine, ignore_errors=True)
     print(f"writing sample volume {shape} to {pristine} ...", flush=True)
     t0 = time.perf_counter()
-    make_sample(f"file://{pristine}", shape)
+    code = ("import sys; from igneous_like.sample import make_sample; "
+            "make_sample(sys.argv[1], tuple(int(v) for v in sys.argv[2].split(',')))")
+    subprocess.run([sys.executable, "-c", code, f"file://{pristine}", ",".join(map(str, shape))], check=True)
     marker.write_text(json.dumps({"shape": list(shape)}))
     print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
     return pristine
@@ -395,12 +398,13 @@ def print_verdict(verdict: dict[str, dict]) -> None:
     print("ALL TARGETS HOLD" if every else "NOT ALL TARGETS HOLD")
 
 
-def write_json(path: Path, args, shape, versions, results: list[StageResult], verdict) -> None:
+def write_json(path: Path, args, shape, versions, floor: float, results: list[StageResult], verdict) -> None:
     doc = {
         "shape": list(shape),
         "repeat": args.repeat,
         "num_mips": NUM_MIPS,
         "versions": versions,
+        "rss_floor_mib": floor,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "targets": {"cpu_ratio_max": TARGET_CPU, "wall_ratio_max": TARGET_WALL, "rss_ratio_max": TARGET_RSS},
         "verdict": verdict,
@@ -475,13 +479,15 @@ def main(argv: list[str] | None = None) -> int:
 
     pristine = prepare_sample(out, args.shape)
     warm_up(ours_exe, theirs_exe)
+    floor = measure([sys.executable, "-c", "pass"], out / "logs" / "floor.log").rss_mib
+    print(f"peak RSS reported for an empty python child (the floor of every rss figure): {floor:.0f} MiB")
     t0 = time.perf_counter()
     results = [run_stage(s, tools, pristine, out, args.repeat, args.keep) for s in args.stage_list]
 
     print_table(results)
     verdict = judge(results)
     print_verdict(verdict)
-    write_json(out / "bench.json", args, args.shape, versions, results, verdict)
+    write_json(out / "bench.json", args, args.shape, versions, floor, results, verdict)
     print(f"\nfigures in {out / 'bench.json'}, logs in {out / 'logs'}; stages took {time.perf_counter() - t0:.0f}s")
     return 0
 

@@ -80,8 +80,6 @@ def plan_downsample(
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
     layers.check_mip(info, mip, url)
-    if layers.is_sharded(info, mip):
-        raise UserError(f"mip {mip} of {url} is sharded: sharded downsampling is not available yet")
     method = resolve_method(method, info["type"])
     if method not in METHODS:
         raise UserError(f"unknown --method {method!r}: choose auto, {', '.join(METHODS)}")

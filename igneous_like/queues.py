@@ -316,9 +316,56 @@ def _child(opts: WorkerOptions, index: int) -> None:
     sys.exit(EXIT_TASKS_FAILED if result.failed else 0)
 
 
+class ExecuteMonitor:
+    """Shows queue progress while workers run: a bar on a TTY, a line every 30 s in logs.
+
+    Reads only cheap counters (FileQueue: the insertions file and the size of the completions
+    tally), never a directory scan, so it costs nothing on a queue of millions of tasks."""
+
+    def __init__(self, queue_url: str, interval: float = 1.0):
+        self.tq = open_queue(queue_url, create=False)
+        self.fq = fq_dir(self.tq) is not None
+        self.done = threading.Event()
+        self.interval = interval
+        self.start_completed = self.tq.completed if self.fq else 0
+        total = (self.tq.inserted - self.start_completed) if self.fq else None
+        self.progress = Progress("Executing", max(total, 0) if total is not None else None)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _tick(self) -> None:
+        done = self.tq.completed - self.start_completed if self.fq else 0
+        if done > self.progress.count:
+            self.progress.update(done - self.progress.count)
+
+    def _run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                self._tick()
+            except Exception:  # counters can be mid-rewrite; the next tick will do
+                pass
+
+    def __enter__(self) -> "ExecuteMonitor":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        try:
+            self._tick()
+        except Exception:
+            pass
+        self.progress.close()
+
+
 def execute(opts: WorkerOptions, parallel: int) -> int:
     """Run `parallel` workers against the queue; returns the exit code (non-zero on failures)."""
     open_queue(opts.queue_url, create=False)  # fail fast on a bad URL, before forking
+    with ExecuteMonitor(opts.queue_url):
+        return _execute(opts, parallel)
+
+
+def _execute(opts: WorkerOptions, parallel: int) -> int:
     if parallel <= 1:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

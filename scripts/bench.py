@@ -84,9 +84,9 @@ class Stage:
 
     def expected_scales(self) -> int | None:
         """Scales the output should have; None when it depends on the tool's task shape."""
-        if self.kind == "downsample" or not self.build_mips:
-            return 1 + NUM_MIPS if self.kind == "downsample" else 1
-        return None
+        if self.kind == "downsample":
+            return 1 + NUM_MIPS
+        return None if self.build_mips else 1
 
 
 STAGES = [

@@ -59,9 +59,23 @@ def open_queue(url: str, create: bool = True):
     from taskqueue import TaskQueue
 
     try:
-        return TaskQueue(url, progress=False)
+        tq = TaskQueue(url, progress=False)
     except Exception as exc:
         raise UserError(f"cannot open queue {url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    if url.startswith("fq://"):
+        _ensure_counter(os.path.join(url[len("fq://") :], "insertions"))
+    return tq
+
+
+def _ensure_counter(path: str) -> None:
+    """task-queue reads the insertion counter with retries and backoff (about 2.5 s) when the
+    file does not exist yet, as in every new queue; create it once, never clobbering."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write("0")
 
 
 def fq_dir(tq) -> str | None:

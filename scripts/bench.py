@@ -318,10 +318,9 @@ def run_stage(stage: Stage, tools: dict[str, Tool], pristine: Path, out: Path, r
         works = {name: run_stage_once(stage, tools[name], pristine, out, rep, result) for name in order}
         problems = verify(stage, {name: stage.output_dir(work) for name, work in works.items()})
         for p in problems:
-            msg = f"repeat {rep}: {p}" if repeat > 1 else p
-            if msg not in result.problems:
-                result.problems.append(msg)
-                print(f"  WARNING output check: {msg}", flush=True)
+            if p not in result.problems:  # report each problem once, whichever repeat saw it
+                result.problems.append(p)
+                print(f"  WARNING output check (repeat {rep}): {p}", flush=True)
         if not keep:
             for work in works.values():
                 shutil.rmtree(work, ignore_errors=True)

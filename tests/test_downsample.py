@@ -131,3 +131,15 @@ def test_in_process_run_with_ranges(layers, arrays):
     assert np.abs(got.astype(int) - np.rint(ref).astype(int)).max() <= 1
     # z 64..100 was outside the range: no chunks there
     assert not list((layers / "image" / "16_16_40").glob("*_64-100"))
+
+
+def test_sparse_average_ignores_background(tmp_path):
+    from igneous_like import sample
+
+    data = np.zeros((64, 64, 8), dtype=np.uint8, order="F")
+    data[0::2, :, :] = 200  # every other column is background
+    sample.write_layer(f"file://{tmp_path}/img", data, "image")
+    run_cli("image", "downsample", f"file://{tmp_path}/img", "--num-mips", "2", "--sparse")
+    assert set(np.unique(ts_read(tmp_path / "img", 2))) == {200}
+    run_cli("image", "downsample", f"file://{tmp_path}/img", "--num-mips", "2")
+    assert set(np.unique(ts_read(tmp_path / "img", 2))) == {100}

@@ -93,3 +93,25 @@ def test_image_rm_deletes_mips(layers):
     assert not list((layers / "image" / "16_16_40").iterdir())
     assert not list((layers / "image" / "32_32_40").iterdir())
     assert list((layers / "image" / "8_8_40").iterdir())
+
+
+def test_segmentation_to_crackle_reads_back(layers, arrays):
+    from cloudvolume import CloudVolume
+
+    run_cli("image", "xfer", f"file://{layers}/segmentation", f"file://{layers}/ckl", "--encoding", "crackle",
+            "--num-mips", "1")
+    vol = CloudVolume(f"file://{layers}/ckl", progress=False)
+    assert np.array_equal(vol[:, :, :][..., 0], arrays["segmentation"])
+    assert CloudVolume(f"file://{layers}/ckl", mip=1, progress=False).encoding == "crackle"
+
+
+def test_delete_bg_leaves_no_background_chunks(layers):
+    from igneous_like import sample
+
+    data = np.zeros((128, 128, 64), dtype=np.uint8, order="F")
+    data[:64, :64] = 7
+    sample.write_layer(f"file://{layers}/sparse", data, "image")
+    run_cli("image", "xfer", f"file://{layers}/sparse", f"file://{layers}/sparse2", "--delete-bg",
+            "--skip-downsample", "--chunk-size", "64,64,64", "--encoding", "raw", "--compress", "none")
+    files = sorted(p.name for p in (layers / "sparse2" / "8_8_40").iterdir())
+    assert files == ["0-64_0-64_0-64"]

@@ -84,3 +84,36 @@ def test_help_is_fast_because_nothing_heavy_is_imported():
     for args in (["--help"], ["image", "downsample", "--help"], ["execute", "--help"], ["image", "xfer", "--help"]):
         proc = run_cli(*args)
         assert "Example" in proc.stdout or "igneous-like" in proc.stdout
+
+
+def test_lease_is_renewed_while_a_slow_task_runs(tmp_path):
+    """A task longer than its lease must not be handed to a second worker while the first lives."""
+    from functools import partial
+
+    from taskqueue import TaskQueue
+
+    from igneous_like.ops.diagnostic import sleep_task
+
+    q, log = tmp_path / "q", tmp_path / "runs.log"
+    TaskQueue(f"fq://{q}").insert([partial(sleep_task, 5, str(log), "slow")])
+    run_cli("execute", f"fq://{q}", "-p", "2", "--lease-sec", "2", "--min-sec", "8", "-q")
+    runs = log.read_text().splitlines()
+    assert len(runs) == 1, runs
+    assert counts(q)["enqueued"] == 0
+
+
+def test_failing_task_is_recorded_with_traceback(tmp_path):
+    import json
+    from functools import partial
+
+    from taskqueue import TaskQueue
+
+    from igneous_like.ops.diagnostic import fail_task
+
+    q = tmp_path / "q"
+    TaskQueue(f"fq://{q}").insert([partial(fail_task, "boom 42")])
+    proc = run_cli("execute", f"fq://{q}", "-x", "--max-attempts", "0", check=False)
+    assert proc.returncode == 3 and "boom 42" in proc.stderr and "Traceback" in proc.stderr
+    (rec,) = [json.loads(p.read_text()) for p in (q / "failures").glob("*.json")]
+    assert rec["error"] == "RuntimeError: boom 42" and "fail_task" in rec["traceback"] and rec["attempts"] == 1
+    assert counts(q)["enqueued"] == 1  # still queued for another try

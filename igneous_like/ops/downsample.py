@@ -7,6 +7,7 @@ written whole by exactly one task.
 from __future__ import annotations
 
 import math
+import sys
 from functools import partial
 from typing import Iterator
 
@@ -113,7 +114,7 @@ def plan_downsample(
     clipped = bounds.intersect(Box(bounds.start, vec3(a + s for a, s in zip(bounds.start, shape)))).shape
     peak = task_memory(clipped, dtype, channels, factor, num_mips, method)
     if peak > memory:
-        print(f"WARNING: one task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)}")
+        print(f"WARNING: one task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)}", file=sys.stderr)
 
     def tasks() -> Iterator:
         for box in grid_boxes(bounds, shape, origin):

@@ -7,6 +7,7 @@ mips, no shift); `transfer_task` decodes a block, writes it, and writes its mips
 from __future__ import annotations
 
 import math
+import sys
 from functools import partial
 from typing import Iterator
 
@@ -118,7 +119,7 @@ def plan_transfer(
     one = Box(region.start, vec3(a + s for a, s in zip(region.start, shape))).intersect(region).shape
     peak = task_memory(one, dtype, channels, factor, k, method) if k else PROCESS_OVERHEAD + 2.2 * math.prod(one) * channels * np.dtype(dtype).itemsize
     if peak > memory:
-        print(f"WARNING: one task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)}")
+        print(f"WARNING: one task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)}", file=sys.stderr)
 
     def tasks() -> Iterator:
         for box in grid_boxes(region, shape, origin):

@@ -46,6 +46,19 @@ ENCODING_DTYPES = {
     "zfpc": _FLOATS,
 }
 
+# module that cloud-volume needs for each encoding, and the package that provides it
+CODEC_MODULES = {
+    "png": ("pyspng", "pyspng-seunglab"),
+    "jpeg": ("simplejpeg", "simplejpeg"),
+    "jpegxl": ("imagecodecs", "imagecodecs"),
+    "compressed_segmentation": ("compressed_segmentation", "compressed-segmentation"),
+    "compresso": ("compresso", "compresso"),
+    "crackle": ("crackle", "crackle-codec"),
+    "fpzip": ("fpzip", "fpzip"),
+    "kempressed": ("fpzip", "fpzip"),
+    "zfpc": ("zfpc", "zfpc"),
+}
+
 COMPRESSIONS = {"none": False, "false": False, "gzip": "gzip", "br": "br", "zstd": "zstd"}
 SCALE_KEYS = ("key", "size", "resolution", "voxel_offset", "chunk_sizes", "encoding")
 
@@ -139,10 +152,7 @@ def normalize_encoding(encoding: str | None, dtype: str, layer_type: str) -> str
     if dtype not in ENCODING_DTYPES[enc]:
         ok = ", ".join(ENCODING_DTYPES[enc])
         raise UserError(f"encoding {enc} cannot store {dtype} data (it takes {ok})")
-    from cloudvolume import chunks
-
-    needs = getattr(chunks, "NEEDS_INSTALL", {})
-    missing = needs.get(enc) or (needs.get("jxl") if enc == "jpegxl" else None)
+    missing = missing_codec(enc)
     if missing:
         raise UserError(f"encoding {enc} needs an optional codec that is not installed: pip install {missing}")
     return enc
@@ -157,6 +167,17 @@ def normalize_compress(compress: str | None, url: str) -> Any:
     if value is None and str(compress).lower() not in COMPRESSIONS:
         raise UserError(f"unknown compression {compress!r}: choose none, gzip, br or zstd")
     return value
+
+
+def missing_codec(encoding: str) -> str | None:
+    """The pip package to install for an encoding whose codec is absent (checked without
+    importing it, to keep planning fast)."""
+    import importlib.util
+
+    module, package = CODEC_MODULES.get(encoding, (None, None))
+    if module and importlib.util.find_spec(module) is None:
+        return package
+    return None
 
 
 def check_chunk_size(chunk: Vec3 | None) -> Vec3 | None:

@@ -1,0 +1,85 @@
+"""`mesh` commands: forge, merge."""
+from __future__ import annotations
+
+import click
+
+from igneous_like.cli.options import TUPLE3, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+
+
+def label_list(value):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of labels") from None
+
+
+@click.group()
+def mesh() -> None:
+    """Meshes of segmentations: forge fragments, then merge them."""
+
+
+@mesh.command()
+@click.argument("layer")
+@click.option("--mip", type=int, default=0, show_default=True, help="Mesh at this mip.")
+@click.option("--shape", type=TUPLE3, default=None, help="Task shape in voxels (default from --memory, at most 448^3).")
+@click.option("--simplify/--skip-simplify", default=True, show_default=True, help="Simplify meshes.")
+@click.option("--max-error", type=float, default=40, show_default=True, help="Simplification error limit, physical units.")
+@click.option("--dust-threshold", type=int, default=0, show_default=True, help="Skip labels with fewer voxels in a task.")
+@click.option("--dust-global/--dust-local", default=False, show_default=True, help="Count dust per task (local).")
+@click.option("--fill-missing", is_flag=True, help="Read missing chunks as background.")
+@click.option("--fill-holes", type=int, default=0, show_default=True,
+              help="0 none, 1 fill holes, 2 also fix borders, 3 also morphological closing.")
+@click.option("--labels", default=None, help="Mesh only these labels, e.g. 12,57.")
+@click.option("--exclude-labels", default=None, help="Do not mesh these labels.")
+@click.option("--closed-edge/--open-edge", default=True, show_default=True, help="Close meshes on the dataset's edge.")
+@click.option("--dir", "mesh_dir", default=None, help="Mesh directory (default: the info's, else 'mesh').")
+@click.option("--spatial-index/--skip-spatial-index", default=True, show_default=True, help="Write the spatial index.")
+@click.option("--sharded", is_flag=True, help="One fragment file per task (for merge-sharded) instead of one per label.")
+@memory_option
+@range_options
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def forge(ctx, layer, mip, shape, simplify, max_error, dust_threshold, dust_global, fill_missing, fill_holes, labels,
+          exclude_labels, closed_edge, mesh_dir, spatial_index, sharded, memory, xrange, yrange, zrange, queue,
+          parallel, dry_run):
+    """(1) Mesh a segmentation in tasks that overlap by one voxel.
+
+    \b
+    Example:
+      igneous-like mesh forge file://data/seg --queue fq://q
+      igneous-like execute fq://q -p 4 -x
+      igneous-like mesh merge file://data/seg --queue fq://q
+    """
+    from igneous_like.ops.mesh_forge import plan_mesh_forge
+
+    plan = plan_mesh_forge(
+        layer, mip=mip, shape=shape, simplify=simplify, max_error=max_error, dust_threshold=dust_threshold,
+        dust_global=dust_global, fill_missing=fill_missing, fill_holes=fill_holes, labels=label_list(labels),
+        exclude_labels=label_list(exclude_labels), closed_edge=closed_edge, mesh_dir=mesh_dir,
+        spatial_index=spatial_index, sharded=sharded, memory=memory, xrange=xrange, yrange=yrange, zrange=zrange,
+    )
+    submit(ctx, plan, queue, parallel, dry_run)
+
+
+@mesh.command()
+@click.argument("layer")
+@click.option("--magnitude", type=int, default=2, show_default=True, help="Split labels into ~10^magnitude tasks by prefix.")
+@click.option("--dir", "mesh_dir", default=None, help="Mesh directory (default: the info's).")
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def merge(ctx, layer, magnitude, mesh_dir, queue, parallel, dry_run):
+    """(2) Weld each label's fragments into one mesh (legacy single-resolution format).
+
+    \b
+    Example:
+      igneous-like mesh merge file://data/seg --queue fq://q
+    """
+    from igneous_like.ops.mesh_merge import plan_mesh_merge
+
+    submit(ctx, plan_mesh_merge(layer, mesh_dir=mesh_dir, magnitude=magnitude), queue, parallel, dry_run)

@@ -1,0 +1,73 @@
+"""Mesh helpers shared by mesh forge, merge and transfer: the mesh directory's info, fragment
+names, the legacy binary format, and stitching fragments into one watertight mesh."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from igneous_like.grid import Box
+
+LEGACY_TYPE = "neuroglancer_legacy_mesh"
+MERGED = "merged"  # name part of the stitched fragment a merge writes: `{label}:0:merged`
+
+
+def mesh_dir_of(info: dict, override: str | None, mip: int) -> str:
+    return override or info.get("mesh") or "mesh"
+
+
+def physical_name(box: Box, resolution) -> str:
+    """cloud-volume's spatial index names a task by its physical bounding box."""
+    lo = [int(a * r) for a, r in zip(box.start, resolution)]
+    hi = [int(b * r) for b, r in zip(box.stop, resolution)]
+    return "_".join(f"{a}-{b}" for a, b in zip(lo, hi))
+
+
+def forge_info(mip: int, shape, resolution, sharded_fragments: bool) -> dict[str, Any]:
+    """The mesh directory's info while fragments are forged (legacy type until a multires merge)."""
+    return {
+        "@type": LEGACY_TYPE,
+        "mip": mip,
+        "chunk_size": list(shape),
+        "spatial_index": {"resolution": list(resolution), "chunk_size": [s * r for s, r in zip(shape, resolution)]},
+        "fragments": "frags" if sharded_fragments else "files",
+    }
+
+
+def encode_legacy(vertices: np.ndarray, faces: np.ndarray) -> bytes:
+    """Legacy single-resolution format: uint32 n, float32 xyz * n, uint32 triangles."""
+    v = np.ascontiguousarray(vertices, dtype="<f4")
+    f = np.ascontiguousarray(faces, dtype="<u4")
+    return np.uint32(len(v)).astype("<u4").tobytes() + v.tobytes() + f.tobytes()
+
+
+def decode_legacy(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    n = int(np.frombuffer(data[:4], dtype="<u4")[0])
+    vertices = np.frombuffer(data[4 : 4 + 12 * n], dtype="<f4").reshape(-1, 3)
+    faces = np.frombuffer(data[4 + 12 * n :], dtype="<u4").reshape(-1, 3)
+    return vertices, faces
+
+
+def stitch(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate fragments and weld the vertices they share on task borders.
+
+    Fragments meet on grid planes where both tasks computed identical coordinates, so exact
+    equality finds the shared vertices; the result keeps first-seen vertex order (stable bytes)."""
+    if not parts:
+        return np.zeros((0, 3), "<f4"), np.zeros((0, 3), "<u4")
+    offsets = np.cumsum([0] + [len(v) for v, _ in parts[:-1]])
+    verts = np.concatenate([v for v, _ in parts]).astype("<f4", copy=False)
+    faces = np.concatenate([f.astype(np.int64) + o for (_, f), o in zip(parts, offsets)])
+    _, first, inverse = np.unique(verts, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # unique rows in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    new_verts = verts[first[order]]
+    new_faces = rank[inverse.reshape(-1)][faces]
+    keep = (new_faces[:, 0] != new_faces[:, 1]) & (new_faces[:, 1] != new_faces[:, 2]) & (new_faces[:, 0] != new_faces[:, 2])
+    return new_verts, new_faces[keep].astype("<u4")
+
+
+def manifest(label: int, fragments: list[str]) -> bytes:
+    return json.dumps({"fragments": fragments}).encode()

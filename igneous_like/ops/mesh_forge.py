@@ -1,0 +1,199 @@
+"""mesh forge: marching cubes (zmesh) over a grid of tasks, one fragment per label per task.
+
+Each task reads its box plus one voxel on the positive faces, so neighbouring fragments meet
+on shared grid planes and a merge can weld them into one watertight mesh. Faces that lie on
+the dataset's edge are closed (zero padding) unless --open-edge is asked for.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from functools import partial
+from typing import Iterator
+
+import numpy as np
+from taskqueue import queueable
+
+from igneous_like import layers, meshing, volume_io
+from igneous_like.errors import UserError
+from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
+from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
+
+ZMESH_32BIT_LIMIT = (1023, 1023, 511)  # larger task axes force zmesh's slower 64-bit mesher
+DEFAULT_SHAPE = (448, 448, 448)
+REDUCTION_FACTOR = 100
+
+
+def task_memory(shape: Vec3, width: int) -> float:
+    """Labels (read + renumbered copy), mesher working set (~24 B/voxel), meshes."""
+    voxels = math.prod(s + 2 for s in shape)
+    return PROCESS_OVERHEAD + voxels * (2 * width + 4 + 24)
+
+
+def default_shape(memory: float, width: int, bounds: Box) -> Vec3:
+    shape = DEFAULT_SHAPE
+    while task_memory(shape, width) > memory and max(shape) > 32:
+        shape = vec3(max(s // 2, 32) for s in shape)
+    return vec3(min(s, b) for s, b in zip(shape, bounds.shape))
+
+
+def plan_mesh_forge(
+    layer: str,
+    mip: int = 0,
+    shape: Vec3 | None = None,
+    simplify: bool = True,
+    max_error: float = 40,
+    dust_threshold: int = 0,
+    dust_global: bool = False,
+    fill_missing: bool = False,
+    fill_holes: int = 0,
+    labels: list[int] | None = None,
+    exclude_labels: list[int] | None = None,
+    closed_edge: bool = True,
+    mesh_dir: str | None = None,
+    spatial_index: bool = True,
+    sharded: bool = False,
+    memory: float = 3.5e9,
+    xrange=None,
+    yrange=None,
+    zrange=None,
+) -> Plan:
+    url = layers.normalize_url(layer)
+    info = layers.read_info(url)
+    if info["type"] != "segmentation":
+        raise UserError(f"{url} is an image layer: meshes are made from segmentations")
+    layers.check_mip(info, mip, url)
+    if info["num_channels"] != 1:
+        raise UserError(f"{url} has {info['num_channels']} channels: meshing needs one")
+    if dust_global:
+        raise UserError("--dust-global is applied by `mesh merge --dust-threshold`; forge with --dust-local")
+    if not 0 <= fill_holes <= 3:
+        raise UserError(f"--fill-holes must be 0, 1, 2 or 3, got {fill_holes}")
+    if max_error < 0 or dust_threshold < 0:
+        raise UserError("--max-error and --dust-threshold must not be negative")
+    full = layers.scale_bounds(info, mip)
+    bounds = layers.bounds_from_ranges(full, xrange, yrange, zrange, url, mip)
+    width = np.dtype(info["data_type"]).itemsize
+    if shape is None:
+        shape = default_shape(memory, width, full)
+    elif any(s <= 0 for s in shape):
+        raise UserError(f"--shape {fmt_vec(shape)} must be positive")
+    if any(s + 1 > lim for s, lim in zip(shape, ZMESH_32BIT_LIMIT)):
+        raise UserError(f"--shape {fmt_vec(shape)} is over zmesh's limit: at most {fmt_vec(v - 1 for v in ZMESH_32BIT_LIMIT)} (one voxel is added for overlap)")
+    layers.check_writable(url)
+    mdir = meshing.mesh_dir_of(info, mesh_dir, mip)
+    resolution = info["scales"][mip]["resolution"]
+    origin = full.start
+    bounds = expand_to_grid(bounds, shape, origin, full)
+    total = grid_count(bounds, shape, origin)
+    peak = task_memory(shape, width)
+    if peak > memory:
+        print(f"WARNING: one task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)}", file=sys.stderr)
+    options = {
+        "simplify": simplify, "max_error": max_error, "dust_threshold": dust_threshold,
+        "fill_missing": fill_missing, "fill_holes": fill_holes, "labels": labels, "exclude_labels": exclude_labels,
+        "closed_edge": closed_edge, "spatial_index": spatial_index, "sharded": sharded,
+    }
+
+    def tasks() -> Iterator:
+        for box in grid_boxes(bounds, shape, origin):
+            yield partial(mesh_forge_task, url, mip, box.to_list(), mdir, options)
+
+    def prepare() -> None:
+        from cloudfiles import CloudFiles
+
+        new_info = {**info, "mesh": mdir}
+        layers.write_info(url, new_info)
+        CloudFiles(url).put_json(f"{mdir}/info", meshing.forge_info(mip, shape, resolution, sharded))
+
+    details = {
+        "layer": url,
+        "mesh directory": f"{url}/{mdir}",
+        "mip": mip,
+        "task shape": fmt_vec(shape) + " (+1 voxel overlap on positive faces)",
+        "bounds": str(bounds),
+        "simplification": f"reduction {REDUCTION_FACTOR}, max error {max_error}" if simplify else "off",
+        "fragments": "one file per task (--sharded)" if sharded else "one file per label per task",
+        "peak memory per task": f"~{human_bytes(peak)} (limit {human_bytes(memory)})",
+    }
+    return Plan("mesh forge", total, tasks, prepare, details)
+
+
+def _select_labels(seg: np.ndarray, labels, exclude, dust: int) -> np.ndarray:
+    import fastremap
+
+    if labels:
+        seg = fastremap.mask_except(seg, [int(x) for x in labels], in_place=True)
+    if exclude:
+        seg = fastremap.mask(seg, [int(x) for x in exclude], in_place=True)
+    if dust > 0:
+        uniq, counts = fastremap.unique(seg, return_counts=True)
+        small = [int(u) for u, c in zip(uniq, counts) if c < dust and u != 0]
+        if small:
+            seg = fastremap.mask(seg, small, in_place=True)
+    return seg
+
+
+def _fill(seg: np.ndarray, level: int) -> np.ndarray:
+    if level == 0:
+        return seg
+    import fastmorph
+
+    return fastmorph.fill_holes(
+        seg, remove_enclosed=True, fix_borders=level >= 2, morphological_closing=level >= 3, in_place=True
+    )
+
+
+@queueable
+def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options: dict) -> None:
+    """Mesh every label in `box` (+1 voxel overlap) and write its fragments and spatial index."""
+    import fastremap
+    import zmesh
+    from cloudfiles import CloudFiles
+
+    info = layers.read_info(layer)
+    full = layers.scale_bounds(info, mip)
+    res = np.asarray(info["scales"][mip]["resolution"], dtype=np.float64)
+    region = Box.from_list(box)
+    read_box = Box(region.start, vec3(min(b + 1, f) for b, f in zip(region.stop, full.stop)))
+    seg = volume_io.read(layer, info, mip, read_box, options.get("fill_missing", False))[..., 0]
+    seg = _select_labels(seg, options.get("labels"), options.get("exclude_labels"), options.get("dust_threshold", 0))
+    seg = _fill(seg, options.get("fill_holes", 0))
+    pad_lo = [1 if options.get("closed_edge", True) and a == f else 0 for a, f in zip(read_box.start, full.start)]
+    pad_hi = [1 if options.get("closed_edge", True) and b == f else 0 for b, f in zip(read_box.stop, full.stop)]
+    seg, remap = fastremap.renumber(seg, in_place=True)
+    if any(pad_lo) or any(pad_hi):
+        seg = np.pad(seg, list(zip(pad_lo, pad_hi)))
+    seg = np.asfortranarray(seg)
+    mesher = zmesh.Mesher(tuple(res))
+    mesher.mesh(seg, close=False)
+    del seg
+    inverse = {v: k for k, v in remap.items()}
+    origin = (np.asarray(read_box.start) - np.asarray(pad_lo)) * res
+    simplify = options.get("simplify", True)
+    fragments: dict[int, bytes] = {}
+    bboxes: dict[str, list[int]] = {}
+    for small_id in sorted(mesher.ids()):
+        mesh = mesher.get(
+            small_id, normals=False, voxel_centered=True,
+            reduction_factor=REDUCTION_FACTOR if simplify else 0,
+            max_error=options.get("max_error", 40) if simplify else 0,
+        )
+        mesher.erase(small_id)
+        if len(mesh.faces) == 0:
+            continue
+        verts = (mesh.vertices + origin).astype("<f4")
+        label = int(inverse[small_id])
+        fragments[label] = meshing.encode_legacy(verts, mesh.faces)
+        bboxes[str(label)] = [int(math.floor(v)) for v in verts.min(0)] + [int(math.ceil(v)) for v in verts.max(0)]
+    name = meshing.physical_name(region, res)
+    cf = CloudFiles(layer)
+    if options.get("sharded"):
+        from mapbuffer import MapBuffer
+
+        cf.put(f"{mesh_dir}/{name}.frags", MapBuffer(fragments).tobytes(), compress=None)
+    else:
+        cf.puts(((f"{mesh_dir}/{label}:0:{name}", data) for label, data in fragments.items()), compress=None)
+    if options.get("spatial_index", True):
+        cf.put(f"{mesh_dir}/{name}.spatial", json.dumps(bboxes, sort_keys=True).encode(), compress=None)

@@ -1,0 +1,146 @@
+"""mesh forge + merge end to end through a FileQueue and `execute -p 2`, checked with an
+independent decoder of the legacy mesh format (written here from the Precomputed spec),
+cloud-volume, and trimesh for topology."""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from conftest import run_cli, tree_digest
+
+RES = (8, 8, 40)
+
+
+def decode_legacy_spec(data: bytes):
+    """num_vertices (uint32le), then float32le xyz per vertex, then uint32le triangles."""
+    (n,) = struct.unpack_from("<I", data, 0)
+    verts = np.frombuffer(data, dtype="<f4", count=3 * n, offset=4).reshape(n, 3)
+    rest = (len(data) - 4 - 12 * n)
+    assert rest % 12 == 0
+    faces = np.frombuffer(data, dtype="<u4", offset=4 + 12 * n).reshape(-1, 3)
+    return verts, faces
+
+
+def read_mesh(layer: Path, label: int):
+    """Follow the `{label}:0` manifest to its fragments, as Neuroglancer does."""
+    info = json.loads((layer / "info").read_text())
+    mdir = layer / info["mesh"]
+    manifest = json.loads((mdir / f"{label}:0").read_text())
+    verts, faces, base = [], [], 0
+    for name in manifest["fragments"]:
+        v, f = decode_legacy_spec((mdir / name).read_bytes())
+        verts.append(v)
+        faces.append(f + base)
+        base += len(v)
+    return np.concatenate(verts), np.concatenate(faces)
+
+
+@pytest.fixture(scope="module")
+def mesh_volume(tmp_path_factory):
+    """Tubes and a branching object crossing task borders, a 1-voxel label, big labels."""
+    from igneous_like import sample
+
+    root = tmp_path_factory.mktemp("meshvol")
+    shape = (150, 130, 70)  # not a multiple of the 64x64x32 task shape
+    seg = sample.segmentation(shape, seed=11, cells=25)
+    seg[10:140, 60:70, 30:40] = 2**33 + 1  # a long bar across tasks in x
+    seg[100:110, 5:125, 5:65] = 2**35 + 3  # a slab across tasks in y and z
+    seg[50, 20, 50] = 2**40 + 7  # a single voxel
+    sample.write_layer(f"file://{root}/seg", seg, "segmentation", resolution=RES)
+    return root, seg
+
+
+def forge_and_merge(root: Path, seg_name: str, *forge_args):
+    q = root / f"q-{seg_name}"
+    layer = f"file://{root}/{seg_name}"
+    run_cli("mesh", "forge", layer, "--shape", "64,64,32", *forge_args, "--queue", f"fq://{q}")
+    run_cli("execute", f"fq://{q}", "-p", "2", "-x", "-q")
+    run_cli("mesh", "merge", layer, "--magnitude", "1", "--queue", f"fq://{q}")
+    run_cli("execute", f"fq://{q}", "-p", "2", "-x", "-q")
+
+
+@pytest.mark.parametrize("simplify", [True, False])
+def test_every_label_gets_a_watertight_mesh(mesh_volume, tmp_path, simplify):
+    import shutil
+
+    root, seg = mesh_volume
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    forge_and_merge(tmp_path, "seg", *([] if simplify else ["--skip-simplify"]))
+    labels, counts = np.unique(seg, return_counts=True)
+    tolerance = 0.10 if simplify else 0.05
+    for label, count in zip(labels, counts):
+        if label == 0:
+            continue
+        verts, faces = read_mesh(tmp_path / "seg", int(label))
+        mesh = trimesh.Trimesh(verts, faces, process=False)
+        assert mesh.is_watertight and mesh.is_winding_consistent and mesh.is_volume, label
+        if count >= 1000:
+            ratio = mesh.volume / (count * np.prod(RES))
+            assert abs(ratio - 1) < tolerance, (label, ratio)
+        # vertices lie inside the label's voxels' physical box (voxel i spans [i, i+1) * res)
+        where = np.argwhere(seg == label)
+        lo, hi = where.min(0) * RES, (where.max(0) + 1) * RES
+        slack = 40 if simplify else 1e-3  # the simplifier may move a vertex by up to --max-error
+        assert (verts >= lo - slack).all() and (verts <= hi + slack).all(), label
+    assert (tmp_path / "seg" / "mesh" / f"{2**40 + 7}:0").exists()  # the 1-voxel label
+
+
+def test_cloudvolume_reads_the_meshes(mesh_volume, tmp_path):
+    import shutil
+
+    from cloudvolume import CloudVolume
+
+    root, seg = mesh_volume
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    forge_and_merge(tmp_path, "seg")
+    vol = CloudVolume(f"file://{tmp_path}/seg", progress=False)
+    label = 2**33 + 1
+    mesh = vol.mesh.get(label)
+    mesh = mesh[label] if isinstance(mesh, dict) else mesh
+    ours, _ = read_mesh(tmp_path / "seg", label)
+    assert len(mesh.vertices) == len(ours)
+    # the spatial index names every label, readable by cloud-volume
+    found = vol.mesh.spatial_index.query(vol.bounds * vol.resolution)
+    assert set(int(x) for x in np.unique(seg) if x) <= set(int(x) for x in found)
+
+
+def test_forge_and_merge_are_idempotent(mesh_volume, tmp_path):
+    import shutil
+
+    root, _ = mesh_volume
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    forge_and_merge(tmp_path, "seg")
+    first = tree_digest(tmp_path / "seg" / "mesh")
+    forge_and_merge(tmp_path, "seg")
+    assert tree_digest(tmp_path / "seg" / "mesh") == first
+
+
+def test_labels_and_dust_filters(mesh_volume, tmp_path):
+    import shutil
+
+    root, seg = mesh_volume
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    keep = [2**33 + 1, 2**40 + 7]
+    run_cli("mesh", "forge", f"file://{tmp_path}/seg", "--shape", "64,64,32", "--labels", ",".join(map(str, keep)))
+    run_cli("mesh", "merge", f"file://{tmp_path}/seg", "--magnitude", "1")
+    manifests = sorted(p.name for p in (tmp_path / "seg" / "mesh").glob("*:0"))
+    assert manifests == sorted(f"{k}:0" for k in keep)
+    shutil.rmtree(tmp_path / "seg" / "mesh")
+    run_cli("mesh", "forge", f"file://{tmp_path}/seg", "--shape", "64,64,32", "--dust-threshold", "2")
+    run_cli("mesh", "merge", f"file://{tmp_path}/seg", "--magnitude", "1")
+    assert not (tmp_path / "seg" / "mesh" / f"{2**40 + 7}:0").exists()
+    assert (tmp_path / "seg" / "mesh" / f"{2**33 + 1}:0").exists()
+
+
+def test_mesh_errors(layers):
+    proc = run_cli("mesh", "forge", f"file://{layers}/image", check=False)
+    assert proc.returncode == 1 and "image layer" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("mesh", "forge", f"file://{layers}/segmentation", "--shape", "2000,64,64", check=False)
+    assert proc.returncode == 1 and "zmesh" in proc.stderr
+    proc = run_cli("mesh", "merge", f"file://{layers}/segmentation", check=False)
+    assert proc.returncode == 1 and "mesh forge" in proc.stderr

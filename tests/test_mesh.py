@@ -144,3 +144,21 @@ def test_mesh_errors(layers):
     assert proc.returncode == 1 and "zmesh" in proc.stderr
     proc = run_cli("mesh", "merge", f"file://{layers}/segmentation", check=False)
     assert proc.returncode == 1 and "mesh forge" in proc.stderr
+
+
+def test_clean_keeps_merged_meshes_and_rm_removes_all(mesh_volume, tmp_path):
+    import shutil
+
+    root, seg = mesh_volume
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    forge_and_merge(tmp_path, "seg")
+    mdir = tmp_path / "seg" / "mesh"
+    run_cli("mesh", "clean", f"file://{tmp_path}/seg")
+    names = [p.name for p in mdir.iterdir()]
+    assert all(n.endswith((":0", ":merged", ".spatial")) or n == "info" for n in names), names
+    label = 2**33 + 1
+    verts, faces = read_mesh(tmp_path / "seg", label)
+    assert trimesh.Trimesh(verts, faces, process=False).is_volume
+    run_cli("mesh", "rm", f"file://{tmp_path}/seg")
+    assert not [p for p in mdir.iterdir()] if mdir.exists() else True
+    assert "mesh" not in json.loads((tmp_path / "seg" / "info").read_text())

@@ -83,3 +83,42 @@ def merge(ctx, layer, magnitude, mesh_dir, queue, parallel, dry_run):
     from igneous_like.ops.mesh_merge import plan_mesh_merge
 
     submit(ctx, plan_mesh_merge(layer, mesh_dir=mesh_dir, magnitude=magnitude), queue, parallel, dry_run)
+
+
+@mesh.command()
+@click.argument("layer")
+@click.option("--dir", "mesh_dir", default=None, help="Mesh directory (default: the info's).")
+@click.option("--magnitude", type=int, default=1, show_default=True, help="Split the work by label prefix.")
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def clean(ctx, layer, mesh_dir, magnitude, queue, parallel, dry_run):
+    """Delete forge fragments after a merge (merged meshes and the spatial index stay).
+
+    \b
+    Example:
+      igneous-like mesh clean file://data/seg
+    """
+    from igneous_like.ops.mesh_merge import plan_mesh_clean
+
+    submit(ctx, plan_mesh_clean(layer, mesh_dir=mesh_dir, magnitude=magnitude), queue, parallel, dry_run)
+
+
+@mesh.command("rm")
+@click.argument("layer")
+@click.option("--dir", "mesh_dir", default=None, help="Mesh directory (default: the info's).")
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def rm(ctx, layer, mesh_dir, queue, parallel, dry_run):
+    """Delete a mesh directory and the info's pointer to it.
+
+    \b
+    Example:
+      igneous-like mesh rm file://data/seg
+    """
+    from igneous_like.ops.mesh_merge import plan_mesh_rm
+
+    submit(ctx, plan_mesh_rm(layer, mesh_dir=mesh_dir), queue, parallel, dry_run)

@@ -78,3 +78,56 @@ def mesh_merge_task(layer: str, mesh_dir: str, prefix: str) -> None:
         merged = f"{label}:0:{meshing.MERGED}"
         cf.put(merged, meshing.encode_legacy(verts, faces), compress=None)
         cf.put(f"{label}:0", meshing.manifest(label, [merged]), compress=None, content_type="application/json")
+
+
+def plan_mesh_clean(layer: str, mesh_dir: str | None = None, magnitude: int = 1) -> Plan:
+    """Delete forge fragments (one file per label per task, or per-task .frags); keep merged
+    meshes, manifests and the spatial index."""
+    url = layers.normalize_url(layer)
+    info = layers.read_info(url)
+    mdir = meshing.mesh_dir_of(info, mesh_dir, 0)
+    read_mesh_info(url, mdir)
+    prefixes = list(label_prefixes(magnitude)) + ["frags"]
+
+    def tasks() -> Iterator:
+        for prefix in prefixes:
+            yield partial(mesh_clean_task, url, mdir, prefix)
+
+    return Plan("mesh clean", len(prefixes), tasks, details={"mesh directory": f"{url}/{mdir}"})
+
+
+@queueable
+def mesh_clean_task(layer: str, mesh_dir: str, prefix: str) -> None:
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(f"{layer}/{mesh_dir}")
+    if prefix == "frags":
+        doomed = [n for n in cf.list() if n.endswith(".frags")]
+    else:
+        doomed = [n for n in cf.list(prefix=prefix)
+                  if (m := FRAGMENT.match(n)) and m.group(2) != meshing.MERGED]
+    cf.delete(doomed)
+
+
+def plan_mesh_rm(layer: str, mesh_dir: str | None = None) -> Plan:
+    """Delete the whole mesh directory and the info's pointer to it."""
+    url = layers.normalize_url(layer)
+    info = layers.read_info(url)
+    mdir = meshing.mesh_dir_of(info, mesh_dir, 0)
+
+    def tasks() -> Iterator:
+        yield partial(mesh_rm_task, url, mdir)
+
+    def prepare() -> None:
+        if info.get("mesh") == mdir:
+            layers.write_info(url, {k: v for k, v in info.items() if k != "mesh"})
+
+    return Plan("mesh rm", 1, tasks, prepare, details={"mesh directory": f"{url}/{mdir}"})
+
+
+@queueable
+def mesh_rm_task(layer: str, mesh_dir: str) -> None:
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(f"{layer}/{mesh_dir}")
+    cf.delete(list(cf.list()))

@@ -68,12 +68,17 @@ def forge(ctx, layer, mip, shape, simplify, max_error, dust_threshold, dust_glob
 @mesh.command()
 @click.argument("layer")
 @click.option("--magnitude", type=int, default=2, show_default=True, help="Split labels into ~10^magnitude tasks by prefix.")
+@click.option("--nlod", type=int, default=0, show_default=True,
+              help="0: legacy single-resolution meshes. N: unsharded multi-resolution with N extra levels.")
+@click.option("--vqb", type=int, default=16, show_default=True, help="(multires) Vertex quantization bits: 10 or 16.")
+@click.option("--min-chunk-size", type=TUPLE3, default=(32, 32, 32), show_default=True,
+              help="(multires) Smallest octree node of the finest level of detail, in voxels.")
 @click.option("--dir", "mesh_dir", default=None, help="Mesh directory (default: the info's).")
 @queue_option
 @parallel_option
 @dry_run_option
 @click.pass_context
-def merge(ctx, layer, magnitude, mesh_dir, queue, parallel, dry_run):
+def merge(ctx, layer, magnitude, nlod, vqb, min_chunk_size, mesh_dir, queue, parallel, dry_run):
     """(2) Weld each label's fragments into one mesh (legacy single-resolution format).
 
     \b
@@ -82,7 +87,9 @@ def merge(ctx, layer, magnitude, mesh_dir, queue, parallel, dry_run):
     """
     from igneous_like.ops.mesh_merge import plan_mesh_merge
 
-    submit(ctx, plan_mesh_merge(layer, mesh_dir=mesh_dir, magnitude=magnitude), queue, parallel, dry_run)
+    plan = plan_mesh_merge(layer, mesh_dir=mesh_dir, magnitude=magnitude, nlod=nlod, vqb=vqb,
+                           min_chunk_size=min_chunk_size)
+    submit(ctx, plan, queue, parallel, dry_run)
 
 
 @mesh.command()
@@ -122,3 +129,40 @@ def rm(ctx, layer, mesh_dir, queue, parallel, dry_run):
     from igneous_like.ops.mesh_merge import plan_mesh_rm
 
     submit(ctx, plan_mesh_rm(layer, mesh_dir=mesh_dir), queue, parallel, dry_run)
+
+
+@mesh.command("merge-sharded")
+@click.argument("layer")
+@click.option("--dir", "mesh_dir", default=None, help="Mesh directory (default: the info's).")
+@click.option("--nlod", type=int, default=1, show_default=True, help="Extra levels of detail.")
+@click.option("--vqb", type=int, default=16, show_default=True, help="Vertex quantization bits: 10 or 16.")
+@click.option("--compress-level", type=int, default=7, show_default=True, help="Draco compression level 0-10.")
+@click.option("--shard-index-bytes", type=int, default=2**13, show_default=True, help="Target shard index size.")
+@click.option("--minishard-index-bytes", type=int, default=2**15, show_default=True, help="Target minishard index size.")
+@click.option("--min-shards", type=int, default=1, show_default=True, help="At least this many shards.")
+@click.option("--max-labels-per-shard", type=int, default=None, help="At most this many labels per shard.")
+@click.option("--min-chunk-size", type=TUPLE3, default=(32, 32, 32), show_default=True,
+              help="Smallest octree node of the finest level of detail, in voxels.")
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def merge_sharded(ctx, layer, mesh_dir, nlod, vqb, compress_level, shard_index_bytes, minishard_index_bytes,
+                  min_shards, max_labels_per_shard, min_chunk_size, queue, parallel, dry_run):
+    """(2) Build multi-resolution Draco meshes into shards (parameters sized from the label count).
+
+    \b
+    Example:
+      igneous-like mesh forge file://data/seg --sharded --queue fq://q
+      igneous-like execute fq://q -x
+      igneous-like mesh merge-sharded file://data/seg --nlod 2 --queue fq://q
+      igneous-like execute fq://q -x
+    """
+    from igneous_like.ops.mesh_merge_sharded import plan_mesh_merge_sharded
+
+    plan = plan_mesh_merge_sharded(
+        layer, mesh_dir=mesh_dir, nlod=nlod, vqb=vqb, compress_level=compress_level,
+        shard_index_bytes=shard_index_bytes, minishard_index_bytes=minishard_index_bytes, min_shards=min_shards,
+        max_labels_per_shard=max_labels_per_shard, min_chunk_size=min_chunk_size,
+    )
+    submit(ctx, plan, queue, parallel, dry_run)

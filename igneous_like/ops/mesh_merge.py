@@ -1,7 +1,10 @@
-"""mesh merge: weld each label's forge fragments into one mesh (legacy single-resolution).
+"""mesh merge: weld each label's forge fragments into one mesh, written as legacy
+single-resolution (`{label}:0` manifest + `{label}:0:merged`) or, with --nlod N, as
+unsharded multi-resolution Draco meshes (`{label}.index` + `{label}`).
 
 Work is split by the decimal prefix of the label (--magnitude), so a task lists and reads only
 the fragments of its own labels: the bytes a merge pass reads grow linearly with the volume.
+Also here: mesh clean and mesh rm, which act on the same files.
 """
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ from collections import defaultdict
 from functools import partial
 from typing import Iterator
 
+import numpy as np
 from taskqueue import queueable
 
-from igneous_like import layers, meshing
+from igneous_like import layers, meshing, multires
 from igneous_like.errors import UserError
 from igneous_like.plan import Plan
 
@@ -34,33 +38,58 @@ def read_mesh_info(url: str, mdir: str) -> dict:
     info = CloudFiles(url).get_json(f"{mdir}/info")
     if info is None:
         raise UserError(f"no meshes at {url}/{mdir}: run `igneous-like mesh forge` first")
+    if "spatial_index" not in info and "fragments" not in info:
+        raise UserError(f"{url}/{mdir} has no forge fragments to merge (its info lacks the forge keys)")
     return info
 
 
-def plan_mesh_merge(layer: str, mesh_dir: str | None = None, magnitude: int = 2) -> Plan:
+def check_merge_options(nlod: int, vqb: int) -> None:
+    if nlod < 0:
+        raise UserError(f"--nlod must be 0 or more, got {nlod}")
+    if vqb not in (10, 16):
+        raise UserError(f"--vqb must be 10 or 16 (the spec allows no other), got {vqb}")
+
+
+def plan_mesh_merge(layer: str, mesh_dir: str | None = None, magnitude: int = 2, nlod: int = 0,
+                    vqb: int = 16, min_chunk_size=(32, 32, 32)) -> Plan:
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
     mdir = meshing.mesh_dir_of(info, mesh_dir, 0)
     minfo = read_mesh_info(url, mdir)
-    if minfo.get("@type") != meshing.LEGACY_TYPE:
-        raise UserError(f"{url}/{mdir} holds {minfo.get('@type')} meshes; mesh merge reads forge fragments")
     if minfo.get("fragments") == "frags":
         raise UserError("these fragments were forged with --sharded: use `mesh merge-sharded`")
     if not 1 <= magnitude <= 6:
         raise UserError(f"--magnitude must be between 1 and 6, got {magnitude}")
+    check_merge_options(nlod, vqb)
     prefixes = list(label_prefixes(magnitude))
+    resolution = minfo["spatial_index"]["resolution"]
 
     def tasks() -> Iterator:
         for prefix in prefixes:
-            yield partial(mesh_merge_task, url, mdir, prefix)
+            yield partial(mesh_merge_task, url, mdir, prefix, nlod, vqb, list(min_chunk_size), resolution)
 
+    def prepare() -> None:
+        from cloudfiles import CloudFiles
+
+        new = multires.multires_info(resolution, vqb, minfo) if nlod else {**minfo, "@type": meshing.LEGACY_TYPE}
+        CloudFiles(url).put_json(f"{mdir}/info", new)
+
+    output = ("{label}.index + {label} (multires Draco, %d extra lods)" % nlod) if nlod else \
+        "{label}:0 manifest + {label}:0:merged (welded mesh)"
     details = {"mesh directory": f"{url}/{mdir}", "label prefixes": f"{len(prefixes)} (magnitude {magnitude})",
-               "output": "{label}:0 manifest + {label}:0:merged (welded mesh)"}
-    return Plan("mesh merge", len(prefixes), tasks, details=details)
+               "output": output}
+    return Plan("mesh merge", len(prefixes), tasks, prepare, details)
+
+
+def welded(cf, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    got = cf.get(sorted(names))
+    parts = [meshing.decode_legacy(g["content"]) for g in sorted(got, key=lambda g: g["path"])]
+    return meshing.stitch(parts)
 
 
 @queueable
-def mesh_merge_task(layer: str, mesh_dir: str, prefix: str) -> None:
+def mesh_merge_task(layer: str, mesh_dir: str, prefix: str, nlod: int = 0, vqb: int = 16,
+                    min_chunk_size=(32, 32, 32), resolution=None) -> None:
     """Weld the fragments of every label whose name starts with `prefix`."""
     from cloudfiles import CloudFiles
 
@@ -71,18 +100,20 @@ def mesh_merge_task(layer: str, mesh_dir: str, prefix: str) -> None:
         if match and match.group(2) != meshing.MERGED:
             groups[int(match.group(1))].append(name)
     for label in sorted(groups):
-        names = sorted(groups[label])
-        blobs = cf.get(names)
-        parts = [meshing.decode_legacy(b["content"]) for b in sorted(blobs, key=lambda b: b["path"])]
-        verts, faces = meshing.stitch(parts)
-        merged = f"{label}:0:{meshing.MERGED}"
-        cf.put(merged, meshing.encode_legacy(verts, faces), compress=None)
-        cf.put(f"{label}:0", meshing.manifest(label, [merged]), compress=None, content_type="application/json")
+        verts, faces = welded(cf, groups[label])
+        if nlod:
+            built = multires.build(verts / np.asarray(resolution, dtype=np.float32), faces, nlod, vqb, min_chunk_size)
+            cf.put(str(label), built.fragments, compress=None)
+            cf.put(f"{label}.index", built.manifest, compress=None)
+        else:
+            merged = f"{label}:0:{meshing.MERGED}"
+            cf.put(merged, meshing.encode_legacy(verts, faces), compress=None)
+            cf.put(f"{label}:0", meshing.manifest(label, [merged]), compress=None, content_type="application/json")
 
 
 def plan_mesh_clean(layer: str, mesh_dir: str | None = None, magnitude: int = 1) -> Plan:
-    """Delete forge fragments (one file per label per task, or per-task .frags); keep merged
-    meshes, manifests and the spatial index."""
+    """Delete forge fragments (one file per label per task, or per-task .frags) and merge
+    worklists; keep merged meshes, manifests, shards and the spatial index."""
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
     mdir = meshing.mesh_dir_of(info, mesh_dir, 0)
@@ -102,7 +133,7 @@ def mesh_clean_task(layer: str, mesh_dir: str, prefix: str) -> None:
 
     cf = CloudFiles(f"{layer}/{mesh_dir}")
     if prefix == "frags":
-        doomed = [n for n in cf.list() if n.endswith(".frags")]
+        doomed = [n for n in cf.list() if n.endswith(".frags") or n.startswith("merge-plan/")]
     else:
         doomed = [n for n in cf.list(prefix=prefix)
                   if (m := FRAGMENT.match(n)) and m.group(2) != meshing.MERGED]

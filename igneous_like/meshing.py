@@ -64,9 +64,10 @@ def stitch(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     new_verts = verts[first[order]]
-    new_faces = rank[inverse.reshape(-1)][faces]
-    keep = (new_faces[:, 0] != new_faces[:, 1]) & (new_faces[:, 1] != new_faces[:, 2]) & (new_faces[:, 0] != new_faces[:, 2])
-    return new_verts, new_faces[keep].astype("<u4")
+    from igneous_like.simplify import drop_cancelling_faces
+
+    new_faces = drop_cancelling_faces(rank[inverse.reshape(-1)][faces])
+    return new_verts, new_faces.astype("<u4")
 
 
 def manifest(label: int, fragments: list[str]) -> bytes:

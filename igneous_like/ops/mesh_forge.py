@@ -19,6 +19,7 @@ from igneous_like import layers, meshing, volume_io
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
+from igneous_like.simplify import simplify_fragment
 
 ZMESH_32BIT_LIMIT = (1023, 1023, 511)  # larger task axes force zmesh's slower 64-bit mesher
 DEFAULT_SHAPE = (448, 448, 448)
@@ -113,7 +114,8 @@ def plan_mesh_forge(
         "mip": mip,
         "task shape": fmt_vec(shape) + " (+1 voxel overlap on positive faces)",
         "bounds": str(bounds),
-        "simplification": f"reduction {REDUCTION_FACTOR}, max error {max_error}" if simplify else "off",
+        "simplification": (f"pyfqmr to 1/{REDUCTION_FACTOR} of the faces, open borders kept; zmesh "
+                           f"(max error {max_error}) where pyfqmr leaves a defect") if simplify else "off",
         "fragments": "one file per task (--sharded)" if sharded else "one file per label per task",
         "peak memory per task": f"~{human_bytes(peak)} (limit {human_bytes(memory)})",
     }
@@ -145,6 +147,19 @@ def _fill(seg: np.ndarray, level: int) -> np.ndarray:
     )
 
 
+def open_planes(shape, pad_lo, pad_hi, origin, res) -> list[tuple[int, float]]:
+    """Planes where a fragment is legitimately open: the unpadded faces of the task block.
+    With voxel-centred marching cubes the surface stops at the centre of the outer voxels."""
+    planes = []
+    for axis in range(3):
+        extent = shape[axis] + pad_lo[axis] + pad_hi[axis]
+        if not pad_lo[axis]:
+            planes.append((axis, float(origin[axis] + 0.5 * res[axis])))
+        if not pad_hi[axis]:
+            planes.append((axis, float(origin[axis] + (extent - 0.5) * res[axis])))
+    return planes
+
+
 @queueable
 def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options: dict) -> None:
     """Mesh every label in `box` (+1 voxel overlap) and write its fragments and spatial index."""
@@ -171,21 +186,27 @@ def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options
     del seg
     inverse = {v: k for k, v in remap.items()}
     origin = (np.asarray(read_box.start) - np.asarray(pad_lo)) * res
+    planes = open_planes(read_box.shape, pad_lo, pad_hi, origin, res)
     simplify = options.get("simplify", True)
+    max_error = options.get("max_error", 40)
     fragments: dict[int, bytes] = {}
     bboxes: dict[str, list[int]] = {}
     for small_id in sorted(mesher.ids()):
-        mesh = mesher.get(
-            small_id, normals=False, voxel_centered=True,
-            reduction_factor=REDUCTION_FACTOR if simplify else 0,
-            max_error=options.get("max_error", 40) if simplify else 0,
-        )
+        raw = mesher.get(small_id, normals=False, voxel_centered=True, reduction_factor=0, max_error=0)
+        verts, faces = raw.vertices.astype(np.float64) + origin, raw.faces
+        if simplify:
+            def fallback(sid=small_id):
+                m = mesher.get(sid, normals=False, voxel_centered=True,
+                               reduction_factor=REDUCTION_FACTOR, max_error=max_error)
+                return m.vertices.astype(np.float64) + origin, m.faces
+
+            verts, faces = simplify_fragment(verts, faces, planes, REDUCTION_FACTOR, fallback=fallback)
         mesher.erase(small_id)
-        if len(mesh.faces) == 0:
+        if len(faces) == 0:
             continue
-        verts = (mesh.vertices + origin).astype("<f4")
+        verts = verts.astype("<f4")
         label = int(inverse[small_id])
-        fragments[label] = meshing.encode_legacy(verts, mesh.faces)
+        fragments[label] = meshing.encode_legacy(verts, faces)
         bboxes[str(label)] = [int(math.floor(v)) for v in verts.min(0)] + [int(math.ceil(v)) for v in verts.max(0)]
     name = meshing.physical_name(region, res)
     cf = CloudFiles(layer)

@@ -1,0 +1,155 @@
+"""Simplifying forge fragments so that they still weld into watertight meshes.
+
+pyfqmr with preserve_border=True keeps every vertex on a task's open cut planes exactly where
+marching cubes put it, so neighbouring fragments still share those vertices bit for bit.
+pyfqmr can however leave non-manifold edges (it has no manifold check on collapses): each
+fragment is checked, repaired by splitting non-manifold vertices, and as a last resort
+simplified by zmesh instead (which also keeps open borders in place).
+
+zmesh's simplifier sometimes leaves a zero-volume "pillow" (two faces on the same three
+vertices with opposite winding); dropping both faces keeps the surface closed, while keeping
+one of them (as a sorted-index face dedup does) opens a hole.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _edge_keys(f, nv):
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).astype(np.int64)
+    und = np.minimum(e[:, 0], e[:, 1]) * nv + np.maximum(e[:, 0], e[:, 1])
+    dirk = e[:, 0] * nv + e[:, 1]
+    return e, und, dirk
+
+
+def drop_cancelling_faces(f):
+    """Drop degenerate faces, same-orientation duplicates (keep one) and opposite-orientation
+    pairs on the same three vertices (drop both: a zero-volume 'pillow' that cancels out).
+    NB: zmesh.Mesh.consolidate()/merge_close_vertices() keeps ONE face of such a pair,
+    which is what opens holes after zmesh simplification."""
+    f = np.asarray(f, dtype=np.int64)
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+    if len(f) == 0:
+        return f
+    r = np.argmin(f, axis=1)
+    f = np.take_along_axis(f, (r[:, None] + np.arange(3)) % 3, axis=1)  # rotate, keep winding
+    f = np.unique(f, axis=0)
+    _, inv, cnt = np.unique(np.sort(f, axis=1), axis=0, return_inverse=True, return_counts=True)
+    return f[cnt[inv.ravel()] == 1]
+
+
+def fragment_is_sound(v, f, open_planes, tol=1e-3):
+    """True if every edge has <=2 faces, winding is consistent, and every open edge lies on
+    one of the task's open planes (so it will be closed by the neighbouring fragment)."""
+    if len(f) == 0:
+        return True
+    nv = np.int64(len(v))
+    e, und, dirk = _edge_keys(f, nv)
+    _, inv, cnt = np.unique(und, return_inverse=True, return_counts=True)
+    if (cnt > 2).any() or len(np.unique(dirk)) != len(dirk):
+        return False
+    open_e = e[cnt[inv] == 1]
+    if len(open_e) == 0:
+        return True
+    ok = np.zeros(len(open_e), dtype=bool)
+    for axis, coord in open_planes:
+        ok |= (np.abs(v[open_e[:, 0], axis] - coord) < tol) & (np.abs(v[open_e[:, 1], axis] - coord) < tol)
+    return bool(ok.all())
+
+
+def split_nonmanifold_vertices(v, f, nudge=0.05):
+    """For each vertex on an edge shared by >2 faces, group its faces into fans joined through
+    manifold edges; every extra fan gets its own copy of the vertex, moved `nudge` (physical
+    units, << voxel) toward the fan so that position-based welding keeps the copies apart."""
+    nv = np.int64(len(v))
+    e, und, _ = _edge_keys(f, nv)
+    uk, inv, cnt = np.unique(und, return_inverse=True, return_counts=True)
+    bad = cnt[inv] > 2
+    if not bad.any():
+        return v, f
+    manifold = set(uk[cnt == 2].tolist())
+    bad_verts = np.unique(e[bad])
+    vert_of = f.T.ravel()
+    face_of = np.tile(np.arange(len(f)), 3)
+    sel = np.isin(vert_of, bad_verts)
+    order = np.argsort(vert_of[sel], kind="stable")
+    vs, fs = vert_of[sel][order], face_of[sel][order]
+    lo, hi = np.searchsorted(vs, bad_verts), np.searchsorted(vs, bad_verts, side="right")
+    f = f.copy()
+    n0 = len(v)
+    v = np.concatenate([v, np.empty((len(vs), 3))])  # at most one copy per incidence
+    n_new = 0
+    for a, s, t in zip(bad_verts.tolist(), lo, hi):
+        faces = fs[s:t].tolist()
+        parent = {x: x for x in faces}
+
+        def root(x):
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        across = {}
+        for fi in faces:
+            for b in f[fi].tolist():
+                if b != a:
+                    across.setdefault(b, []).append(fi)
+        for b, fl in across.items():
+            if len(fl) == 2 and (min(a, b) * nv + max(a, b)) in manifold:
+                parent[root(fl[0])] = root(fl[1])
+        fans = {}
+        for fi in faces:
+            fans.setdefault(root(fi), []).append(fi)
+        for fl in sorted(fans.values(), key=len)[:-1]:  # largest fan keeps the original vertex
+            fl = np.array(fl)
+            d = v[f[fl]].reshape(-1, 3).mean(axis=0) - v[a]
+            n = np.linalg.norm(d)
+            new_id = n0 + n_new
+            v[new_id] = v[a] + (d * (nudge / n) if n > 0 else 0.0)
+            n_new += 1
+            rows = f[fl]
+            rows[rows == a] = new_id
+            f[fl] = rows
+    return v[:n0 + n_new], f
+
+
+def simplify_fragment(vertices, faces, open_planes, reduction_factor=100,
+                      aggressiveness=7.0, fallback=None):
+    """Simplify one forge fragment so that it still stitches exactly with its neighbours.
+
+    vertices: (N,3) float physical coords; faces: (M,3) int.
+    open_planes: list of (axis, coordinate) for task faces that are NOT on the dataset edge
+                 (coordinate = physical position of the shared voxel plane).
+    fallback: callable () -> (vertices, faces) used when the fast result is not sound,
+              e.g. lambda: zmesh mesher.get(label, reduction_factor=100, max_error=40)
+              (then offset the same way as the input vertices).
+    Returns (vertices float64, faces int64).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    if len(f) < 8:
+        return v, f
+    import pyfqmr
+
+    s = pyfqmr.Simplify()
+    s.setMesh(v, f.astype(np.int32))
+    # preserve_border=True: pyfqmr never collapses an edge touching an open-edge vertex, so the
+    # vertices on the task cut planes are bit-identical to marching cubes output.
+    s.simplify_mesh(target_count=max(len(f) // reduction_factor, 4), aggressiveness=aggressiveness,
+                    preserve_border=True, verbose=False)
+    v2, f2, _ = s.getMesh()
+    v2 = v2.astype(np.float64)
+    f2 = drop_cancelling_faces(f2)
+    if not fragment_is_sound(v2, f2, open_planes):
+        v2, f2 = split_nonmanifold_vertices(v2, f2)
+        if not fragment_is_sound(v2, f2, open_planes):
+            if fallback is not None:
+                v2, f2 = fallback()
+                v2 = np.asarray(v2, dtype=np.float64)
+                f2 = drop_cancelling_faces(f2)
+            else:
+                return v, f  # keep the unsimplified fragment
+    used = np.unique(f2)
+    remap = np.full(len(v2), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return v2[used], remap[f2]

@@ -81,8 +81,9 @@ def split_grid(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, cell
 
 
 def _levels(extent: np.ndarray, nlod: int, min_chunk: np.ndarray) -> int:
+    """One more level for each halving of the object's longest extent (in min_chunk units)."""
     lods = 1
-    while lods <= nlod and np.all(extent / 2**lods >= min_chunk):
+    while lods <= nlod and np.max(extent / 2**lods / min_chunk) >= 1:
         lods += 1
     return lods
 
@@ -96,8 +97,10 @@ def build(vertices_vx: np.ndarray, faces: np.ndarray, nlod: int, vqb: int,
     lo = np.floor(vertices_vx.min(axis=0)) - 1
     hi = np.ceil(vertices_vx.max(axis=0)) + 1
     extent = hi - lo
-    num_lods = _levels(extent, nlod, np.asarray(min_chunk, dtype=np.float64))
-    chunk_shape = np.ceil(extent / 2 ** (num_lods - 1))
+    min_chunk = np.asarray(min_chunk, dtype=np.float64)
+    num_lods = _levels(extent, nlod, min_chunk)
+    # the coarsest node covers the object; thin axes keep nodes of at least min_chunk
+    chunk_shape = np.maximum(np.ceil(extent / 2 ** (num_lods - 1)), np.minimum(min_chunk, extent))
     top = 2**vqb - 1
     verts = vertices_vx.astype(np.float64)
     tris = faces.astype(np.int64)

@@ -75,3 +75,18 @@ def tree_digest(root: Path) -> dict[str, str]:
         if path.is_file():
             out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+@pytest.fixture(scope="session")
+def mesh_volume(tmp_path_factory):
+    """Tubes and a branching object crossing task borders, a 1-voxel label, big labels."""
+    from igneous_like import sample
+
+    root = tmp_path_factory.mktemp("meshvol")
+    shape = (150, 130, 70)  # not a multiple of the 64x64x32 task shape
+    seg = sample.segmentation(shape, seed=11, cells=25)
+    seg[10:140, 60:70, 30:40] = 2**33 + 1  # a long bar across tasks in x
+    seg[100:110, 5:125, 5:65] = 2**35 + 3  # a slab across tasks in y and z
+    seg[50, 20, 50] = 2**40 + 7  # a single voxel
+    sample.write_layer(f"file://{root}/seg", seg, "segmentation", resolution=(8, 8, 40))
+    return root, seg

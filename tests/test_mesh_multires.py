@@ -181,3 +181,38 @@ def test_cloudvolume_reads_sharded_multires(both):
     assert tm.is_watertight
     count = int((seg == label).sum())
     assert abs(tm.volume / (count * RES.prod()) - 1) < 0.10
+
+
+def test_mesh_xfer_both_ways(both, tmp_path):
+    """sharded -> unsharded -> sharded round-trips byte for byte; legacy -> sharded builds lods."""
+    import tensorstore as ts
+
+    out, seg = both
+    run_cli("mesh", "xfer", f"file://{out}/sharded", f"file://{tmp_path}/unsharded")
+    plain = tmp_path / "unsharded" / "mesh"
+    label = 2**33 + 1
+    assert (plain / f"{label}.index").read_bytes() == (out / "plain" / "mesh" / f"{label}.index").read_bytes()
+    assert "sharding" not in json.loads((plain / "info").read_text())
+    run_cli("mesh", "xfer", f"file://{tmp_path}/unsharded", f"file://{tmp_path}/resharded", "--sharded",
+            "--max-labels-per-shard", "10")
+    before = sorted(p.name for p in (out / "sharded" / "mesh").glob("*.shard"))
+    after = sorted(p.name for p in (tmp_path / "resharded" / "mesh").glob("*.shard"))
+    assert before == after
+    for name in after:
+        assert (tmp_path / "resharded" / "mesh" / name).read_bytes() == (out / "sharded" / "mesh" / name).read_bytes()
+
+    # legacy single-resolution -> sharded multires
+    legacy = tmp_path / "legacy"
+    shutil.copytree(out / "plain", legacy, ignore=shutil.ignore_patterns("mesh"))
+    run_cli("mesh", "forge", f"file://{legacy}", "--shape", "64,64,32")
+    run_cli("mesh", "merge", f"file://{legacy}", "--magnitude", "1")
+    run_cli("mesh", "xfer", f"file://{legacy}", f"file://{tmp_path}/fromlegacy", "--sharded", "--nlod", "1")
+    mdir = tmp_path / "fromlegacy" / "mesh"
+    spec = json.loads((mdir / "info").read_text())["sharding"]
+    kv = ts.KvStore.open({"driver": "neuroglancer_uint64_sharded", "base": f"file://{mdir}/", "metadata": spec}).result()
+    frags, manifest = sharded_value(mdir, spec, label)
+    assert kv.read(label.to_bytes(8, "big")).result().value == manifest
+    verts, faces = decode_lods(manifest, frags, 16)[0]
+    mesh = trimesh.Trimesh(verts, faces, process=False)
+    mesh.merge_vertices()
+    assert mesh.is_watertight

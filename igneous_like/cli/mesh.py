@@ -166,3 +166,34 @@ def merge_sharded(ctx, layer, mesh_dir, nlod, vqb, compress_level, shard_index_b
         max_labels_per_shard=max_labels_per_shard, min_chunk_size=min_chunk_size,
     )
     submit(ctx, plan, queue, parallel, dry_run)
+
+
+@mesh.command()
+@click.argument("src")
+@click.argument("dest")
+@click.option("--sharded", is_flag=True, help="Write DEST as sharded multires meshes.")
+@click.option("--dir", "mesh_dir", default=None, help="Mesh directory in DEST (default: DEST's info, else SRC's).")
+@click.option("--magnitude", type=int, default=2, show_default=True, help="Split unsharded copies by label prefix.")
+@click.option("--nlod", type=int, default=0, show_default=True, help="(to sharded, from legacy) Extra levels of detail.")
+@click.option("--vqb", type=int, default=16, show_default=True, help="(to sharded, from legacy) Vertex quantization bits.")
+@click.option("--min-shards", type=int, default=1, show_default=True, help="(to sharded) At least this many shards.")
+@click.option("--max-labels-per-shard", type=int, default=None, help="(to sharded) At most this many labels per shard.")
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def xfer(ctx, src, dest, sharded, mesh_dir, magnitude, nlod, vqb, min_shards, max_labels_per_shard, queue,
+         parallel, dry_run):
+    """Copy meshes to another layer: unsharded to sharded (--sharded), or sharded back to
+    unsharded multires files.
+
+    \b
+    Example:
+      igneous-like mesh xfer file://data/seg file://data/seg-sharded --sharded --nlod 2
+      igneous-like mesh xfer file://data/seg-sharded file://data/seg-unsharded
+    """
+    from igneous_like.ops.mesh_transfer import plan_mesh_xfer
+
+    plan = plan_mesh_xfer(src, dest, sharded=sharded, mesh_dir=mesh_dir, magnitude=magnitude, nlod=nlod, vqb=vqb,
+                          min_shards=min_shards, max_labels_per_shard=max_labels_per_shard)
+    submit(ctx, plan, queue, parallel, dry_run)

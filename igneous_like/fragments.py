@@ -51,19 +51,42 @@ def labels_to_tasks(index: dict[str, dict]) -> dict[int, list[str]]:
     return found
 
 
-def fetch(cf, label: int, tasks: list[str], mode: str) -> list[tuple]:
-    """Decoded fragments of one label from the forge tasks that hold it (sorted by task)."""
-    tasks = sorted(tasks)
-    if mode == "frags":
-        from mapbuffer import MapBuffer
+def frags_ranges(cf, tasks: list[str]) -> dict[int, list[list]]:
+    """label -> [[task, start, end], ...]: where each label's value sits in the per-task .frags
+    MapBuffers. Read once by the planner (one header + index range read per task), so merge
+    tasks fetch exactly their labels' bytes and never an index."""
+    from mapbuffer import MapBuffer
 
-        blobs = []
-        for task in tasks:
-            try:
-                blobs.append(MapBuffer(RangeBuffer(cf, f"{task}.frags"))[label])
-            except KeyError:
-                continue
+    found: dict[int, list[list]] = defaultdict(list)
+    for task in sorted(tasks):
+        buf = RangeBuffer(cf, f"{task}.frags")
+        index = MapBuffer(buf).index()
+        offsets = [int(o) for o in index[:, 1]] + [len(buf)]
+        for i, label in enumerate(index[:, 0]):
+            found[int(label)].append([task, offsets[i], offsets[i + 1]])
+    return found
+
+
+def _strip_crc(blob: bytes, where: str) -> bytes:
+    """MapBuffer (format 1) appends a crc32c to every value."""
+    import crc32c
+
+    value, stored = blob[:-4], int.from_bytes(blob[-4:], "little")
+    if crc32c.crc32c(value) != stored:
+        raise ValueError(f"corrupt fragment in {where}: crc32c mismatch")
+    return value
+
+
+def fetch(cf, label: int, sources: list, mode: str) -> list[tuple]:
+    """Decoded fragments of one label: `sources` are forge task names (one file per label per
+    task) or [task, start, end] byte ranges into .frags files."""
+    if mode == "frags":
+        requests = [{"path": f"{t}.frags", "start": a, "end": b} for t, a, b in sorted(sources)]
+        got = cf.get(requests)
+        order = {(r["path"], r["start"]): i for i, r in enumerate(requests)}
+        got = sorted(got, key=lambda g: order[(g["path"], g["byte_range"][0])])
+        blobs = [_strip_crc(g["content"], g["path"]) for g in got]
     else:
-        got = cf.get([f"{label}:0:{task}" for task in tasks])
+        got = cf.get([f"{label}:0:{task}" for task in sorted(sources)])
         blobs = [g["content"] for g in sorted(got, key=lambda g: g["path"]) if g["content"] is not None]
     return [meshing.decode_legacy(b) for b in blobs]

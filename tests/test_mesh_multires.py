@@ -216,3 +216,37 @@ def test_mesh_xfer_both_ways(both, tmp_path):
     mesh = trimesh.Trimesh(verts, faces, process=False)
     mesh.merge_vertices()
     assert mesh.is_watertight
+
+
+def test_merge_sharded_reads_each_fragment_byte_once(mesh_volume, tmp_path, monkeypatch):
+    """Total bytes the merge tasks read stay about the size of the forge output, however many
+    shards there are (a merge that re-reads whole fragment files per shard would not)."""
+    from cloudfiles import CloudFiles
+
+    from igneous_like.ops.mesh_merge_sharded import plan_mesh_merge_sharded
+
+    root, seg = mesh_volume
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    run_cli("mesh", "forge", f"file://{tmp_path}/seg", "--shape", "64,64,32", "--sharded")
+    mdir = tmp_path / "seg" / "mesh"
+    frag_bytes = sum(p.stat().st_size for p in mdir.glob("*.frags"))
+    plan = plan_mesh_merge_sharded(f"file://{tmp_path}/seg", nlod=1, max_labels_per_shard=4)
+    assert plan.total >= 6
+    plan.prepare()
+    read = {"bytes": 0}
+    original = CloudFiles.get
+
+    def counting_get(self, paths, *args, **kwargs):
+        result = original(self, paths, *args, **kwargs)
+        items = result if isinstance(result, list) else [{"content": result}]
+        for item in items:
+            content = item["content"] if isinstance(item, dict) else item
+            read["bytes"] += len(content or b"")
+        return result
+
+    monkeypatch.setattr(CloudFiles, "get", counting_get)
+    for task in plan.tasks():
+        task()
+    worklists = sum(p.stat().st_size for p in (mdir / "merge-plan").glob("*.json"))
+    assert read["bytes"] <= frag_bytes + worklists + 1024, (read["bytes"], frag_bytes)
+    assert len(list(mdir.glob("*.shard"))) == plan.total

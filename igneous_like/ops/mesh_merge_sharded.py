@@ -69,15 +69,18 @@ def plan_mesh_merge_sharded(
     if not 0 <= compress_level <= 10:
         raise UserError(f"--compress-level must be between 0 and 10 (Draco), got {compress_level}")
     cf = CloudFiles(f"{url}/{mdir}")
-    owners = fragments.labels_to_tasks(fragments.read_spatial_index(cf))
+    mode = minfo.get("fragments", "files")
+    if mode == "frags":
+        owners = fragments.frags_ranges(cf, [n[: -len(".frags")] for n in cf.list() if n.endswith(".frags")])
+    else:
+        owners = fragments.labels_to_tasks(fragments.read_spatial_index(cf))
     if not owners:
-        raise UserError(f"no spatial index in {url}/{mdir}: forge with --spatial-index before merge-sharded")
+        raise UserError(f"no forge fragments found in {url}/{mdir}: run `mesh forge` (with its spatial index) first")
     spec = sharding_spec(len(owners), shard_index_bytes, minishard_index_bytes, min_shards, max_labels_per_shard)
     sobj = _spec_object(spec)
     shards: dict[str, dict[str, list[str]]] = defaultdict(dict)
     for label in sorted(owners):
         shards[sobj.compute_shard_location(label).shard_number][str(label)] = owners[label]
-    mode = minfo.get("fragments", "files")
     resolution = minfo["spatial_index"]["resolution"]
     options = {"nlod": nlod, "vqb": vqb, "compress_level": compress_level, "mode": mode,
                "resolution": resolution, "min_chunk_size": list(min_chunk_size)}

@@ -28,6 +28,10 @@ def main(out: Path) -> None:
     run("image", "downsample", seg, "--queue", q)
     run("image", "xfer", img, f"file://{data}/image-jpeg", "--encoding", "jpeg", "--queue", q)
     run("image", "xfer", seg, f"file://{data}/segmentation-cseg", "--encoding", "cseg", "--queue", q)
+    run("mesh", "forge", seg, "--sharded", "--queue", q)
+    run("execute", q, "-p", "2", "-x", "-q")
+    # the merge needs every forge task finished: a second pass through the queue
+    run("mesh", "merge-sharded", seg, "--nlod", "2", "--queue", q)
     run("execute", q, "-p", "2", "-x", "-q")
     run("queue", "status", q)
     print("\nWhat was made:")
@@ -38,6 +42,12 @@ def main(out: Path) -> None:
             files = len(list((layer / scale["key"]).glob("*"))) if (layer / scale["key"]).exists() else 0
             size = "x".join(map(str, scale["size"]))
             print(f"    mip {mip}: {size:>12} voxels, {scale['encoding']:<24} {files:>4} chunk files")
+        if "mesh" in info:
+            mesh_dir = layer / info["mesh"]
+            shards = list(mesh_dir.glob("*.shard"))
+            mesh_info = json.loads((mesh_dir / "info").read_text())
+            print(f"    meshes: {mesh_info['@type']}, {len(shards)} shard file(s), "
+                  f"{sum(p.stat().st_size for p in shards) / 1e6:.1f} MB")
     print(f"\nView it: serve {data} over HTTP (e.g. `python -m http.server` with CORS) and add "
           "precomputed://http://HOST/image to Neuroglancer.")
 

@@ -68,7 +68,7 @@ def plan_mesh_forge(
     if info["num_channels"] != 1:
         raise UserError(f"{url} has {info['num_channels']} channels: meshing needs one")
     if dust_global:
-        raise UserError("--dust-global is applied by `mesh merge --dust-threshold`; forge with --dust-local")
+        raise UserError("--dust-global is not available yet (it needs global voxel counts): use --dust-local")
     if not 0 <= fill_holes <= 3:
         raise UserError(f"--fill-holes must be 0, 1, 2 or 3, got {fill_holes}")
     if max_error < 0 or dust_threshold < 0:

@@ -6,6 +6,7 @@ import json
 from collections import defaultdict
 
 from igneous_like import meshing
+from igneous_like.storage import get_many
 
 
 class RangeBuffer:
@@ -36,7 +37,7 @@ def read_spatial_index(cf) -> dict[str, dict[str, list[int]]]:
     """task name -> {label: bbox} for every .spatial file (read once, by the planner)."""
     names = [n for n in cf.list() if n.endswith(".spatial")]
     out = {}
-    for item in cf.get(names):
+    for item in get_many(cf, names):
         if item["content"] is None:
             continue
         out[item["path"][: -len(".spatial")]] = json.loads(item["content"])
@@ -77,16 +78,18 @@ def _strip_crc(blob: bytes, where: str) -> bytes:
     return value
 
 
+def fetch_frags(cf, sources: list) -> list[bytes]:
+    """Values at [task, start, end] byte ranges of .frags files, crc-checked, in task order."""
+    requests = [{"path": f"{t}.frags", "start": a, "end": b} for t, a, b in sorted(sources)]
+    return [_strip_crc(g["content"], g["path"]) for g in get_many(cf, requests)]
+
+
 def fetch(cf, label: int, sources: list, mode: str) -> list[tuple]:
     """Decoded fragments of one label: `sources` are forge task names (one file per label per
     task) or [task, start, end] byte ranges into .frags files."""
     if mode == "frags":
-        requests = [{"path": f"{t}.frags", "start": a, "end": b} for t, a, b in sorted(sources)]
-        got = cf.get(requests)
-        order = {(r["path"], r["start"]): i for i, r in enumerate(requests)}
-        got = sorted(got, key=lambda g: order[(g["path"], g["byte_range"][0])])
-        blobs = [_strip_crc(g["content"], g["path"]) for g in got]
+        blobs = fetch_frags(cf, sources)
     else:
-        got = cf.get([f"{label}:0:{task}" for task in sorted(sources)])
-        blobs = [g["content"] for g in sorted(got, key=lambda g: g["path"]) if g["content"] is not None]
+        got = get_many(cf, [f"{label}:0:{task}" for task in sorted(sources)])
+        blobs = [g["content"] for g in got if g["content"] is not None]
     return [meshing.decode_legacy(b) for b in blobs]

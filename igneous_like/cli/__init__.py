@@ -12,6 +12,7 @@ import click
 from igneous_like import __version__
 from igneous_like.cli.image import image
 from igneous_like.cli.mesh import mesh
+from igneous_like.cli.skeleton import skeleton
 from igneous_like.cli.queue import execute, queue
 from igneous_like.errors import UserError
 
@@ -55,6 +56,7 @@ def cli(ctx: click.Context, parallel: int) -> None:
 
 cli.add_command(image)
 cli.add_command(mesh)
+cli.add_command(skeleton)
 cli.add_command(execute)
 cli.add_command(queue)
 

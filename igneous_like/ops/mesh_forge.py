@@ -20,6 +20,7 @@ from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 from igneous_like.simplify import simplify_fragment
+from igneous_like.storage import put_many
 
 ZMESH_32BIT_LIMIT = (1023, 1023, 511)  # larger task axes force zmesh's slower 64-bit mesher
 DEFAULT_SHAPE = (448, 448, 448)
@@ -215,6 +216,6 @@ def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options
 
         cf.put(f"{mesh_dir}/{name}.frags", MapBuffer(fragments).tobytes(), compress=None)
     else:
-        cf.puts(((f"{mesh_dir}/{label}:0:{name}", data) for label, data in fragments.items()), compress=None)
+        put_many(cf, ((f"{mesh_dir}/{label}:0:{name}", data) for label, data in fragments.items()), compress=None)
     if options.get("spatial_index", True):
         cf.put(f"{mesh_dir}/{name}.spatial", json.dumps(bboxes, sort_keys=True).encode(), compress=None)

@@ -19,6 +19,7 @@ from taskqueue import queueable
 from igneous_like import layers, meshing, multires
 from igneous_like.errors import UserError
 from igneous_like.plan import Plan
+from igneous_like.storage import get_many
 
 FRAGMENT = re.compile(r"^(\d+):0:(.+)$")
 
@@ -82,8 +83,7 @@ def plan_mesh_merge(layer: str, mesh_dir: str | None = None, magnitude: int = 2,
 
 
 def welded(cf, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    got = cf.get(sorted(names))
-    parts = [meshing.decode_legacy(g["content"]) for g in sorted(got, key=lambda g: g["path"])]
+    parts = [meshing.decode_legacy(g["content"]) for g in get_many(cf, sorted(names))]
     return meshing.stitch(parts)
 
 

@@ -21,6 +21,7 @@ from igneous_like.errors import UserError
 from igneous_like.ops.mesh_merge import check_merge_options, label_prefixes
 from igneous_like.ops.mesh_merge_sharded import WORKLISTS, _spec_object, sharding_spec
 from igneous_like.plan import Plan
+from igneous_like.storage import get_many
 
 MANIFEST = re.compile(r"^(\d+):0$")
 INDEX = re.compile(r"^(\d+)\.index$")
@@ -149,8 +150,7 @@ def mesh_unshard_task(src_prefix: str, dest_prefix: str, shard_name: str, spec: 
 
 def _legacy_mesh(cf, label: int) -> tuple[np.ndarray, np.ndarray]:
     manifest = cf.get_json(f"{label}:0")
-    got = cf.get(sorted(manifest["fragments"]))
-    parts = [meshing.decode_legacy(g["content"]) for g in sorted(got, key=lambda g: g["path"]) if g["content"]]
+    parts = [meshing.decode_legacy(g["content"]) for g in get_many(cf, sorted(manifest["fragments"])) if g["content"]]
     return meshing.stitch(parts)
 
 

@@ -1,0 +1,177 @@
+"""`skeleton` commands: forge, merge, merge-sharded, clean, rm."""
+from __future__ import annotations
+
+import click
+
+from igneous_like.cli.mesh import label_list
+from igneous_like.cli.options import TUPLE3, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+
+
+@click.group()
+def skeleton() -> None:
+    """Skeletons of segmentations (TEASAR): forge fragments, then merge them."""
+
+
+@skeleton.command()
+@click.argument("layer")
+@click.option("--mip", type=int, default=0, show_default=True, help="Skeletonize at this mip.")
+@click.option("--shape", type=TUPLE3, default=None, help="Task shape in voxels (default from --memory, at most 512^3).")
+@click.option("--scale", type=float, default=4, show_default=True, help="TEASAR: invalidation radius multiplier.")
+@click.option("--const", type=float, default=10, show_default=True, help="TEASAR: invalidation radius constant (physical).")
+@click.option("--soma-detect", type=float, default=1100, show_default=True, help="Soma candidates above this boundary distance.")
+@click.option("--soma-accept", type=float, default=3500, show_default=True, help="Accept somata above this boundary distance.")
+@click.option("--soma-scale", type=float, default=1.0, show_default=True, help="Soma invalidation scale.")
+@click.option("--soma-const", type=float, default=300, show_default=True, help="Soma invalidation constant.")
+@click.option("--max-paths", type=int, default=None, help="Stop tracing an object after this many paths.")
+@click.option("--dust-threshold", type=int, default=1000, show_default=True, help="Skip objects with fewer voxels in a task.")
+@click.option("--dust-global/--dust-local", default=False, show_default=True, help="Count dust per task (local).")
+@click.option("--fill-holes", type=int, default=0, show_default=True, help="0 none, 1 fill, 2 +borders, 3 +closing.")
+@click.option("--fix-branching/--no-fix-branching", default=True, show_default=True, help="Better branch points, slower.")
+@click.option("--fix-borders/--no-fix-borders", default=True, show_default=True,
+              help="Trace to shared border targets so neighbouring tasks' fragments meet.")
+@click.option("--fix-avocados/--no-fix-avocados", default=False, show_default=True,
+              help="Merge nuclei segmented apart from their soma.")
+@click.option("--cross-section", type=int, default=0, show_default=True,
+              help="Compute cross-sectional area per vertex with this smoothing window (0: off).")
+@click.option("--labels", default=None, help="Skeletonize only these labels, e.g. 12,57.")
+@click.option("--sharded", is_flag=True, help="Accepted for Igneous compatibility: fragments are always one file per task.")
+@click.option("--spatial-index/--skip-spatial-index", default=True, show_default=True, help="Write the spatial index.")
+@click.option("--fill-missing", is_flag=True, help="Read missing chunks as background.")
+@click.option("--dir", "skel_dir", default=None, help="Skeleton directory (default: the info's, else 'skeletons').")
+@memory_option
+@range_options
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def forge(ctx, layer, mip, shape, scale, const, soma_detect, soma_accept, soma_scale, soma_const, max_paths,
+          dust_threshold, dust_global, fill_holes, fix_branching, fix_borders, fix_avocados, cross_section, labels,
+          sharded, spatial_index, fill_missing, skel_dir, memory, xrange, yrange, zrange, queue, parallel, dry_run):
+    """(1) Skeletonize a segmentation in tasks that overlap by one voxel.
+
+    \b
+    Example:
+      igneous-like skeleton forge file://data/seg --queue fq://q
+      igneous-like execute fq://q -x
+      igneous-like skeleton merge file://data/seg --queue fq://q
+    """
+    from igneous_like.ops.skeleton_forge import plan_skeleton_forge
+
+    plan = plan_skeleton_forge(
+        layer, mip=mip, shape=shape, scale=scale, const=const, soma_detect=soma_detect, soma_accept=soma_accept,
+        soma_scale=soma_scale, soma_const=soma_const, max_paths=max_paths, dust_threshold=dust_threshold,
+        dust_global=dust_global, fill_holes=fill_holes, fix_branching=fix_branching, fix_borders=fix_borders,
+        fix_avocados=fix_avocados, cross_section=cross_section, labels=label_list(labels), sharded=sharded,
+        spatial_index=spatial_index, fill_missing=fill_missing, skel_dir=skel_dir, memory=memory,
+        xrange=xrange, yrange=yrange, zrange=zrange,
+    )
+    submit(ctx, plan, queue, parallel, dry_run)
+
+
+def merge_options(fn):
+    for deco in reversed([
+        click.option("--dir", "skel_dir", default=None, help="Skeleton directory (default: the info's)."),
+        click.option("--tick-threshold", type=float, default=0, show_default=True,
+                     help="Remove side branches shorter than this (physical units)."),
+        click.option("--min-cable-length", type=float, default=1000, show_default=True,
+                     help="Drop skeletons shorter than this (physical units); they get no file."),
+        click.option("--max-cable-length", type=float, default=None, help="Drop skeletons longer than this."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
+@skeleton.command()
+@click.argument("layer")
+@merge_options
+@click.option("--magnitude", type=int, default=2, show_default=True, help="Split labels into 10^magnitude tasks (by their last digits).")
+@click.option("--delete-fragments", is_flag=True, help="Delete forge fragments once every merge task ran (in-process runs).")
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def merge(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_cable_length, magnitude, delete_fragments,
+          queue, parallel, dry_run):
+    """(2) Join each label's fragments into one skeleton file per label.
+
+    \b
+    Example:
+      igneous-like skeleton merge file://data/seg --tick-threshold 3500 --queue fq://q
+    """
+    from igneous_like.errors import UserError
+    from igneous_like.ops.skeleton_merge import plan_skeleton_clean, plan_skeleton_merge
+
+    if delete_fragments and queue:
+        raise UserError("--delete-fragments needs every merge task finished: run `skeleton clean` after the queue drains")
+    plan = plan_skeleton_merge(layer, skel_dir=skel_dir, magnitude=magnitude, tick_threshold=tick_threshold,
+                               min_cable_length=min_cable_length, max_cable_length=max_cable_length)
+    submit(ctx, plan, queue, parallel, dry_run)
+    if delete_fragments and not dry_run:
+        submit(ctx, plan_skeleton_clean(layer, skel_dir=skel_dir), None, parallel, False)
+
+
+@skeleton.command("merge-sharded")
+@click.argument("layer")
+@merge_options
+@click.option("--shard-index-bytes", type=int, default=2**13, show_default=True, help="Target shard index size.")
+@click.option("--minishard-index-bytes", type=int, default=2**15, show_default=True, help="Target minishard index size.")
+@click.option("--min-shards", type=int, default=1, show_default=True, help="At least this many shards.")
+@click.option("--max-labels-per-shard", type=int, default=None, help="At most this many labels per shard.")
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def merge_sharded(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_cable_length, shard_index_bytes,
+                  minishard_index_bytes, min_shards, max_labels_per_shard, queue, parallel, dry_run):
+    """(2) Join fragments into skeletons packed in shards (one task writes each shard whole).
+
+    \b
+    Example:
+      igneous-like skeleton merge-sharded file://data/seg --queue fq://q
+    """
+    from igneous_like.ops.skeleton_merge import plan_skeleton_merge
+
+    plan = plan_skeleton_merge(
+        layer, skel_dir=skel_dir, sharded=True, tick_threshold=tick_threshold, min_cable_length=min_cable_length,
+        max_cable_length=max_cable_length, shard_index_bytes=shard_index_bytes,
+        minishard_index_bytes=minishard_index_bytes, min_shards=min_shards, max_labels_per_shard=max_labels_per_shard,
+    )
+    submit(ctx, plan, queue, parallel, dry_run)
+
+
+@skeleton.command()
+@click.argument("layer")
+@click.option("--dir", "skel_dir", default=None, help="Skeleton directory (default: the info's).")
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def clean(ctx, layer, skel_dir, queue, parallel, dry_run):
+    """Delete forge fragments and merge worklists after a merge.
+
+    \b
+    Example:
+      igneous-like skeleton clean file://data/seg
+    """
+    from igneous_like.ops.skeleton_merge import plan_skeleton_clean
+
+    submit(ctx, plan_skeleton_clean(layer, skel_dir=skel_dir), queue, parallel, dry_run)
+
+
+@skeleton.command("rm")
+@click.argument("layer")
+@click.option("--dir", "skel_dir", default=None, help="Skeleton directory (default: the info's).")
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def rm(ctx, layer, skel_dir, queue, parallel, dry_run):
+    """Delete a skeleton directory and the info's pointer to it.
+
+    \b
+    Example:
+      igneous-like skeleton rm file://data/seg
+    """
+    from igneous_like.ops.skeleton_merge import plan_skeleton_rm
+
+    submit(ctx, plan_skeleton_rm(layer, skel_dir=skel_dir), queue, parallel, dry_run)

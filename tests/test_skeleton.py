@@ -1,0 +1,185 @@
+"""skeleton forge + merge (unsharded and sharded) end to end through a FileQueue and
+`execute -p 2`, read with a parser written here from the Precomputed skeleton spec, with
+tensorstore's sharded key-value store, and with cloud-volume."""
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+RES = np.array((16, 16, 16), dtype=np.float64)
+TUBE, TREE, ZTUBE, SPECK = 2**33 + 1, 2**34 + 5, 2**35 + 9, 2**36 + 1
+
+
+def parse_skeleton(data: bytes, attributes: list[dict]):
+    """Per spec: uint32 num_vertices, uint32 num_edges, float32 [n,3] vertices, uint32 [m,2]
+    edges, then each attribute's n*num_components values."""
+    nv, ne = struct.unpack_from("<II", data, 0)
+    off = 8
+    verts = np.frombuffer(data, "<f4", 3 * nv, off).reshape(nv, 3)
+    off += 12 * nv
+    edges = np.frombuffer(data, "<u4", 2 * ne, off).reshape(ne, 2)
+    off += 8 * ne
+    attrs = {}
+    for a in attributes:
+        dtype = np.dtype(a["data_type"]).newbyteorder("<")
+        n = nv * a["num_components"]
+        attrs[a["id"]] = np.frombuffer(data, dtype, n, off)
+        off += dtype.itemsize * n
+    assert off == len(data)
+    return verts, edges, attrs
+
+
+def components_and_cycles(nv: int, edges: np.ndarray) -> tuple[int, bool]:
+    parent = list(range(nv))
+
+    def root(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    cycle = False
+    for a, b in edges:
+        ra, rb = root(int(a)), root(int(b))
+        if ra == rb:
+            cycle = True
+        parent[ra] = rb
+    return len({root(i) for i in range(nv)}), cycle
+
+
+def cable(verts, edges) -> float:
+    return float(np.linalg.norm(verts[edges[:, 0]] - verts[edges[:, 1]], axis=1).sum())
+
+
+@pytest.fixture(scope="module")
+def neurites(tmp_path_factory):
+    """A tube along x, a branching tree, a tube along z, all crossing task borders; a speck."""
+    from igneous_like import sample
+
+    root = tmp_path_factory.mktemp("skel")
+    shape = (170, 140, 90)  # tasks of 64x64x32: 3 x 3 x 3, edges not multiples
+    seg = np.zeros(shape, dtype=np.uint64, order="F")
+    x, y, z = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), np.arange(shape[2]), indexing="ij", sparse=True)
+    seg[(((y - 25) ** 2 + (z - 20) ** 2) <= 16) & (x >= 10) & (x < 160)] = TUBE  # length 150 voxels
+    trunk = (((y - 80) ** 2 + (z - 50) ** 2) <= 16) & (x >= 10) & (x < 150)
+    branch = (((x - 80) ** 2 + (z - 50) ** 2) <= 16) & (y >= 80) & (y < 130)
+    seg[trunk | branch] = TREE  # 140 + 50 voxels of centreline
+    seg[(((x - 140) ** 2 + (y - 30) ** 2) <= 16) & (z >= 5) & (z < 85)] = ZTUBE  # 80 voxels along z
+    seg[5:8, 130:133, 80:83] = SPECK  # 27 voxels: under the default dust threshold
+    sample.write_layer(f"file://{root}/seg", seg, "segmentation", resolution=tuple(RES.astype(int)))
+    truth = {TUBE: 150 * 16, TREE: (140 + 50) * 16, ZTUBE: 80 * 16}
+    return root, seg, truth
+
+
+def pipeline(root, name, *merge, forge=()):
+    q = root / f"q-{name}"
+    layer = f"file://{root}/{name}"
+    for step in (("skeleton", "forge", layer, "--shape", "64,64,32", *forge), ("skeleton", *merge, layer)):
+        run_cli(*step, "--queue", f"fq://{q}")
+        run_cli("execute", f"fq://{q}", "-p", "2", "-x", "-q")
+
+
+@pytest.fixture(scope="module")
+def merged(neurites, tmp_path_factory):
+    root, seg, truth = neurites
+    out = tmp_path_factory.mktemp("skelout")
+    for name in ("plain", "sharded"):
+        shutil.copytree(root / "seg", out / name)
+    pipeline(out, "plain", "merge", "--min-cable-length", "100")
+    pipeline(out, "sharded", "merge-sharded", "--min-cable-length", "100", "--max-labels-per-shard", "1")
+    return out, truth
+
+
+def test_one_tree_per_object_with_true_cable_length(merged):
+    out, truth = merged
+    sdir = out / "plain" / "skeletons"
+    info = json.loads((sdir / "info").read_text())
+    assert info["@type"] == "neuroglancer_skeletons"
+    # Neuroglancer drops the whole layer for a uint8 attribute: everything must be float32
+    assert [a["data_type"] for a in info["vertex_attributes"]] == ["float32"] * len(info["vertex_attributes"])
+    assert "radius" in [a["id"] for a in info["vertex_attributes"]]
+    for label, length in truth.items():
+        verts, edges, attrs = parse_skeleton((sdir / str(label)).read_bytes(), info["vertex_attributes"])
+        n, cycle = components_and_cycles(len(verts), edges)
+        assert n == 1 and not cycle, (label, n, cycle)
+        assert abs(cable(verts, edges) / length - 1) < 0.10, (label, cable(verts, edges), length)
+        assert (attrs["radius"] > 0).all()
+    assert not (sdir / str(SPECK)).exists()  # below the dust threshold: no file, not an empty one
+
+
+def test_sharded_equals_unsharded_and_readers_agree(merged):
+    import tensorstore as ts
+    from cloudvolume import CloudVolume
+
+    out, truth = merged
+    sdir = out / "sharded" / "skeletons"
+    info = json.loads((sdir / "info").read_text())
+    assert len(list(sdir.glob("*.shard"))) >= 2
+    kv = ts.KvStore.open({"driver": "neuroglancer_uint64_sharded", "base": f"file://{sdir}/",
+                          "metadata": info["sharding"]}).result()
+    vol = CloudVolume(f"file://{out}/sharded", progress=False)
+    for label in truth:
+        value = kv.read(int(label).to_bytes(8, "big")).result().value
+        assert value == (out / "plain" / "skeletons" / str(label)).read_bytes()
+        sk = vol.skeleton.get(label)
+        assert len(sk.vertices) == parse_skeleton(value, info["vertex_attributes"])[0].shape[0]
+
+
+def test_min_cable_length_drops_labels_without_files(neurites, tmp_path):
+    root, _, truth = neurites
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    pipeline(tmp_path, "seg", "merge", "--min-cable-length", "2000")
+    kept = sorted(int(p.name) for p in (tmp_path / "seg" / "skeletons").iterdir() if p.name.isdigit())
+    assert kept == sorted(label for label, length in truth.items() if length > 2200)
+
+
+def test_switches_change_the_output(neurites, pristine, tmp_path):
+    """--no-fix-borders, --no-fix-branching and --fix-avocados each really change what is made."""
+    from igneous_like import sample
+
+    root, _, _ = neurites
+
+    def forge_bytes(layer_dir, *args):
+        shutil.rmtree(layer_dir / "skeletons", ignore_errors=True)
+        run_cli("skeleton", "forge", f"file://{layer_dir}", *(args or ("--shape", "64,64,32")))
+        return {p.name: p.read_bytes() for p in (layer_dir / "skeletons").glob("*.frags")}
+
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    base = forge_bytes(tmp_path / "seg")
+    assert forge_bytes(tmp_path / "seg", "--shape", "64,64,32", "--no-fix-borders") != base
+    # branch points need thick, irregular objects: the dense sample segmentation
+    shutil.copytree(pristine / "segmentation", tmp_path / "dense")
+    crop = ("--xrange", "0,128", "--yrange", "0,128", "--zrange", "0,64", "--shape", "128,128,64")
+    dense = forge_bytes(tmp_path / "dense", *crop)
+    assert forge_bytes(tmp_path / "dense", *crop, "--no-fix-branching") != dense
+
+    # an avocado: a nucleus (label 2) segmented apart inside its soma (label 1)
+    x, y, z = np.mgrid[:80, :80, :80]
+    r = np.sqrt((x - 40) ** 2 + (y - 40) ** 2 + (z - 40) ** 2)
+    cell = np.zeros((80, 80, 80), dtype=np.uint64, order="F")
+    cell[r < 30] = 1
+    cell[r < 12] = 2
+    sample.write_layer(f"file://{tmp_path}/cell", cell, "segmentation", resolution=(8, 8, 8))
+    soma = ("--soma-detect", "50", "--soma-accept", "100", "--soma-const", "30", "--dust-threshold", "100")
+
+    def labels_made(*args):
+        shutil.rmtree(tmp_path / "cell" / "skeletons", ignore_errors=True)
+        run_cli("skeleton", "forge", f"file://{tmp_path}/cell", *soma, *args)
+        run_cli("skeleton", "merge", f"file://{tmp_path}/cell", "--min-cable-length", "0")
+        return sorted(int(p.name) for p in (tmp_path / "cell" / "skeletons").iterdir() if p.name.isdigit())
+
+    assert labels_made("--no-fix-avocados") == [1, 2]
+    assert labels_made("--fix-avocados") == [1]
+
+
+def test_skeleton_errors(layers):
+    proc = run_cli("skeleton", "forge", f"file://{layers}/image", check=False)
+    assert proc.returncode == 1 and "image layer" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("skeleton", "merge", f"file://{layers}/segmentation", check=False)
+    assert proc.returncode == 1 and "skeleton forge" in proc.stderr

@@ -183,3 +183,21 @@ def test_skeleton_errors(layers):
     assert proc.returncode == 1 and "image layer" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("skeleton", "merge", f"file://{layers}/segmentation", check=False)
     assert proc.returncode == 1 and "skeleton forge" in proc.stderr
+
+
+def test_xfer_both_ways_and_swc(merged, tmp_path):
+    out, truth = merged
+    run_cli("skeleton", "xfer", f"file://{out}/sharded", f"file://{tmp_path}/files")
+    for label in truth:
+        assert (tmp_path / "files" / "skeletons" / str(label)).read_bytes() == \
+            (out / "plain" / "skeletons" / str(label)).read_bytes()
+    run_cli("skeleton", "xfer", f"file://{tmp_path}/files", f"file://{tmp_path}/resharded", "--sharded",
+            "--max-labels-per-shard", "1")
+    for shard in (out / "sharded" / "skeletons").glob("*.shard"):
+        assert (tmp_path / "resharded" / "skeletons" / shard.name).read_bytes() == shard.read_bytes()
+    labels = ",".join(str(label) for label in truth)
+    run_cli("skeleton", "convert", f"file://{out}/sharded", str(tmp_path / "swc"), labels)
+    for label in truth:
+        rows = [r for r in (tmp_path / "swc" / f"{label}.swc").read_text().splitlines() if r and not r.startswith("#")]
+        parents = [int(r.split()[6]) for r in rows]
+        assert parents.count(-1) == 1 and len(rows) > 10  # one root: one connected tree

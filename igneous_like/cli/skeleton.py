@@ -175,3 +175,47 @@ def rm(ctx, layer, skel_dir, queue, parallel, dry_run):
     from igneous_like.ops.skeleton_merge import plan_skeleton_rm
 
     submit(ctx, plan_skeleton_rm(layer, skel_dir=skel_dir), queue, parallel, dry_run)
+
+
+@skeleton.command()
+@click.argument("src")
+@click.argument("dest")
+@click.option("--sharded", is_flag=True, help="Write DEST sharded (from sharded SRC without it: one file per label).")
+@click.option("--dir", "skel_dir", default=None, help="Skeleton directory in DEST.")
+@click.option("--magnitude", type=int, default=2, show_default=True, help="Split plain copies into 10^magnitude tasks.")
+@click.option("--min-shards", type=int, default=1, show_default=True, help="(to sharded) At least this many shards.")
+@click.option("--max-labels-per-shard", type=int, default=None, help="(to sharded) At most this many labels per shard.")
+@queue_option
+@parallel_option
+@dry_run_option
+@click.pass_context
+def xfer(ctx, src, dest, sharded, skel_dir, magnitude, min_shards, max_labels_per_shard, queue, parallel, dry_run):
+    """Copy skeletons to another layer, converting between sharded and one file per label.
+
+    \b
+    Example:
+      igneous-like skeleton xfer file://data/seg file://data/seg-sharded --sharded
+      igneous-like skeleton xfer file://data/seg-sharded file://data/seg-files
+    """
+    from igneous_like.ops.skeleton_transfer import plan_skeleton_xfer
+
+    plan = plan_skeleton_xfer(src, dest, sharded=sharded, skel_dir=skel_dir, magnitude=magnitude,
+                              min_shards=min_shards, max_labels_per_shard=max_labels_per_shard)
+    submit(ctx, plan, queue, parallel, dry_run)
+
+
+@skeleton.command()
+@click.argument("src")
+@click.argument("dest")
+@click.argument("labels", required=False)
+def convert(src, dest, labels):
+    """Write skeletons of SRC as SWC files (LABEL.swc) into the local directory DEST.
+
+    \b
+    Example:
+      igneous-like skeleton convert file://data/seg ./swc 12,57
+    """
+    from igneous_like.ops.skeleton_transfer import convert_to_swc
+
+    n = convert_to_swc(src, dest, label_list(labels))
+    click.echo(f"wrote {n} SWC file(s) to {dest}")

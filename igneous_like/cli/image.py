@@ -81,6 +81,8 @@ def downsample(ctx, layer, mip, num_mips, factor, volumetric, method, sparse, fi
 @click.option("--shape", type=TUPLE3, default=None, help="Task shape in voxels (overrides --memory).")
 @range_options
 @click.option("--clean-info", is_flag=True, help="Drop mesh and skeleton entries from DEST's info.")
+@click.option("--sharded", is_flag=True,
+              help="Write DEST's scale as shards (spec sized from the volume and --memory; one task per shard).")
 @click.option("--delete-bg", is_flag=True, help="Delete background chunks instead of writing them.")
 @click.option("--bg-color", type=int, default=0, show_default=True, help="The background value.")
 @queue_option
@@ -89,7 +91,7 @@ def downsample(ctx, layer, mip, num_mips, factor, volumetric, method, sparse, fi
 @click.pass_context
 def xfer(ctx, src, dest, mip, translate, dest_voxel_offset, chunk_size, encoding, encoding_level, compress,
          downsample, num_mips, max_mips, factor, volumetric, method, sparse, fill_missing, memory, shape,
-         xrange, yrange, zrange, clean_info, delete_bg, bg_color, queue, parallel, dry_run):
+         xrange, yrange, zrange, clean_info, sharded, delete_bg, bg_color, queue, parallel, dry_run):
     """Copy a layer, re-chunking, re-encoding and building mips on the way. SRC is never modified.
 
     With the same chunk size and encoding and --skip-downsample, files are copied byte for byte.
@@ -108,7 +110,7 @@ def xfer(ctx, src, dest, mip, translate, dest_voxel_offset, chunk_size, encoding
         encoding=encoding, encoding_level=encoding_level, compress=compress, downsample=downsample,
         num_mips=num_mips, max_mips=max_mips, factor=factor, method=method, sparse=sparse,
         fill_missing=fill_missing, memory=memory, shape=shape, xrange=xrange, yrange=yrange, zrange=zrange,
-        clean_info=clean_info, delete_bg=delete_bg, bg_color=bg_color,
+        clean_info=clean_info, delete_bg=delete_bg, bg_color=bg_color, sharded=sharded,
     )
     submit(ctx, plan, queue, parallel, dry_run)
 

@@ -29,11 +29,19 @@ def plan_delete(layer: str, mip: int = 0, num_mips: int | None = None, shape: Ve
     elif any(s <= 0 or s % c for s, c in zip(shape, chunk)):
         raise UserError(f"--shape {fmt_vec(shape)} must be a positive multiple of the chunk size {fmt_vec(chunk)}")
     region = expand_to_grid(region, chunk, full.start, full)
-    total = grid_count(region, shape, full.start)
+    sharded = [m for m in range(mip, last) if layers.is_sharded(info, m)]
+    if sharded and (xrange or yrange or zrange):
+        raise UserError(f"mips {sharded} are sharded: a shard is deleted whole, so ranges cannot be used")
+    plain = [m for m in range(mip, last) if m not in sharded]
+    chunk_tasks = grid_count(region, shape, full.start) if plain else 0
+    total = chunk_tasks + len(sharded)
 
     def tasks() -> Iterator:
-        for box in grid_boxes(region, shape, full.start):
-            yield partial(delete_task, url, mip, last - mip, box.to_list())
+        if plain:
+            for box in grid_boxes(region, shape, full.start):
+                yield partial(delete_task, url, mip, last - mip, box.to_list())
+        for m in sharded:
+            yield partial(delete_shards_task, url, info["scales"][m]["key"])
 
     details = {"layer": url, "mips": f"{mip} to {last - 1}", "task shape": fmt_vec(shape), "bounds": str(region)}
     return Plan("image rm", total, tasks, details=details)
@@ -50,6 +58,8 @@ def delete_task(layer: str, mip: int, num_mips: int, box: list[int]) -> None:
     names: list[str] = []
     for m in range(mip, min(mip + num_mips, len(info["scales"]))):
         scale = info["scales"][m]
+        if scale.get("sharding"):
+            continue  # deleted whole by delete_shards_task
         ratio = [r / b for r, b in zip(scale["resolution"], base)]
         bounds = layers.scale_bounds(info, m)
         lo = layers.scale_bounds(info, mip).start
@@ -61,3 +71,12 @@ def delete_task(layer: str, mip: int, num_mips: int, box: list[int]) -> None:
     cf = CloudFiles(layer)
     # a chunk may be stored compressed under a suffixed name on file://
     cf.delete(names + [n + ".gz" for n in names] + [n + ".br" for n in names] + [n + ".zstd" for n in names])
+
+
+@queueable
+def delete_shards_task(layer: str, key: str) -> None:
+    """Delete every shard file of one scale."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(f"{layer}/{key}")
+    cf.delete([n for n in cf.list() if n.endswith(".shard")])

@@ -49,6 +49,7 @@ def plan_transfer(
     clean_info: bool = False,
     delete_bg: bool = False,
     bg_color: int = 0,
+    sharded: bool = False,
 ) -> Plan:
     src_url, dest_url = layers.normalize_url(src), layers.normalize_url(dest)
     if src_url == dest_url:
@@ -76,6 +77,9 @@ def plan_transfer(
     region = Box(vec3(a + t for a, t in zip(region.start, translate)), vec3(b + t for b, t in zip(region.stop, translate)))
     if not dest_full.contains(region):
         raise UserError(f"the transferred region {region} does not fit inside {dest_url} at mip {mip} ({dest_full})")
+
+    if sharded:
+        return _plan_sharded(src_url, dest_url, info, dest_info, mip, region, translate, memory, fill_missing)
 
     same_bytes = (
         not downsample and not any(translate) and dest_chunk == src_chunk
@@ -149,6 +153,59 @@ def plan_transfer(
         "bytes to write (before encoding)": human_bytes(written),
     }
     return Plan("image xfer", total, tasks, lambda: layers.write_info(dest_url, dest_info), details)
+
+
+def _plan_sharded(src_url, dest_url, info, dest_info, mip, region, translate, memory, fill_missing) -> Plan:
+    """One task per shard of DEST's scale; the spec is sized from the scale and --memory."""
+    from igneous_like.ops.sharded import image_sharding, shard_shape
+
+    scale = dest_info["scales"][mip]
+    size, chunk = vec3(scale["size"]), vec3(scale["chunk_sizes"][0])
+    if not scale.get("sharding"):
+        scale["sharding"] = image_sharding(size, chunk, scale["encoding"], info["data_type"], memory)
+    spec = scale["sharding"]
+    shape = shard_shape(spec, size, chunk)
+    full = layers.scale_bounds(dest_info, mip)
+    region = expand_to_grid(region, shape, full.start, full)
+    total = grid_count(region, shape, full.start)
+    width = np.dtype(info["data_type"]).itemsize * info["num_channels"]
+    peak = PROCESS_OVERHEAD + 2.5 * math.prod(shape) * width
+    if peak > memory:
+        print(f"WARNING: one shard task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)}",
+              file=sys.stderr)
+
+    def tasks() -> Iterator:
+        for box in grid_boxes(region, shape, full.start):
+            yield partial(sharded_transfer_task, src_url, dest_url, mip, box.to_list(), list(translate), fill_missing)
+
+    details = {
+        "source": f"{src_url} (mip {mip})",
+        "destination": f"{dest_url} (sharded, {scale['encoding']}, chunks {fmt_vec(chunk)})",
+        "sharding": f"preshift {spec['preshift_bits']}, minishard {spec['minishard_bits']}, shard {spec['shard_bits']} "
+                    f"bits, data {spec['data_encoding']}",
+        "shard shape (= task shape)": fmt_vec(shape),
+        "shards to write": total,
+        "shard size (before encoding)": human_bytes(math.prod(shape) * width),
+        "peak memory per task": f"~{human_bytes(peak)} (limit {human_bytes(memory)})",
+        "mips": "only mip %d (build sharded mips with image downsample)" % mip,
+    }
+    return Plan("image xfer", total, tasks, lambda: layers.write_info(dest_url, dest_info), details)
+
+
+@queueable
+def sharded_transfer_task(src: str, dest: str, mip: int, box: list[int], translate: list[int],
+                          fill_missing: bool = False) -> None:
+    """Read the block of SRC that lands on one shard of DEST and write that shard whole."""
+    from cloudfiles import CloudFiles
+
+    from igneous_like.ops.sharded import encode_shard
+
+    src_info, dest_info = layers.read_info(src), layers.read_info(dest)
+    region = Box.from_list(box)
+    src_box = Box(vec3(a - t for a, t in zip(region.start, translate)), vec3(b - t for b, t in zip(region.stop, translate)))
+    img = volume_io.read(src, src_info, mip, src_box, fill_missing)
+    name, data = encode_shard(dest, dest_info, mip, region, img)
+    CloudFiles(dest).put(name, data, compress=None)
 
 
 def _mips_in_shape(shape: Vec3, chunk: Vec3, factor: Vec3, limit: int) -> int:

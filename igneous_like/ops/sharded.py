@@ -1,0 +1,73 @@
+"""Sharded image and segmentation scales: automatic shard specs and whole-shard writes.
+
+A task covers exactly one shard (its box is the shard's extent on the chunk grid anchored at
+the scale's voxel offset), so no two tasks touch one shard file. Chunks are encoded with
+cloud-volume's codecs and packed by its shard synthesizer; the loop between them is ours so
+that a background chunk at the volume's edge is encoded at its clipped shape (cloud-volume's
+own loop reuses the first background encoding, whose full-size length tensorstore rejects).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from igneous_like import layers
+from igneous_like.grid import Box, Vec3, vec3
+
+SHARD_MEMORY_FRACTION = 0.25  # uncompressed shard bytes per task, as a share of --memory
+
+
+def image_sharding(size: Vec3, chunk: Vec3, encoding: str, dtype: str, memory: float) -> dict:
+    """Shard parameters from the scale's size, chunk, dtype and the task memory budget."""
+    from cloudvolume.datasource.precomputed.sharding import compute_shard_params_for_image
+
+    data_encoding = "raw" if encoding in ("jpeg", "png", "jpegxl") else "gzip"
+    spec = compute_shard_params_for_image(
+        dataset_size=size, chunk_size=chunk, encoding=encoding, dtype=dtype,
+        uncompressed_shard_bytesize=int(max(memory * SHARD_MEMORY_FRACTION, math.prod(chunk) * 8)),
+        data_encoding=data_encoding,
+    )
+    return spec.to_dict()
+
+
+def shard_shape(spec: dict, size: Vec3, chunk: Vec3) -> Vec3:
+    from cloudvolume.datasource.precomputed.sharding import image_shard_shape_from_spec
+
+    return vec3(image_shard_shape_from_spec(spec, size, chunk))
+
+
+def encode_shard(url: str, info: dict, mip: int, box: Box, img: np.ndarray) -> tuple[str, bytes]:
+    """(file name, bytes) of the shard whose chunks tile `box` (img covers box exactly)."""
+    from cloudvolume import chunks as codecs
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+    from cloudvolume.lib import Bbox
+
+    from igneous_like.volume_io import open_volume
+
+    vol = open_volume(url, info, mip)
+    scale = info["scales"][mip]
+    spec = ShardingSpecification.from_dict(scale["sharding"])
+    chunk = np.asarray(layers.scale_chunk(info, mip))
+    bounds = layers.scale_bounds(info, mip)
+    gpts, codes = vol.image.morton_codes(Bbox(box.start, box.stop), mip=mip, spec=spec)
+    background: dict[tuple, bytes] = {}
+    labels: dict[int, bytes] = {}
+    for gpt, code in zip(gpts, codes):
+        lo = np.asarray(bounds.start) + np.asarray(gpt) * chunk
+        hi = np.minimum(lo + chunk, bounds.stop)
+        rel_lo, rel_hi = lo - np.asarray(box.start), hi - np.asarray(box.start)
+        piece = img[rel_lo[0]:rel_hi[0], rel_lo[1]:rel_hi[1], rel_lo[2]:rel_hi[2]]
+        blank = not np.any(piece)
+        if blank and piece.shape in background:  # same clipped shape, same bytes
+            labels[int(code)] = background[piece.shape]
+            continue
+        data = codecs.encode(
+            piece, scale["encoding"], block_size=scale.get("compressed_segmentation_block_size"),
+            compression_params=vol.meta.compression_params(mip),
+        )
+        if blank:
+            background[piece.shape] = data
+        labels[int(code)] = data
+    name = vol.image.shard_reader(mip=mip).get_filename(next(iter(labels)))
+    return f"{scale['key']}/{name}", spec.synthesize_shard(labels)

@@ -4,6 +4,7 @@ Run from the repository root:
 
     .venv/bin/python scripts/bench.py                       # 512x512x128, every stage, once
     .venv/bin/python scripts/bench.py --size 256,256,64 --repeat 3 --stages ds-image,xfer-cseg
+    .venv/bin/python scripts/bench.py --stages mesh-forge,mesh-merge       # meshing only
     .venv/bin/python scripts/bench.py --list-stages
 
 What it does
@@ -18,6 +19,17 @@ What it does
   4. Checks that both tools wrote output (the same scales, the same chunk file names per scale)
      and warns if not: a tool that silently did nothing would look very fast.
   5. Prints a table per stage and writes every figure (and the exact commands) to OUT/bench.json.
+
+Mesh stages run on the segmentation the same way: `mesh forge` with the same task shape
+(MESH_SHAPE) and simplification (`--max-error MESH_MAX_ERROR`) for both tools, plain files
+(Igneous gets `--compress none`; igneous-like writes them uncompressed anyway), optionally
+`--sharded`. A merge stage first forges in its own working copy (untimed, with SETUP_WORKERS
+workers; those commands are logged and kept in bench.json under "setup", not in the table) and
+then times only `mesh merge --magnitude 2` or `mesh merge-sharded --nlod 2 --vqb 16`. Options
+not named here keep each tool's default (e.g. merge-sharded --min-chunk-size is 32^3 in
+igneous-like, 256^3 in Igneous). Fragment and mesh file names differ between the tools, so the
+output check is: both wrote a mesh directory with a non-empty info and fragments; legacy merge
+manifests (LABEL:0) cover the same labels; merge-sharded wrote at least one .shard file.
 
 The figures, per command (producer, execute) and for the stage as a whole (their sum):
   cpu s   user + system CPU seconds of the command's process tree (os.wait4 on the child, which
@@ -52,6 +64,12 @@ REFERENCE_VENV = ROOT / ".venv-reference"
 REFERENCE_PACKAGE = "igneous-pipeline"
 TOOLS = ("ours", "theirs")
 NUM_MIPS = 3
+MESH_SHAPE = "256,256,128"  # forge task shape, both tools
+MESH_MAX_ERROR = 40  # forge simplification limit in physical units (both tools' default)
+MESH_MAGNITUDE = 2  # legacy merge: ~10^2 label-prefix tasks
+MESH_NLOD = 2  # merge-sharded: extra levels of detail
+MESH_VQB = 16  # merge-sharded: vertex quantization bits
+SETUP_WORKERS = min(2, os.cpu_count() or 1)  # untimed forge before a merge stage
 
 TARGET_CPU = 1.0  # ours/theirs, whole stage
 TARGET_WALL = 0.5  # ours/theirs, whole stage
@@ -67,12 +85,30 @@ class Stage:
 
     name: str
     layer: str  # "image" or "segmentation": the pristine layer to copy
-    kind: str  # "downsample" or "xfer"
+    kind: str  # "downsample", "xfer", "mesh-forge" or "mesh-merge"
     encoding: str = ""  # xfer only
     build_mips: bool = True  # xfer only: build mips while transferring (--max-mips NUM_MIPS)
+    sharded: bool = False  # mesh only: forge --sharded, then merge-sharded
 
-    def producer_args(self, work: Path, queue: str) -> list[str]:
+    @property
+    def is_mesh(self) -> bool:
+        return self.kind.startswith("mesh-")
+
+    def setup_args(self, work: Path, queue: str, tool: str) -> list[str] | None:
+        """The untimed producer to run (and drain) before the timed one: a merge needs a forge."""
+        if self.kind != "mesh-merge":
+            return None
+        return forge_args(f"file://{work / self.layer}", queue, tool, self.sharded)
+
+    def producer_args(self, work: Path, queue: str, tool: str) -> list[str]:
         src = f"file://{work / self.layer}"
+        if self.kind == "mesh-forge":
+            return forge_args(src, queue, tool, self.sharded)
+        if self.kind == "mesh-merge" and self.sharded:
+            return ["mesh", "merge-sharded", src, "--nlod", str(MESH_NLOD), "--vqb", str(MESH_VQB),
+                    "--queue", queue]
+        if self.kind == "mesh-merge":
+            return ["mesh", "merge", src, "--magnitude", str(MESH_MAGNITUDE), "--queue", queue]
         if self.kind == "downsample":
             return ["image", "downsample", src, "--num-mips", str(NUM_MIPS), "--compress", "none", "--queue", queue]
         mips = ["--max-mips", str(NUM_MIPS)] if self.build_mips else ["--skip-downsample"]
@@ -80,13 +116,20 @@ class Stage:
                 "--compress", "none", *mips, "--queue", queue]
 
     def output_dir(self, work: Path) -> Path:
-        return work / (self.layer if self.kind == "downsample" else "out")
+        return work / (self.layer if self.kind != "xfer" else "out")
 
     def expected_scales(self) -> int | None:
         """Scales the output should have; None when it depends on the tool's task shape."""
         if self.kind == "downsample":
             return 1 + NUM_MIPS
         return None if self.build_mips else 1
+
+
+def forge_args(src: str, queue: str, tool: str, sharded: bool) -> list[str]:
+    args = ["mesh", "forge", src, "--shape", MESH_SHAPE, "--max-error", str(MESH_MAX_ERROR)]
+    if tool == "theirs":
+        args += ["--compress", "none"]  # Igneous gzips fragments by default; ours writes them plain
+    return args + (["--sharded"] if sharded else []) + ["--queue", queue]
 
 
 STAGES = [
@@ -98,6 +141,10 @@ STAGES = [
     Stage("xfer-jpeg-only", "image", "xfer", "jpeg", build_mips=False),
     Stage("xfer-cseg-only", "segmentation", "xfer", "compressed_segmentation", build_mips=False),
     Stage("xfer-cpso-only", "segmentation", "xfer", "compresso", build_mips=False),
+    Stage("mesh-forge", "segmentation", "mesh-forge"),
+    Stage("mesh-merge", "segmentation", "mesh-merge"),
+    Stage("mesh-forge-sharded", "segmentation", "mesh-forge", sharded=True),
+    Stage("mesh-merge-sharded", "segmentation", "mesh-merge", sharded=True),
 ]
 STAGE_HELP = {
     "ds-image": f"image downsample, {NUM_MIPS} mips",
@@ -108,7 +155,13 @@ STAGE_HELP = {
     "xfer-jpeg-only": "image xfer to jpeg, --skip-downsample (the transfer alone)",
     "xfer-cseg-only": "segmentation xfer to compressed_segmentation, --skip-downsample",
     "xfer-cpso-only": "segmentation xfer to compresso, --skip-downsample",
+    "mesh-forge": f"mesh forge, {MESH_SHAPE} tasks, --max-error {MESH_MAX_ERROR}, legacy fragments",
+    "mesh-merge": f"mesh merge --magnitude {MESH_MAGNITUDE} (legacy manifests), after an untimed forge",
+    "mesh-forge-sharded": f"mesh forge --sharded, {MESH_SHAPE} tasks, --max-error {MESH_MAX_ERROR}",
+    "mesh-merge-sharded": f"mesh merge-sharded --nlod {MESH_NLOD} --vqb {MESH_VQB}, after an untimed "
+                          "forge --sharded",
 }
+NAME_WIDTH = max(15, *(len(s.name) for s in STAGES))  # stage column of the table and --list-stages
 
 
 # ---------------------------------------------------------------- tools
@@ -120,12 +173,19 @@ class Tool:
     exe: str
 
     def producer(self, stage: Stage, work: Path, queue: str) -> list[str]:
-        return [self.exe, *stage.producer_args(work, queue)]
+        return [self.exe, *stage.producer_args(work, queue, self.name)]
 
-    def execute(self, queue: str) -> list[str]:
+    def setup(self, stage: Stage, work: Path, queue: str) -> list[tuple[str, list[str]]]:
+        """(step, command) pairs that prepare the stage's input, untimed; none for most stages."""
+        args = stage.setup_args(work, queue, self.name)
+        if args is None:
+            return []
+        return [("setup-producer", [self.exe, *args]), ("setup-execute", self.execute(queue, SETUP_WORKERS))]
+
+    def execute(self, queue: str, workers: int = 1) -> list[str]:
         if self.name == "ours":
-            return [self.exe, "execute", queue, "-p", "1", "-x", "-q"]
-        return [self.exe, "-p", "1", "execute", "-x", "-q", queue]
+            return [self.exe, "execute", queue, "-p", str(workers), "-x", "-q"]
+        return [self.exe, "-p", str(workers), "execute", "-x", "-q", queue]
 
 
 def ensure_reference() -> Path:
@@ -162,8 +222,12 @@ def package_version(python: Path, dist: str) -> str:
 def warm_up(ours: Path, theirs: Path) -> None:
     """Import the heavy libraries once per venv so the first timed command is not a cold start."""
     code = "import numpy, cloudvolume, taskqueue, tinybrain"
+    mesh = ("import importlib, importlib.util as u\n"  # the mesh libraries each venv happens to have
+            "for m in ('zmesh', 'DracoPy', 'pyfqmr', 'fastremap', 'mapbuffer', 'shardcomputer'):\n"
+            "    u.find_spec(m) and importlib.import_module(m)")
     for python, extra in ((ours.parent / "python", ", igneous_like.queues"), (theirs.parent / "python", ", igneous")):
         subprocess.run([str(python), "-c", code + extra], capture_output=True)
+        subprocess.run([str(python), "-c", mesh], capture_output=True)
 
 
 # ---------------------------------------------------------------- measuring
@@ -220,6 +284,8 @@ def scale_listing(layer: Path) -> dict[str, set[str]] | None:
 
 def verify(stage: Stage, outputs: dict[str, Path]) -> list[str]:
     """Problems with the two tools' outputs; an empty list means both did the same work."""
+    if stage.is_mesh:
+        return verify_mesh(stage, outputs)
     problems = []
     listings = {tool: scale_listing(path) for tool, path in outputs.items()}
     for tool, listing in listings.items():
@@ -243,6 +309,60 @@ def verify(stage: Stage, outputs: dict[str, Path]) -> list[str]:
     return problems
 
 
+def mesh_listing(layer: Path) -> set[str] | str:
+    """File names in the mesh directory the layer's info names, or why there is none to list."""
+    try:
+        mdir = json.loads((layer / "info").read_text()).get("mesh")
+    except (OSError, ValueError, AttributeError):
+        return f"no readable info in {layer}"
+    if not isinstance(mdir, str) or not mdir:
+        return f"the info of {layer} names no mesh directory"
+    try:
+        if not (layer / mdir / "info").read_text().strip():
+            return f"empty mesh info in {layer / mdir}"
+    except OSError:
+        return f"no mesh info in {layer / mdir}"
+    return set(os.listdir(layer / mdir))
+
+
+def labels_named(files: set[str], parts: int) -> set[str]:
+    """Labels of legacy mesh files named LABEL:0 (parts=2, manifests) or LABEL:0:... (parts=3,
+    fragments)."""
+    split = (name.split(":") for name in files)
+    return {p[0] for p in split if len(p) == parts and p[0].isdigit() and p[1] == "0"}
+
+
+def verify_mesh(stage: Stage, outputs: dict[str, Path]) -> list[str]:
+    """Problems with the two tools' meshes. Their file names differ by design (fragment bounding
+    boxes, merged mesh files), so compare what both must have rather than names."""
+    problems, labels = [], {}
+    for tool, layer in outputs.items():
+        files = mesh_listing(layer)
+        if isinstance(files, str):
+            problems.append(f"{tool}: {files}")
+            continue
+        if stage.kind == "mesh-forge" and stage.sharded:
+            if not any(f.endswith(".frags") for f in files):
+                problems.append(f"{tool}: no .frags fragment files")
+        elif stage.kind == "mesh-forge":
+            labels[tool] = labels_named(files, 3)
+            if not labels[tool]:
+                problems.append(f"{tool}: no LABEL:0:BBOX fragment files")
+        elif stage.sharded:
+            if not any(f.endswith(".shard") for f in files):
+                problems.append(f"{tool}: no .shard files")
+        else:
+            labels[tool] = labels_named(files, 2)
+            if not labels[tool]:
+                problems.append(f"{tool}: no LABEL:0 manifests")
+    ours, theirs = labels.get("ours"), labels.get("theirs")
+    if ours and theirs and ours != theirs:
+        what = "fragments" if stage.kind == "mesh-forge" else "manifests"
+        problems.append(f"labels with {what} differ: {len(ours)} (ours) vs {len(theirs)} (theirs), "
+                        f"{len(ours ^ theirs)} not in both, e.g. {sorted(ours ^ theirs)[:3]}")
+    return problems
+
+
 # ---------------------------------------------------------------- the benchmark
 
 
@@ -252,9 +372,11 @@ class StageResult:
     runs: dict[str, dict[str, list[Run]]] = field(
         default_factory=lambda: {t: {"producer": [], "execute": []} for t in TOOLS})
     problems: list[str] = field(default_factory=list)
+    setup: dict[str, list[Run]] = field(default_factory=lambda: {t: [] for t in TOOLS})  # untimed
 
     def failed(self, tool: str) -> bool:
-        return any(r.rc != 0 for cmd in self.runs[tool].values() for r in cmd)
+        return any(r.rc != 0 for cmd in self.runs[tool].values() for r in cmd) or \
+            any(r.rc != 0 for r in self.setup[tool])
 
     def figures(self, tool: str) -> dict[str, dict[str, float]]:
         """Median cpu, wall and rss per command, and for the whole stage."""
@@ -299,6 +421,13 @@ def run_stage_once(stage: Stage, tool: Tool, pristine: Path, out: Path, rep: int
     shutil.copytree(pristine / stage.layer, work / stage.layer)
     queue = f"fq://{work / 'queue'}"
     logs = out / "logs" / stage.name
+    for step, cmd in tool.setup(stage, work, f"fq://{work / 'setup-queue'}"):
+        if rep == 0:
+            print(f"  {tool.name:6s} $ {' '.join(cmd)}   (untimed setup)", flush=True)
+        run = measure(cmd, logs / f"{tool.name}-{step}-r{rep}.log")
+        result.setup[tool.name].append(run)
+        if run.rc != 0:
+            print(f"  WARNING {tool.name} {step} exited with {run.rc}; log {run.log}:\n{log_tail(run.log)}", flush=True)
     for step, cmd in (("producer", tool.producer(stage, work, queue)), ("execute", tool.execute(queue))):
         if rep == 0:
             print(f"  {tool.name:6s} $ {' '.join(cmd)}", flush=True)
@@ -339,7 +468,7 @@ def fmt_ratio(r: float | None) -> str:
 
 
 def print_table(results: list[StageResult]) -> None:
-    head = (f"{'stage':15s} {'command':9s} | {'cpu s':>7s} {'theirs':>7s} {'ratio':>6s} | "
+    head = (f"{'stage':{NAME_WIDTH}s} {'command':9s} | {'cpu s':>7s} {'theirs':>7s} {'ratio':>6s} | "
             f"{'wall s':>7s} {'theirs':>7s} {'ratio':>6s} | {'rss MiB':>7s} {'theirs':>7s} {'ratio':>6s}")
     print("\n" + head)
     print("(first figure of each group is igneous-like; ratio = igneous-like / Igneous)")
@@ -357,7 +486,7 @@ def print_table(results: list[StageResult]) -> None:
             for key, width in (("cpu", 7), ("wall", 7), ("rss_mib", 7)):
                 prec = 0 if key == "rss_mib" else 2
                 cells.append(f"{o[key]:{width}.{prec}f} {t[key]:{width}.{prec}f} {fmt_ratio(ratio(o[key], t[key]))}")
-            print(f"{res.stage.name if i == 0 else '':15s} {cmd:9s} | " + " | ".join(cells) + (flag if i == 0 else ""))
+            print(f"{res.stage.name if i == 0 else '':{NAME_WIDTH}s} {cmd:9s} | " + " | ".join(cells) + (flag if i == 0 else ""))
         print("-" * len(head))
 
 
@@ -402,6 +531,8 @@ def write_json(path: Path, args, shape, versions, floor: float, results: list[St
         "shape": list(shape),
         "repeat": args.repeat,
         "num_mips": NUM_MIPS,
+        "mesh": {"shape": MESH_SHAPE, "max_error": MESH_MAX_ERROR, "magnitude": MESH_MAGNITUDE,
+                 "nlod": MESH_NLOD, "vqb": MESH_VQB, "setup_workers": SETUP_WORKERS},
         "versions": versions,
         "rss_floor_mib": floor,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -416,6 +547,7 @@ def write_json(path: Path, args, shape, versions, floor: float, results: list[St
                 "failed": res.failed(tool),
                 "median": res.figures(tool),
                 "runs": {step: [vars(r) for r in runs] for step, runs in res.runs[tool].items()},
+                "setup": [vars(r) for r in res.setup[tool]],
             }
         entry["ratios"] = {
             cmd: {k: ratio(entry["tools"]["ours"]["median"][cmd][k], entry["tools"]["theirs"]["median"][cmd][k])
@@ -443,7 +575,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.list_stages:
         for s in STAGES:
-            print(f"{s.name:15s} {STAGE_HELP[s.name]}")
+            print(f"{s.name:{NAME_WIDTH}s} {STAGE_HELP[s.name]}")
         sys.exit(0)
     try:
         args.shape = tuple(int(v) for v in args.size.split(","))

@@ -259,7 +259,7 @@ def put_scale(info: dict, index: int, scale: dict) -> None:
                 f"mip {index} already exists with resolution {scales[index]['resolution']}, "
                 f"not {scale['resolution']}: pick a --factor that matches the existing pyramid"
             )
-        if scales[index].get("sharding"):
+        if scales[index].get("sharding") and not scale.get("sharding"):
             raise UserError(
                 f"mip {index} already exists as a sharded scale: delete it first (image rm --mip {index}) "
                 "to rebuild it unsharded"

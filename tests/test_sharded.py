@@ -82,3 +82,27 @@ def test_sharded_dry_run_reports_shards(layers):
     for key in ("shards to write", "shard size", "peak memory per task", "shard shape"):
         assert key in out, out
     assert not (layers / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["image", "segmentation"])
+def test_sharded_downsample_equals_unsharded(layers, name):
+    import shutil
+
+    shutil.copytree(layers / name, layers / "plain")
+    common = ("--num-mips", "3", "--chunk-size", "32,32,16")
+    q = layers / "q"
+    run_cli("image", "downsample", f"file://{layers}/{name}", *common, "--sharded", "--memory", "4e8",
+            "--queue", f"fq://{q}")
+    run_cli("execute", f"fq://{q}", "-p", "2", "-x", "-q")
+    tasks = int(run_cli("queue", "status", f"fq://{q}").stdout.split("completed")[1].split()[0])
+    assert tasks > 1
+    run_cli("image", "downsample", f"file://{layers}/plain", *common)
+    info = json.loads((layers / name / "info").read_text())
+    many = 0
+    for mip in (1, 2, 3):
+        assert info["scales"][mip]["sharding"]["hash"] == "identity"
+        files = list((layers / name / info["scales"][mip]["key"]).iterdir())
+        assert files and all(f.name.endswith(".shard") for f in files)
+        many += len(files) > 1
+        assert np.array_equal(ts_read(layers / name, mip), ts_read(layers / "plain", mip)), mip
+    assert many >= 1

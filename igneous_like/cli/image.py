@@ -30,13 +30,14 @@ def image() -> None:
 @range_options
 @click.option("--delete-bg", is_flag=True, help="Delete background chunks instead of writing them.")
 @click.option("--bg-color", type=int, default=0, show_default=True, help="The background value.")
+@click.option("--sharded", is_flag=True, help="Write the new mips as shards, several mips per task where --memory allows.")
 @queue_option
 @parallel_option
 @dry_run_option
 @click.pass_context
 def downsample(ctx, layer, mip, num_mips, factor, volumetric, method, sparse, fill_missing, encoding,
                encoding_level, compress, chunk_size, memory, xrange, yrange, zrange, delete_bg, bg_color,
-               queue, parallel, dry_run):
+               sharded, queue, parallel, dry_run):
     """Build an image pyramid above --mip, several mips per task.
 
     Images average (rounded to nearest, no drift up the pyramid); segmentations take the mode.
@@ -54,7 +55,7 @@ def downsample(ctx, layer, mip, num_mips, factor, volumetric, method, sparse, fi
         layer, mip=mip, num_mips=num_mips, factor=factor, method=method, sparse=sparse,
         fill_missing=fill_missing, encoding=encoding, encoding_level=encoding_level, compress=compress,
         chunk_size=chunk_size, memory=memory, xrange=xrange, yrange=yrange, zrange=zrange,
-        delete_bg=delete_bg, bg_color=bg_color,
+        delete_bg=delete_bg, bg_color=bg_color, sharded=sharded,
     )
     submit(ctx, plan, queue, parallel, dry_run)
 

@@ -77,6 +77,7 @@ def plan_downsample(
     zrange=None,
     delete_bg: bool = False,
     bg_color: int = 0,
+    sharded: bool = False,
 ) -> Plan:
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
@@ -93,6 +94,9 @@ def plan_downsample(
     bounds = layers.bounds_from_ranges(full, xrange, yrange, zrange, url, mip)
     layers.check_writable(url)
 
+    if sharded:
+        return _plan_sharded(url, info, mip, num_mips, factor, method, sparse, fill_missing, encoding,
+                             encoding_level, chunk, memory, full, bounds)
     if num_mips is None:
         num_mips = choose_num_mips(info, mip, factor, chunk, method, memory, full)
         if num_mips == 0:
@@ -140,6 +144,78 @@ def plan_downsample(
         "bytes to write (before encoding)": human_bytes(written),
     }
     return Plan("image downsample", total, tasks, lambda: layers.write_info(url, new_info), details)
+
+
+def _plan_sharded(url, info, mip, num_mips, factor, method, sparse, fill_missing, encoding, encoding_level,
+                  chunk, memory, full, bounds) -> Plan:
+    """Sharded mips: tasks of chunk * factor^k * 2^a voxels, so that at every output mip the
+    task's block is a whole number of shards (shards are blocks of 2^a-ish chunks per axis)."""
+    from igneous_like.ops.sharded import pyramid_sharding
+
+    dtype, channels = info["data_type"], info["num_channels"]
+    base_chunk = layers.scale_chunk(info, mip)
+    top = mips_to_top(full.shape, chunk, factor)
+    wanted = num_mips if num_mips is not None else top
+    choice = None
+    for spread in (2, 1, 0):  # shard side 2^spread chunks where the data allows; then memory
+        for k in range(wanted, 0, -1):
+            shape = task_shape(base_chunk, [vec3(c * 2**spread for c in chunk)] * k, factor)
+            clipped = vec3(min(s, b) for s, b in zip(shape, full.shape))
+            if task_memory(clipped, dtype, channels, factor, k, method) * 1.3 <= memory or num_mips is not None:
+                choice = (spread, k, shape)
+                break
+        if choice:
+            break
+    if choice is None:
+        raise UserError(f"--memory {human_bytes(memory)} is too small for one sharded downsample task")
+    spread, k, shape = choice
+    new_info = _with_new_scales(info, mip, k, factor, chunk, encoding, encoding_level)
+    for level in range(1, k + 1):
+        scale = new_info["scales"][mip + level]
+        counts = vec3(s // f**level // c for s, f, c in zip(shape, factor, chunk))
+        scale["sharding"] = pyramid_sharding(vec3(scale["size"]), chunk, counts, scale["encoding"])
+    origin = full.start
+    bounds = expand_to_grid(bounds, shape, origin, full)
+    total = grid_count(bounds, shape, origin)
+    clipped = vec3(min(s, b) for s, b in zip(shape, full.shape))
+    peak = task_memory(clipped, dtype, channels, factor, k, method) * 1.3
+
+    def tasks() -> Iterator:
+        for box in grid_boxes(bounds, shape, origin):
+            yield partial(sharded_downsample_task, url, mip, box.to_list(), k, list(factor), method, sparse,
+                          fill_missing)
+
+    from igneous_like.ops.sharded import shard_shape
+
+    per_mip = []
+    for level in range(1, k + 1):
+        sc = new_info["scales"][mip + level]
+        s_shape = shard_shape(sc["sharding"], vec3(sc["size"]), chunk)
+        n = grid_count(layers.scale_bounds(new_info, mip + level), s_shape, layers.scale_bounds(new_info, mip + level).start)
+        per_mip.append(f"mip {mip + level}: {n} shard(s) of {fmt_vec(s_shape)}")
+    details = {
+        "layer": url,
+        "mips": f"{mip} -> {', '.join(str(mip + j) for j in range(1, k + 1))} (sharded)",
+        "method": method + (" (sparse)" if sparse else ""),
+        "task shape": fmt_vec(shape) + f" at mip {mip}",
+        "shards": "; ".join(per_mip),
+        "memory model": "base block + accumulators + mips, x1.3 for shard encoding; "
+                        f"~{human_bytes(peak)} per task (limit {human_bytes(memory)})",
+    }
+    return Plan("image downsample", total, tasks, lambda: layers.write_info(url, new_info), details)
+
+
+@queueable
+def sharded_downsample_task(layer: str, mip: int, box: list[int], num_mips: int, factor: list[int], method: str,
+                            sparse: bool = False, fill_missing: bool = False) -> None:
+    """Read `box` at `mip` once; write the whole shards of the mips above it that it covers."""
+    from igneous_like.ops.sharded import write_sharded_pyramid
+
+    info = layers.read_info(layer)
+    region = Box.from_list(box)
+    img = volume_io.read(layer, info, mip, region, fill_missing)
+    pyramid = make_pyramid(img, vec3(factor), num_mips, method, sparse)
+    write_sharded_pyramid(layer, info, mip, region, vec3(factor), pyramid)
 
 
 def _with_new_scales(info, mip, num_mips, factor, chunk, encoding, encoding_level) -> dict:

@@ -71,3 +71,57 @@ def encode_shard(url: str, info: dict, mip: int, box: Box, img: np.ndarray) -> t
         labels[int(code)] = data
     name = vol.image.shard_reader(mip=mip).get_filename(next(iter(labels)))
     return f"{scale['key']}/{name}", spec.synthesize_shard(labels)
+
+
+def pyramid_sharding(size: Vec3, chunk: Vec3, task_chunks: Vec3, encoding: str) -> dict:
+    """A spec whose shards tile a task's block at this mip (task_chunks chunks per axis).
+
+    Shards are the blocks of chunks that share the high bits of the compressed Morton code,
+    so their shape follows the code's round-robin bit order; take the most bits whose shape
+    still fits in the task block, and enough shard bits to give every shard its own file."""
+    from cloudvolume.datasource.precomputed.sharding import image_shard_shape_from_spec
+
+    grid = [-(-s // c) for s, c in zip(size, chunk)]
+    max_bits = sum(math.ceil(math.log2(g)) if g > 1 else 0 for g in grid)
+    limit = np.asarray(task_chunks) * np.asarray(chunk)
+    bits = 0
+    while bits < max_bits:
+        shape = image_shard_shape_from_spec({"preshift_bits": bits + 1, "minishard_bits": 0}, size, chunk)
+        if np.any(np.asarray(shape) > limit):
+            break
+        bits += 1
+    minishard = min(max(bits - 10, 0), 6)  # at most ~1000 chunks per minishard index
+    return {
+        "@type": "neuroglancer_uint64_sharded_v1",
+        "hash": "identity",
+        "preshift_bits": bits - minishard,
+        "minishard_bits": minishard,
+        "shard_bits": max_bits - bits,
+        "minishard_index_encoding": "gzip",
+        "data_encoding": "raw" if encoding in ("jpeg", "png", "jpegxl") else "gzip",
+    }
+
+
+def write_sharded_pyramid(url: str, info: dict, mip: int, region: Box, factor: Vec3, pyramid: list) -> None:
+    """Write pyramid[k] as the whole shards of mip + k + 1 that `region` (at mip) covers."""
+    from cloudfiles import CloudFiles
+
+    from igneous_like.grid import downsampled, grid_boxes
+
+    cf = CloudFiles(url)
+    origin = layers.scale_bounds(info, mip).start
+    for level, img in enumerate(pyramid, 1):
+        m = mip + level
+        bounds = layers.scale_bounds(info, m)
+        out = downsampled(region, factor, level, origin, bounds.start).intersect(bounds)
+        if out.empty():
+            continue
+        shape = shard_shape(info["scales"][m]["sharding"], bounds.shape, layers.scale_chunk(info, m))
+        for sbox in grid_boxes(out, shape, bounds.start):
+            whole = Box(sbox.start, vec3(a + s for a, s in zip(sbox.start, shape))).intersect(bounds)
+            if whole != sbox:
+                raise RuntimeError(f"task block {region} would write part of shard {whole} at mip {m}")
+            lo = [a - b for a, b in zip(sbox.start, out.start)]
+            hi = [a - b for a, b in zip(sbox.stop, out.start)]
+            name, data = encode_shard(url, info, m, sbox, img[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+            cf.put(name, data, compress=None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MULTILOD_TYPE = "neuroglancer_multilod_draco"
+DEFAULT_MIN_CHUNK = (256, 256, 256)  # voxels: the finest octree node is never smaller (as in Igneous)
 
 
 def multires_info(resolution, vqb: int, base: dict | None = None, sharding: dict | None = None) -> dict:
@@ -89,7 +90,7 @@ def _levels(extent: np.ndarray, nlod: int, min_chunk: np.ndarray) -> int:
 
 
 def build(vertices_vx: np.ndarray, faces: np.ndarray, nlod: int, vqb: int,
-          min_chunk=(32, 32, 32), compression_level: int = 7) -> Multires:
+          min_chunk=DEFAULT_MIN_CHUNK, compression_level: int = 7) -> Multires:
     """Encode one object (vertices in voxel units) as a multires manifest + fragment data."""
     import DracoPy
     import zmesh

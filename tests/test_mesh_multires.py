@@ -16,6 +16,7 @@ import trimesh
 from conftest import run_cli
 
 RES = np.array((8, 8, 40), dtype=np.float64)
+SMALL_NODES = ("--min-chunk-size", "32,32,32")  # objects here are ~150 voxels: allow several lods
 
 
 def decode_manifest(data: bytes) -> dict:
@@ -121,9 +122,10 @@ def both(mesh_volume, tmp_path_factory):
     for name in ("plain", "sharded"):
         shutil.copytree(root / "seg", out / name)
     run_pipeline(out, ("mesh", "forge", f"file://{out}/plain", "--shape", "64,64,32"),
-                 ("mesh", "merge", f"file://{out}/plain", "--nlod", "2", "--magnitude", "1"))
+                 ("mesh", "merge", f"file://{out}/plain", "--nlod", "2", "--magnitude", "1", *SMALL_NODES))
     run_pipeline(out, ("mesh", "forge", f"file://{out}/sharded", "--shape", "64,64,32", "--sharded"),
-                 ("mesh", "merge-sharded", f"file://{out}/sharded", "--nlod", "2", "--max-labels-per-shard", "10"))
+                 ("mesh", "merge-sharded", f"file://{out}/sharded", "--nlod", "2", "--max-labels-per-shard", "10",
+                  *SMALL_NODES))
     return out, seg
 
 
@@ -230,7 +232,7 @@ def test_merge_sharded_reads_each_fragment_byte_once(mesh_volume, tmp_path, monk
     run_cli("mesh", "forge", f"file://{tmp_path}/seg", "--shape", "64,64,32", "--sharded")
     mdir = tmp_path / "seg" / "mesh"
     frag_bytes = sum(p.stat().st_size for p in mdir.glob("*.frags"))
-    plan = plan_mesh_merge_sharded(f"file://{tmp_path}/seg", nlod=1, max_labels_per_shard=4)
+    plan = plan_mesh_merge_sharded(f"file://{tmp_path}/seg", nlod=1, max_labels_per_shard=4, min_chunk_size=(32, 32, 32))
     assert plan.total >= 6
     plan.prepare()
     read = {"bytes": 0}

@@ -71,7 +71,7 @@ def forge(ctx, layer, mip, shape, simplify, max_error, dust_threshold, dust_glob
 @click.option("--nlod", type=int, default=0, show_default=True,
               help="0: legacy single-resolution meshes. N: unsharded multi-resolution with N extra levels.")
 @click.option("--vqb", type=int, default=16, show_default=True, help="(multires) Vertex quantization bits: 10 or 16.")
-@click.option("--min-chunk-size", type=TUPLE3, default=(32, 32, 32), show_default=True,
+@click.option("--min-chunk-size", type=TUPLE3, default=(256, 256, 256), show_default=True,
               help="(multires) Smallest octree node of the finest level of detail, in voxels.")
 @click.option("--dir", "mesh_dir", default=None, help="Mesh directory (default: the info's).")
 @queue_option
@@ -141,7 +141,7 @@ def rm(ctx, layer, mesh_dir, queue, parallel, dry_run):
 @click.option("--minishard-index-bytes", type=int, default=2**15, show_default=True, help="Target minishard index size.")
 @click.option("--min-shards", type=int, default=1, show_default=True, help="At least this many shards.")
 @click.option("--max-labels-per-shard", type=int, default=None, help="At most this many labels per shard.")
-@click.option("--min-chunk-size", type=TUPLE3, default=(32, 32, 32), show_default=True,
+@click.option("--min-chunk-size", type=TUPLE3, default=(256, 256, 256), show_default=True,
               help="Smallest octree node of the finest level of detail, in voxels.")
 @queue_option
 @parallel_option

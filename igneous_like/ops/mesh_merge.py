@@ -52,7 +52,7 @@ def check_merge_options(nlod: int, vqb: int) -> None:
 
 
 def plan_mesh_merge(layer: str, mesh_dir: str | None = None, magnitude: int = 2, nlod: int = 0,
-                    vqb: int = 16, min_chunk_size=(32, 32, 32)) -> Plan:
+                    vqb: int = 16, min_chunk_size=multires.DEFAULT_MIN_CHUNK) -> Plan:
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
     mdir = meshing.mesh_dir_of(info, mesh_dir, 0)
@@ -89,7 +89,7 @@ def welded(cf, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 @queueable
 def mesh_merge_task(layer: str, mesh_dir: str, prefix: str, nlod: int = 0, vqb: int = 16,
-                    min_chunk_size=(32, 32, 32), resolution=None) -> None:
+                    min_chunk_size=multires.DEFAULT_MIN_CHUNK, resolution=None) -> None:
     """Weld the fragments of every label whose name starts with `prefix`."""
     from cloudfiles import CloudFiles
 

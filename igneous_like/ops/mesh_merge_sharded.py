@@ -57,7 +57,7 @@ def _spec_object(spec: dict):
 def plan_mesh_merge_sharded(
     layer: str, mesh_dir: str | None = None, nlod: int = 1, vqb: int = 16, compress_level: int = 7,
     shard_index_bytes: int = 2**13, minishard_index_bytes: int = 2**15, min_shards: int = 1,
-    max_labels_per_shard: int | None = None, min_chunk_size=(32, 32, 32),
+    max_labels_per_shard: int | None = None, min_chunk_size=multires.DEFAULT_MIN_CHUNK,
 ) -> Plan:
     from cloudfiles import CloudFiles
 

@@ -284,11 +284,15 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
     def time_is_up() -> bool:
         return opts.min_sec >= 0 and time.monotonic() - started >= opts.min_sec
 
+    # SQS long-polls: an empty answer after a few seconds is what "empty" means there (its
+    # counts are approximate); a FileQueue answers at once.
+    wait_sec = 0 if fq_dir(tq) else (5 if opts.exit_on_empty else 20)
+
     while not stop.is_set():
         if 0 <= opts.num_tasks <= result.executed + result.failed:
             break
         try:
-            task = tq.lease(seconds=int(opts.lease_sec))
+            task = tq.lease(seconds=int(opts.lease_sec), wait_sec=wait_sec)
         except QueueEmptyError:
             if opts.exit_on_empty or time_is_up():
                 break

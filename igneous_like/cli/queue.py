@@ -65,12 +65,21 @@ def status(queue, eta):
     if eta > 0:
         time.sleep(eta)
     st = queues.status(queue)
+    sqs = st["queue"].startswith("sqs://")
+
+    def count(value) -> str:
+        return "n/a (SQS keeps no such count)" if sqs and value != value else str(value)  # nan on SQS
+
     click.echo(f"queue      {st['queue']}")
-    click.echo(f"inserted   {st['inserted']}")
-    click.echo(f"enqueued   {st['enqueued']} (leased {st['leased']})")
-    click.echo(f"completed  {st['completed']}")
-    click.echo(f"failed     {st['failed']}")
-    if eta > 0:
+    click.echo(f"inserted   {count(st['inserted'])}")
+    approx = " approximately (SQS counts are eventually consistent)" if sqs else ""
+    click.echo(f"enqueued   {st['enqueued']} (leased {st['leased']}){approx}")
+    click.echo(f"completed  {count(st['completed'])}")
+    click.echo(f"failed     {st['failed'] if not sqs else 'n/a (kept for FileQueues)'}")
+    if eta > 0 and sqs:
+        moved = before["enqueued"] - st["enqueued"]
+        click.echo(f"rate       ~{moved / eta:.2f} tasks/s from the change in enqueued (approximate)")
+    elif eta > 0:
         rate = (st["completed"] - before["completed"]) / eta
         left = st["enqueued"]
         when = f"{left / rate:.0f}s" if rate > 0 else "unknown (no progress seen)"

@@ -44,6 +44,19 @@ def read_spatial_index(cf) -> dict[str, dict[str, list[int]]]:
     return out
 
 
+def global_dust(cf, threshold: int) -> set[int]:
+    """Labels whose voxel count over the whole volume (summed from the forge tasks' .voxels
+    files, read once by the planner) is below the threshold."""
+    import json
+
+    totals: dict[int, int] = defaultdict(int)
+    names = [n for n in cf.list() if n.endswith(".voxels")]
+    for item in get_many(cf, names):
+        for label, count in json.loads(item["content"]).items():
+            totals[int(label)] += count
+    return {label for label, count in totals.items() if count < threshold}
+
+
 def labels_to_tasks(index: dict[str, dict]) -> dict[int, list[str]]:
     found: dict[int, list[str]] = defaultdict(list)
     for task in sorted(index):

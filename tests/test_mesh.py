@@ -147,3 +147,33 @@ def test_clean_keeps_merged_meshes_and_rm_removes_all(mesh_volume, tmp_path):
     run_cli("mesh", "rm", f"file://{tmp_path}/seg")
     assert not [p for p in mdir.iterdir()] if mdir.exists() else True
     assert "mesh" not in json.loads((tmp_path / "seg" / "info").read_text())
+
+
+def test_dust_global_counts_the_whole_object(tmp_path):
+    """A bar of 600 voxels split over several tasks: each task sees < 500 voxels, so a local
+    threshold of 500 drops it, a global one keeps it; a 200-voxel blob is dropped by both."""
+    from igneous_like import sample
+
+    seg = np.zeros((128, 64, 32), dtype=np.uint64, order="F")
+    seg[2:122, 10:15, 10:11] = 2**33 + 1  # 600 voxels across two 64-wide tasks
+    seg[40:50, 40:60, 20:21] = 2**33 + 2  # 200 voxels in one task
+    sample.write_layer(f"file://{tmp_path}/seg", seg, "segmentation")
+    for mode, kept in (("--dust-local", []), ("--dust-global", [2**33 + 1])):
+        shutil_rm = __import__("shutil").rmtree
+        shutil_rm(tmp_path / "seg" / "mesh", ignore_errors=True)
+        run_cli("mesh", "forge", f"file://{tmp_path}/seg", "--shape", "64,64,32", "--dust-threshold", "500", mode)
+        run_cli("mesh", "merge", f"file://{tmp_path}/seg", "--magnitude", "1")
+        made = sorted(int(p.name[:-2]) for p in (tmp_path / "seg" / "mesh").glob("*:0"))
+        assert made == kept, (mode, made)
+    # the same through the sharded path: the dropped label has no value in any shard
+    import tensorstore as ts
+
+    shutil_rm(tmp_path / "seg" / "mesh", ignore_errors=True)
+    run_cli("mesh", "forge", f"file://{tmp_path}/seg", "--shape", "64,64,32", "--dust-threshold", "500",
+            "--dust-global", "--sharded")
+    run_cli("mesh", "merge-sharded", f"file://{tmp_path}/seg")
+    spec = json.loads((tmp_path / "seg" / "mesh" / "info").read_text())["sharding"]
+    kv = ts.KvStore.open({"driver": "neuroglancer_uint64_sharded", "base": f"file://{tmp_path}/seg/mesh/",
+                          "metadata": spec}).result()
+    assert kv.read((2**33 + 1).to_bytes(8, "big")).result().state == "value"
+    assert kv.read((2**33 + 2).to_bytes(8, "big")).result().state == "missing"

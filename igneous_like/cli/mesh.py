@@ -27,7 +27,8 @@ def mesh() -> None:
 @click.option("--simplify/--skip-simplify", default=True, show_default=True, help="Simplify meshes.")
 @click.option("--max-error", type=float, default=40, show_default=True, help="Simplification error limit, physical units.")
 @click.option("--dust-threshold", type=int, default=0, show_default=True, help="Skip labels with fewer voxels in a task.")
-@click.option("--dust-global/--dust-local", default=False, show_default=True, help="Count dust per task (local).")
+@click.option("--dust-global/--dust-local", default=False, show_default=True,
+              help="Apply --dust-threshold to whole objects (voxels counted by forge, applied by merge) or per task.")
 @click.option("--fill-missing", is_flag=True, help="Read missing chunks as background.")
 @click.option("--fill-holes", type=int, default=0, show_default=True,
               help="0 none, 1 fill holes, 2 also fix borders, 3 also morphological closing.")

@@ -68,8 +68,6 @@ def plan_mesh_forge(
     layers.check_mip(info, mip, url)
     if info["num_channels"] != 1:
         raise UserError(f"{url} has {info['num_channels']} channels: meshing needs one")
-    if dust_global:
-        raise UserError("--dust-global is not available yet (it needs global voxel counts): use --dust-local")
     if not 0 <= fill_holes <= 3:
         raise UserError(f"--fill-holes must be 0, 1, 2 or 3, got {fill_holes}")
     if max_error < 0 or dust_threshold < 0:
@@ -93,7 +91,9 @@ def plan_mesh_forge(
     if peak > memory:
         print(f"WARNING: one task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)}", file=sys.stderr)
     options = {
-        "simplify": simplify, "max_error": max_error, "dust_threshold": dust_threshold,
+        "simplify": simplify, "max_error": max_error,
+        # global dust: mesh everything, count voxels per task; the merge drops small labels
+        "dust_threshold": 0 if dust_global else dust_threshold, "count_voxels": bool(dust_global and dust_threshold),
         "fill_missing": fill_missing, "fill_holes": fill_holes, "labels": labels, "exclude_labels": exclude_labels,
         "closed_edge": closed_edge, "spatial_index": spatial_index, "sharded": sharded,
     }
@@ -107,7 +107,10 @@ def plan_mesh_forge(
 
         new_info = {**info, "mesh": mdir}
         layers.write_info(url, new_info)
-        CloudFiles(url).put_json(f"{mdir}/info", meshing.forge_info(mip, shape, resolution, sharded))
+        minfo = meshing.forge_info(mip, shape, resolution, sharded)
+        if dust_global and dust_threshold:
+            minfo["dust_global_threshold"] = dust_threshold
+        CloudFiles(url).put_json(f"{mdir}/info", minfo)
 
     details = {
         "layer": url,
@@ -175,6 +178,11 @@ def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options
     read_box = Box(region.start, vec3(min(b + 1, f) for b, f in zip(region.stop, full.stop)))
     seg = volume_io.read(layer, info, mip, read_box, options.get("fill_missing", False))[..., 0]
     seg = _select_labels(seg, options.get("labels"), options.get("exclude_labels"), options.get("dust_threshold", 0))
+    voxel_counts = None
+    if options.get("count_voxels"):  # this task's own box only: overlap voxels count once
+        inner = seg[tuple(slice(0, s) for s in region.shape)]
+        uniq, counts = fastremap.unique(inner, return_counts=True)
+        voxel_counts = {str(int(u)): int(c) for u, c in zip(uniq, counts) if u != 0}
     seg = _fill(seg, options.get("fill_holes", 0))
     pad_lo = [1 if options.get("closed_edge", True) and a == f else 0 for a, f in zip(read_box.start, full.start)]
     pad_hi = [1 if options.get("closed_edge", True) and b == f else 0 for b, f in zip(read_box.stop, full.stop)]
@@ -219,3 +227,5 @@ def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options
         put_many(cf, ((f"{mesh_dir}/{label}:0:{name}", data) for label, data in fragments.items()), compress=None)
     if options.get("spatial_index", True):
         cf.put(f"{mesh_dir}/{name}.spatial", json.dumps(bboxes, sort_keys=True).encode(), compress=None)
+    if voxel_counts is not None:
+        cf.put(f"{mesh_dir}/{name}.voxels", json.dumps(voxel_counts, sort_keys=True).encode(), compress=None)

@@ -64,10 +64,20 @@ def plan_mesh_merge(layer: str, mesh_dir: str | None = None, magnitude: int = 2,
     check_merge_options(nlod, vqb)
     prefixes = list(label_prefixes(magnitude))
     resolution = minfo["spatial_index"]["resolution"]
+    dust: dict[str, list[int]] = defaultdict(list)
+    if minfo.get("dust_global_threshold"):
+        from cloudfiles import CloudFiles
+
+        from igneous_like.fragments import global_dust
+
+        for label in global_dust(CloudFiles(f"{url}/{mdir}"), minfo["dust_global_threshold"]):
+            text = str(label)
+            dust[text[:magnitude] if len(text) >= magnitude else f"{text}:"].append(label)
 
     def tasks() -> Iterator:
         for prefix in prefixes:
-            yield partial(mesh_merge_task, url, mdir, prefix, nlod, vqb, list(min_chunk_size), resolution)
+            yield partial(mesh_merge_task, url, mdir, prefix, nlod, vqb, list(min_chunk_size), resolution,
+                          sorted(dust.get(prefix, [])))
 
     def prepare() -> None:
         from cloudfiles import CloudFiles
@@ -89,8 +99,9 @@ def welded(cf, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 @queueable
 def mesh_merge_task(layer: str, mesh_dir: str, prefix: str, nlod: int = 0, vqb: int = 16,
-                    min_chunk_size=multires.DEFAULT_MIN_CHUNK, resolution=None) -> None:
-    """Weld the fragments of every label whose name starts with `prefix`."""
+                    min_chunk_size=multires.DEFAULT_MIN_CHUNK, resolution=None, skip=()) -> None:
+    """Weld the fragments of every label whose name starts with `prefix` (but those in skip:
+    labels under the global dust threshold)."""
     from cloudfiles import CloudFiles
 
     cf = CloudFiles(f"{layer}/{mesh_dir}")
@@ -99,7 +110,10 @@ def mesh_merge_task(layer: str, mesh_dir: str, prefix: str, nlod: int = 0, vqb: 
         match = FRAGMENT.match(name)
         if match and match.group(2) != meshing.MERGED:
             groups[int(match.group(1))].append(name)
+    skip = set(skip)
     for label in sorted(groups):
+        if label in skip:
+            continue
         verts, faces = welded(cf, groups[label])
         if nlod:
             built = multires.build(verts / np.asarray(resolution, dtype=np.float32), faces, nlod, vqb, min_chunk_size)

@@ -76,6 +76,10 @@ def plan_mesh_merge_sharded(
         owners = fragments.labels_to_tasks(fragments.read_spatial_index(cf))
     if not owners:
         raise UserError(f"no forge fragments found in {url}/{mdir}: run `mesh forge` (with its spatial index) first")
+    dust = minfo.get("dust_global_threshold")
+    if dust:
+        for label in fragments.global_dust(cf, dust):
+            owners.pop(label, None)
     spec = sharding_spec(len(owners), shard_index_bytes, minishard_index_bytes, min_shards, max_labels_per_shard)
     sobj = _spec_object(spec)
     shards: dict[str, dict[str, list[str]]] = defaultdict(dict)

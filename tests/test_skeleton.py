@@ -201,3 +201,21 @@ def test_xfer_both_ways_and_swc(merged, tmp_path):
         rows = [r for r in (tmp_path / "swc" / f"{label}.swc").read_text().splitlines() if r and not r.startswith("#")]
         parents = [int(r.split()[6]) for r in rows]
         assert parents.count(-1) == 1 and len(rows) > 10  # one root: one connected tree
+
+
+def test_cross_section_and_labels(neurites, tmp_path):
+    root, _, truth = neurites
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    run_cli("skeleton", "forge", f"file://{tmp_path}/seg", "--shape", "64,64,32", "--cross-section", "1",
+            "--labels", str(TUBE))
+    run_cli("skeleton", "merge", f"file://{tmp_path}/seg")
+    sdir = tmp_path / "seg" / "skeletons"
+    info = json.loads((sdir / "info").read_text())
+    assert [a["id"] for a in info["vertex_attributes"]] == ["radius", "cross_sectional_area"]
+    assert {a["data_type"] for a in info["vertex_attributes"]} == {"float32"}
+    assert sorted(int(p.name) for p in sdir.iterdir() if p.name.isdigit()) == [TUBE]
+    verts, edges, attrs = parse_skeleton((sdir / str(TUBE)).read_bytes(), info["vertex_attributes"])
+    area = attrs["cross_sectional_area"]
+    # a tube of radius ~4 voxels of 16 nm: about pi * 64^2 nm^2 in the middle of the tube
+    middle = area[(verts[:, 0] > 40 * 16) & (verts[:, 0] < 130 * 16)]
+    assert len(middle) and 0.5 < np.median(middle) / (np.pi * 64**2) < 1.6

@@ -67,15 +67,14 @@ def grid_count(bounds: Box, shape: Vec3, origin: Vec3) -> int:
 
 def grid_boxes(bounds: Box, shape: Vec3, origin: Vec3) -> Iterator[Box]:
     """Lazily yield the cells of a grid anchored at origin, clipped to bounds (x fastest)."""
-    ranges = []
+    axes = []
     for a, b, s, o in zip(bounds.start, bounds.stop, shape, origin):
         first = o + ((a - o) // s) * s
-        ranges.append(range(first, b, s))
-    for z in ranges[2]:
-        for y in ranges[1]:
-            for x in ranges[0]:
-                cell = Box((x, y, z), (x + shape[0], y + shape[1], z + shape[2]))
-                yield cell.intersect(bounds)
+        axes.append([(max(c, a), min(c + s, b)) for c in range(first, b, s)])
+    for z0, z1 in axes[2]:
+        for y0, y1 in axes[1]:
+            for x0, x1 in axes[0]:
+                yield Box((x0, y0, z0), (x1, y1, z1))
 
 
 def expand_to_grid(box: Box, shape: Vec3, origin: Vec3, limit: Box) -> Box:

@@ -146,13 +146,77 @@ def list_failures(tq) -> list[dict]:
 # ---------------------------------------------------------------- producing
 
 
+def as_function_tasks(tasks: Iterable) -> Iterator:
+    """partial(fn, ...) -> task-queue FunctionTask, checking the signature once per function.
+
+    task-queue otherwise binds inspect.signature for every task, which is most of the CPU
+    time of inserting millions of them."""
+    import inspect
+
+    from taskqueue.queueablefns import FunctionTask
+
+    checked: set = set()
+    for task in tasks:
+        fn = task.func
+        if fn not in checked:
+            try:
+                inspect.signature(fn).bind(*task.args, **task.keywords)
+            except TypeError as exc:
+                raise TypeError(f"{fn.__name__} got invalid arguments: {exc}") from None
+            checked.add(fn)
+        yield FunctionTask((fn.__module__, fn.__name__), list(task.args), dict(task.keywords), -1)
+
+
+PARALLEL_INSERT_MIN = 20000  # below this, starting processes costs more than it saves
+INSERT_BLOCK = 2000
+
+
 def insert_tasks(queue_url: str, tasks: Iterable, total: int | None) -> int:
-    """Stream tasks into the queue with a progress display; returns the count inserted."""
+    """Stream tasks into the queue with a progress display; returns the count inserted.
+
+    Large plans into a FileQueue are written by one process per core (file creation is the
+    cost there); the generator is consumed block by block, so memory stays bounded."""
     tq = open_queue(queue_url, create=True)
+    workers = os.cpu_count() or 1
     with Progress("Inserting", total) as prog:
-        n = tq.insert(track(tasks, prog), total=total)
+        if fq_dir(tq) and workers > 1 and (total or 0) >= PARALLEL_INSERT_MIN:
+            n = _insert_parallel(tq, as_function_tasks(tasks), workers, prog)
+        else:
+            n = tq.insert(track(as_function_tasks(tasks), prog), total=total)
     print(f"inserted {n} tasks into {tq.qualified_path}", file=sys.stderr)
     return n
+
+
+def _insert_block(queue_url: str, payloads: list) -> int:
+    from taskqueue import TaskQueue
+    from taskqueue.queueablefns import FunctionTask
+
+    tq = TaskQueue(queue_url, progress=False)
+    return tq.insert([FunctionTask(*p) for p in payloads], skip_insert_counter=True)
+
+
+def _insert_parallel(tq, tasks: Iterator, workers: int, prog: Progress) -> int:
+    import itertools
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    inserted = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        pending = set()
+        while True:
+            block = [(t.key, t.args, t.kwargs, -1) for t in itertools.islice(tasks, INSERT_BLOCK)]
+            if block:
+                pending.add(pool.submit(_insert_block, tq.qualified_path, block))
+            if pending and (not block or len(pending) >= 2 * workers):
+                done, pending = wait(pending, return_when=FIRST_COMPLETED if block else "ALL_COMPLETED")
+                for fut in done:
+                    n = fut.result()
+                    inserted += n
+                    prog.update(n)
+            if not block and not pending:
+                break
+    tq.add_insert_count(inserted)
+    return inserted
 
 
 def _call(task) -> None:

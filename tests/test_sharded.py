@@ -106,3 +106,14 @@ def test_sharded_downsample_equals_unsharded(layers, name):
         many += len(files) > 1
         assert np.array_equal(ts_read(layers / name, mip), ts_read(layers / "plain", mip)), mip
     assert many >= 1
+
+
+def test_expert_sharding_spec(layers, arrays):
+    spec = '{"preshift_bits": 3, "minishard_bits": 1, "shard_bits": 2}'
+    run_cli("-p", "2", "image", "xfer", f"file://{layers}/segmentation", f"file://{layers}/out", "--sharding", spec)
+    info = json.loads((layers / "out" / "info").read_text())
+    assert info["scales"][0]["sharding"]["preshift_bits"] == 3
+    assert np.array_equal(ts_read(layers / "out", 0)[..., 0], arrays["segmentation"])
+    proc = run_cli("image", "xfer", f"file://{layers}/segmentation", f"file://{layers}/bad", "--sharding", "{oops",
+                   check=False)
+    assert proc.returncode == 1 and "not valid JSON" in proc.stderr and not (layers / "bad").exists()

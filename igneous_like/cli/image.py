@@ -84,6 +84,9 @@ def downsample(ctx, layer, mip, num_mips, factor, volumetric, method, sparse, fi
 @click.option("--clean-info", is_flag=True, help="Drop mesh and skeleton entries from DEST's info.")
 @click.option("--sharded", is_flag=True,
               help="Write DEST's scale as shards (spec sized from the volume and --memory; one task per shard).")
+@click.option("--sharding", "sharding_json", default=None,
+              help='(experts) Explicit sharding spec as JSON, e.g. \'{"preshift_bits": 9, "minishard_bits": 3, '
+                   '"shard_bits": 6}\'; implies --sharded.')
 @click.option("--delete-bg", is_flag=True, help="Delete background chunks instead of writing them.")
 @click.option("--bg-color", type=int, default=0, show_default=True, help="The background value.")
 @queue_option
@@ -92,7 +95,7 @@ def downsample(ctx, layer, mip, num_mips, factor, volumetric, method, sparse, fi
 @click.pass_context
 def xfer(ctx, src, dest, mip, translate, dest_voxel_offset, chunk_size, encoding, encoding_level, compress,
          downsample, num_mips, max_mips, factor, volumetric, method, sparse, fill_missing, memory, shape,
-         xrange, yrange, zrange, clean_info, sharded, delete_bg, bg_color, queue, parallel, dry_run):
+         xrange, yrange, zrange, clean_info, sharded, sharding_json, delete_bg, bg_color, queue, parallel, dry_run):
     """Copy a layer, re-chunking, re-encoding and building mips on the way. SRC is never modified.
 
     With the same chunk size and encoding and --skip-downsample, files are copied byte for byte.
@@ -112,8 +115,25 @@ def xfer(ctx, src, dest, mip, translate, dest_voxel_offset, chunk_size, encoding
         num_mips=num_mips, max_mips=max_mips, factor=factor, method=method, sparse=sparse,
         fill_missing=fill_missing, memory=memory, shape=shape, xrange=xrange, yrange=yrange, zrange=zrange,
         clean_info=clean_info, delete_bg=delete_bg, bg_color=bg_color, sharded=sharded,
+        sharding=_json_option(sharding_json, "--sharding"),
     )
     submit(ctx, plan, queue, parallel, dry_run)
+
+
+def _json_option(text: str | None, name: str):
+    import json
+
+    from igneous_like.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{name} must be a JSON object")
+    return value
 
 
 @image.command("rm")

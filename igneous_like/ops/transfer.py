@@ -50,8 +50,11 @@ def plan_transfer(
     delete_bg: bool = False,
     bg_color: int = 0,
     sharded: bool = False,
+    sharding: dict | None = None,
 ) -> Plan:
     src_url, dest_url = layers.normalize_url(src), layers.normalize_url(dest)
+    if sharding is not None:
+        sharded = True
     if src_url == dest_url:
         raise UserError("SRC and DEST are the same layer: xfer never modifies SRC")
     info = layers.read_info(src_url)
@@ -79,6 +82,8 @@ def plan_transfer(
         raise UserError(f"the transferred region {region} does not fit inside {dest_url} at mip {mip} ({dest_full})")
 
     if sharded:
+        if sharding is not None:
+            dest_info["scales"][mip]["sharding"] = _check_sharding(sharding)
         return _plan_sharded(src_url, dest_url, info, dest_info, mip, region, translate, memory, fill_missing)
 
     same_bytes = (
@@ -155,6 +160,19 @@ def plan_transfer(
     return Plan("image xfer", total, tasks, lambda: layers.write_info(dest_url, dest_info), details)
 
 
+def _check_sharding(spec: dict) -> dict:
+    """An expert's sharding spec, validated by cloud-volume's own checks."""
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+
+    spec = {"@type": "neuroglancer_uint64_sharded_v1", "hash": "identity", "minishard_index_encoding": "gzip",
+            "data_encoding": "gzip", **spec}
+    try:
+        ShardingSpecification.from_dict(spec)
+    except Exception as exc:
+        raise UserError(f"invalid --sharding spec: {exc}".splitlines()[0]) from None
+    return spec
+
+
 def _plan_sharded(src_url, dest_url, info, dest_info, mip, region, translate, memory, fill_missing) -> Plan:
     """One task per shard of DEST's scale; the spec is sized from the scale and --memory."""
     from igneous_like.ops.sharded import image_sharding, shard_shape
@@ -164,6 +182,12 @@ def _plan_sharded(src_url, dest_url, info, dest_info, mip, region, translate, me
     if not scale.get("sharding"):
         scale["sharding"] = image_sharding(size, chunk, scale["encoding"], info["data_type"], memory)
     spec = scale["sharding"]
+    grid_bits = sum(math.ceil(math.log2(-(-s // c))) for s, c in zip(size, chunk))
+    if spec["preshift_bits"] + spec["minishard_bits"] + spec["shard_bits"] < grid_bits:
+        raise UserError(
+            f"sharding spec has {spec['preshift_bits'] + spec['minishard_bits'] + spec['shard_bits']} bits, the chunk "
+            f"grid needs {grid_bits}: distant chunks would share a shard file (raise shard_bits)"
+        )
     shape = shard_shape(spec, size, chunk)
     full = layers.scale_bounds(dest_info, mip)
     region = expand_to_grid(region, shape, full.start, full)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHAPE, run_cli, tree_digest, ts_read
+from conftest import run_cli, tree_digest, ts_read
 from reference import average_pyramid, mode_violations
 
 

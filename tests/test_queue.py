@@ -1,7 +1,6 @@
 """execute and queue commands against a real FileQueue and real worker processes."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 

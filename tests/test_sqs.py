@@ -71,12 +71,6 @@ def test_downsample_through_sqs(layers, arrays, moto, sqs_queue):
 
 def test_expired_lease_is_delivered_again(tmp_path, moto, sqs_queue):
     """A task whose worker vanishes (no delete) comes back after its lease and runs again."""
-    from functools import partial
-
-    from taskqueue import TaskQueue
-
-    from igneous_like.ops.diagnostic import sleep_task
-
     name, client = sqs_queue
     log = tmp_path / "runs.log"
     env = {**os.environ, **moto}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from igneous_like.cli.options import TUPLE3, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+from igneous_like.cli.options import TUPLE3, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
 
 
 def label_list(value):
@@ -138,10 +138,7 @@ def rm(ctx, layer, mesh_dir, queue, parallel, dry_run):
 @click.option("--nlod", type=int, default=1, show_default=True, help="Extra levels of detail.")
 @click.option("--vqb", type=int, default=16, show_default=True, help="Vertex quantization bits: 10 or 16.")
 @click.option("--compress-level", type=int, default=7, show_default=True, help="Draco compression level 0-10.")
-@click.option("--shard-index-bytes", type=int, default=2**13, show_default=True, help="Target shard index size.")
-@click.option("--minishard-index-bytes", type=int, default=2**15, show_default=True, help="Target minishard index size.")
-@click.option("--min-shards", type=int, default=1, show_default=True, help="At least this many shards.")
-@click.option("--max-labels-per-shard", type=int, default=None, help="At most this many labels per shard.")
+@shard_options
 @click.option("--min-chunk-size", type=TUPLE3, default=(256, 256, 256), show_default=True,
               help="Smallest octree node of the finest level of detail, in voxels.")
 @queue_option

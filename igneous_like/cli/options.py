@@ -94,6 +94,19 @@ def downsample_method_option(name: str = "--method"):
     )
 
 
+def shard_options(fn):
+    """How merge-sharded and xfer --sharded size shards for labelled objects."""
+    for deco in reversed([
+        click.option("--shard-index-bytes", type=int, default=2**13, show_default=True, help="Target shard index size."),
+        click.option("--minishard-index-bytes", type=int, default=2**15, show_default=True,
+                     help="Target minishard index size."),
+        click.option("--min-shards", type=int, default=1, show_default=True, help="At least this many shards."),
+        click.option("--max-labels-per-shard", type=int, default=None, help="At most this many labels per shard."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
 def resolve_parallel(ctx: click.Context, parallel: int | None) -> int:
     if parallel is None:
         parallel = (ctx.find_root().obj or {}).get("parallel") or 1

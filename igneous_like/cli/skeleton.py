@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from igneous_like.cli.mesh import label_list
-from igneous_like.cli.options import TUPLE3, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+from igneous_like.cli.options import TUPLE3, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
 
 
 @click.group()
@@ -113,10 +113,7 @@ def merge(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_cable_leng
 @skeleton.command("merge-sharded")
 @click.argument("layer")
 @merge_options
-@click.option("--shard-index-bytes", type=int, default=2**13, show_default=True, help="Target shard index size.")
-@click.option("--minishard-index-bytes", type=int, default=2**15, show_default=True, help="Target minishard index size.")
-@click.option("--min-shards", type=int, default=1, show_default=True, help="At least this many shards.")
-@click.option("--max-labels-per-shard", type=int, default=None, help="At most this many labels per shard.")
+@shard_options
 @queue_option
 @parallel_option
 @dry_run_option

@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 from taskqueue import queueable
 
-from igneous_like import layers, meshing, volume_io
+from igneous_like import layers, meshing, segmentation
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
@@ -126,31 +126,6 @@ def plan_mesh_forge(
     return Plan("mesh forge", total, tasks, prepare, details)
 
 
-def _select_labels(seg: np.ndarray, labels, exclude, dust: int) -> np.ndarray:
-    import fastremap
-
-    if labels:
-        seg = fastremap.mask_except(seg, [int(x) for x in labels], in_place=True)
-    if exclude:
-        seg = fastremap.mask(seg, [int(x) for x in exclude], in_place=True)
-    if dust > 0:
-        uniq, counts = fastremap.unique(seg, return_counts=True)
-        small = [int(u) for u, c in zip(uniq, counts) if c < dust and u != 0]
-        if small:
-            seg = fastremap.mask(seg, small, in_place=True)
-    return seg
-
-
-def _fill(seg: np.ndarray, level: int) -> np.ndarray:
-    if level == 0:
-        return seg
-    import fastmorph
-
-    return fastmorph.fill_holes(
-        seg, remove_enclosed=True, fix_borders=level >= 2, morphological_closing=level >= 3, in_place=True
-    )
-
-
 def open_planes(shape, pad_lo, pad_hi, origin, res) -> list[tuple[int, float]]:
     """Planes where a fragment is legitimately open: the unpadded faces of the task block.
     With voxel-centred marching cubes the surface stops at the centre of the outer voxels."""
@@ -171,19 +146,17 @@ def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options
     import zmesh
     from cloudfiles import CloudFiles
 
-    info = layers.read_info(layer)
+    info, region, read_box, seg = segmentation.read_with_overlap(layer, mip, box, options.get("fill_missing", False))
     full = layers.scale_bounds(info, mip)
     res = np.asarray(info["scales"][mip]["resolution"], dtype=np.float64)
-    region = Box.from_list(box)
-    read_box = Box(region.start, vec3(min(b + 1, f) for b, f in zip(region.stop, full.stop)))
-    seg = volume_io.read(layer, info, mip, read_box, options.get("fill_missing", False))[..., 0]
-    seg = _select_labels(seg, options.get("labels"), options.get("exclude_labels"), options.get("dust_threshold", 0))
+    seg = segmentation.select_labels(seg, options.get("labels"), options.get("exclude_labels"),
+                                     options.get("dust_threshold", 0))
     voxel_counts = None
     if options.get("count_voxels"):  # this task's own box only: overlap voxels count once
         inner = seg[tuple(slice(0, s) for s in region.shape)]
         uniq, counts = fastremap.unique(inner, return_counts=True)
         voxel_counts = {str(int(u)): int(c) for u, c in zip(uniq, counts) if u != 0}
-    seg = _fill(seg, options.get("fill_holes", 0))
+    seg = segmentation.fill_holes(seg, options.get("fill_holes", 0))
     pad_lo = [1 if options.get("closed_edge", True) and a == f else 0 for a, f in zip(read_box.start, full.start)]
     pad_hi = [1 if options.get("closed_edge", True) and b == f else 0 for b, f in zip(read_box.stop, full.stop)]
     seg, remap = fastremap.renumber(seg, in_place=True)

@@ -17,11 +17,10 @@ from typing import Iterator
 import numpy as np
 from taskqueue import queueable
 
-from igneous_like import layers, skeletons, volume_io
+from igneous_like import layers, segmentation, skeletons
 from igneous_like.errors import UserError
-from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
+from igneous_like.grid import Vec3, expand_to_grid, grid_boxes, grid_count, vec3
 from igneous_like.meshing import physical_name
-from igneous_like.ops.mesh_forge import _fill, _select_labels
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 
 DEFAULT_SHAPE = (512, 512, 512)
@@ -112,14 +111,10 @@ def skeleton_forge_task(layer: str, mip: int, box: list[int], skel_dir: str, opt
     from cloudfiles import CloudFiles
     from mapbuffer import MapBuffer
 
-    info = layers.read_info(layer)
-    full = layers.scale_bounds(info, mip)
+    info, region, read_box, seg = segmentation.read_with_overlap(layer, mip, box, options.get("fill_missing", False))
     res = np.asarray(info["scales"][mip]["resolution"], dtype=np.float32)
-    region = Box.from_list(box)
-    read_box = Box(region.start, vec3(min(b + 1, f) for b, f in zip(region.stop, full.stop)))
-    seg = volume_io.read(layer, info, mip, read_box, options.get("fill_missing", False))[..., 0]
-    seg = _select_labels(np.array(seg, order="F"), options.get("labels"), None, 0)
-    seg = _fill(seg, options.get("fill_holes", 0))
+    seg = segmentation.select_labels(seg, options.get("labels"), None, 0)
+    seg = segmentation.fill_holes(seg, options.get("fill_holes", 0))
     teasar = {k: v for k, v in options["teasar"].items() if v is not None}
     skels = kimimaro.skeletonize(
         seg, teasar_params=teasar, anisotropy=tuple(res.tolist()), dust_threshold=options.get("dust_threshold", 1000),

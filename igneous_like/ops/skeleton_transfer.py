@@ -9,7 +9,7 @@ from typing import Iterator
 
 from taskqueue import queueable
 
-from igneous_like import layers, skeletons
+from igneous_like import layers
 from igneous_like.errors import UserError
 from igneous_like.ops.mesh_merge_sharded import WORKLISTS, _spec_object, sharding_spec
 from igneous_like.plan import Plan

@@ -1,0 +1,46 @@
+"""Segmentation blocks for the forge operations: reading a task's box with its one-voxel
+overlap, keeping or dropping labels, and hole filling (fastmorph)."""
+from __future__ import annotations
+
+import numpy as np
+
+from igneous_like import layers, volume_io
+from igneous_like.grid import Box, vec3
+
+
+def read_with_overlap(layer: str, mip: int, box: list[int], fill_missing: bool):
+    """(info, region, read_box, labels): the task's box plus one voxel on its positive faces
+    (inside the volume), so neighbouring tasks share a plane of voxels."""
+    info = layers.read_info(layer)
+    full = layers.scale_bounds(info, mip)
+    region = Box.from_list(box)
+    read_box = Box(region.start, vec3(min(b + 1, f) for b, f in zip(region.stop, full.stop)))
+    seg = volume_io.read(layer, info, mip, read_box, fill_missing)[..., 0]
+    return info, region, read_box, np.array(seg, order="F")
+
+
+def select_labels(seg: np.ndarray, labels, exclude, dust: int) -> np.ndarray:
+    """Keep only `labels`, drop `exclude`, and drop labels with fewer than `dust` voxels here."""
+    import fastremap
+
+    if labels:
+        seg = fastremap.mask_except(seg, [int(x) for x in labels], in_place=True)
+    if exclude:
+        seg = fastremap.mask(seg, [int(x) for x in exclude], in_place=True)
+    if dust > 0:
+        uniq, counts = fastremap.unique(seg, return_counts=True)
+        small = [int(u) for u, c in zip(uniq, counts) if c < dust and u != 0]
+        if small:
+            seg = fastremap.mask(seg, small, in_place=True)
+    return seg
+
+
+def fill_holes(seg: np.ndarray, level: int) -> np.ndarray:
+    """0 none, 1 fill enclosed holes, 2 also fix borders, 3 also morphological closing."""
+    if level == 0:
+        return seg
+    import fastmorph
+
+    return fastmorph.fill_holes(
+        seg, remove_enclosed=True, fix_borders=level >= 2, morphological_closing=level >= 3, in_place=True
+    )

@@ -14,10 +14,8 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path

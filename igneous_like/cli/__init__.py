@@ -63,3 +63,23 @@ cli.add_command(queue)
 
 def main() -> None:
     cli(prog_name="igneous-like")
+
+
+@cli.command()
+@click.argument("layer")
+@click.option("--decode/--no-decode", default=True, show_default=True, help="Also decode every chunk.")
+def verify(layer, decode):
+    """Check a finished job: every chunk or shard of every scale, and the mesh and skeleton
+    of every label the spatial indexes name, exist (and decode). Exit 1 if anything is missing.
+
+    \b
+    Example:
+      igneous-like verify file://data/seg
+    """
+    from igneous_like.ops.verify import verify_layer
+
+    report = verify_layer(layer, decode=decode)
+    for line in report.problems:
+        click.echo(line)
+    click.echo(f"checked {report.checked} files and objects: {len(report.problems)} problem(s)", err=True)
+    sys.exit(1 if report.problems else 0)

@@ -19,6 +19,8 @@ from igneous_like import fragments, layers, skeletons
 from igneous_like.errors import UserError
 from igneous_like.ops.mesh_merge_sharded import WORKLISTS, _spec_object, sharding_spec
 from igneous_like.plan import Plan
+
+FILTERED = "filtered"
 from igneous_like.storage import put_many
 
 
@@ -93,14 +95,18 @@ def skeleton_merge_task(layer: str, skel_dir: str, group: str, options: dict) ->
         raise UserError(f"worklist {layer}/{skel_dir}/{WORKLISTS}/{group}.json is missing: re-run the planner")
     attributes = options["attributes"]
     out: dict[int, bytes] = {}
+    filtered: list[int] = []
     for key in sorted(worklist, key=int):
         label = int(key)
         parts = [skeletons.decode(data, attributes) for data in fragments.fetch_frags(cf, worklist[key])]
         skel = skeletons.merge_fragments(parts, label, attributes, options["tick_threshold"])
         length = skeletons.cable_length(skel)
         if length < options["min_cable_length"] or (options["max_cable_length"] and length > options["max_cable_length"]):
-            continue  # filtered: no file at all, never an empty skeleton
+            filtered.append(label)  # no file at all, never an empty skeleton
+            continue
         out[label] = skeletons.encode(skel, attributes)
+    # what the filters dropped, so `verify` can tell a dropped skeleton from a lost one
+    cf.put_json(f"{FILTERED}/{group}.json", filtered)
     if options.get("spec"):
         from cloudvolume.datasource.precomputed.sharding import synthesize_shard_files
 

@@ -363,6 +363,7 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
             stop.wait(opts.poll_sec)
             continue
         t0 = time.monotonic()
+        log(f"INFO start {task.key[1]} {task.id}")
         try:
             fn = load_task(task)
             with LeaseKeeper(tq, task, int(opts.lease_sec)):

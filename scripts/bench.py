@@ -25,11 +25,33 @@ Mesh stages run on the segmentation the same way: `mesh forge` with the same tas
 (Igneous gets `--compress none`; igneous-like writes them uncompressed anyway), optionally
 `--sharded`. A merge stage first forges in its own working copy (untimed, with SETUP_WORKERS
 workers; those commands are logged and kept in bench.json under "setup", not in the table) and
-then times only `mesh merge --magnitude 2` or `mesh merge-sharded --nlod 2 --vqb 16`. Options
-not named here keep each tool's default (e.g. merge-sharded --min-chunk-size is 32^3 in
-igneous-like, 256^3 in Igneous). Fragment and mesh file names differ between the tools, so the
-output check is: both wrote a mesh directory with a non-empty info and fragments; legacy merge
-manifests (LABEL:0) cover the same labels; merge-sharded wrote at least one .shard file.
+then times only `mesh merge --magnitude 2` or `mesh merge-sharded --nlod 2 --vqb 16
+--min-chunk-size 256,256,256`. Options not named here keep each tool's default. Fragment and mesh
+file names differ between the tools, so the output check is: both wrote a mesh directory with a
+non-empty info and fragments; legacy merge manifests (LABEL:0) cover the same labels;
+merge-sharded wrote at least one .shard file.
+
+Skeleton stages follow the same pattern: `skeleton forge` with task shape SKEL_SHAPE and the same
+TEASAR options for both (--scale 4 --const 10 --dust-threshold 1000 and the soma options at
+Igneous's defaults, all passed explicitly), then `skeleton merge --magnitude 2` or `skeleton
+merge-sharded` (same --min-cable-length, --tick-threshold and --max-labels-per-shard for both)
+after an untimed forge; for merge-sharded that forge gets `--sharded` for both tools (Igneous
+needs it to write shard fragments; igneous-like accepts it and writes the same fragments either
+way). Igneous's forge has no --compress option and gzips its fragments and merged skeletons.
+Skeletonizing every label of the 512x512x128 sample takes over a minute per tool and forge, so by
+default the forge gets `--labels` with up to SKEL_LABELS labels, the smallest of those present in
+every forge task (Igneous's forge fails with a KeyError on a task whose cutout lacks a requested
+label); they are found once by a child process and cached in OUT/pristine. When no label spans
+every task, or with --skeleton-all-labels, every label is skeletonized. Output check: both wrote
+a skeleton directory whose info has a radius vertex attribute; forge wrote fragments; merge wrote
+files for the same labels (Igneous's end in .gz); merge-sharded wrote at least one .shard file.
+
+Sharded volume stages (`image xfer --sharded --skip-downsample` to compressed_segmentation,
+`image downsample --sharded --num-mips NUM_MIPS`) get the usual check (same scales, same file
+names) plus: every scale they write holds .shard files, and a child process reads both tools'
+sharded scales with tensorstore (`neuroglancer_precomputed`, `fill_missing_data_reads: false`),
+warning when one cannot be read or when the arrays differ (for xfer, each must equal the source;
+for downsample, ours must equal theirs).
 
 The figures, per command (producer, execute) and for the stage as a whole (their sum):
   cpu s   user + system CPU seconds of the command's process tree (os.wait4 on the child, which
@@ -56,7 +78,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +91,15 @@ MESH_MAX_ERROR = 40  # forge simplification limit in physical units (both tools'
 MESH_MAGNITUDE = 2  # legacy merge: ~10^2 label-prefix tasks
 MESH_NLOD = 2  # merge-sharded: extra levels of detail
 MESH_VQB = 16  # merge-sharded: vertex quantization bits
+MESH_MIN_CHUNK = "256,256,256"  # merge-sharded: finest octree node in voxels (both tools' default)
+SKEL_SHAPE = "256,256,128"  # skeleton forge task shape, both tools
+SKEL_TEASAR = ("--scale", "4", "--const", "10", "--dust-threshold", "1000",  # both tools, explicitly;
+               "--soma-detect", "1100", "--soma-accept", "3500",  # soma options at Igneous's defaults
+               "--soma-scale", "1.0", "--soma-const", "300")
+SKEL_MERGE = ("--min-cable-length", "1000", "--tick-threshold", "3500")  # skeleton merge and merge-sharded
+SKEL_MAGNITUDE = 2  # skeleton merge: ~10^2 label-suffix tasks
+SKEL_MAX_LABELS_PER_SHARD = 2000  # skeleton merge-sharded: Igneous's default, explicit for both
+SKEL_LABELS = 3  # forge only this many labels (those spanning every task); 0 = every label
 SETUP_WORKERS = min(2, os.cpu_count() or 1)  # untimed forge before a merge stage
 
 TARGET_CPU = 1.0  # ours/theirs, whole stage
@@ -85,20 +116,28 @@ class Stage:
 
     name: str
     layer: str  # "image" or "segmentation": the pristine layer to copy
-    kind: str  # "downsample", "xfer", "mesh-forge" or "mesh-merge"
+    kind: str  # "downsample", "xfer", "mesh-forge", "mesh-merge", "skel-forge" or "skel-merge"
     encoding: str = ""  # xfer only
     build_mips: bool = True  # xfer only: build mips while transferring (--max-mips NUM_MIPS)
-    sharded: bool = False  # mesh only: forge --sharded, then merge-sharded
+    sharded: bool = False  # mesh/skeleton: forge --sharded, then merge-sharded; image: --sharded output
+    labels: tuple[int, ...] = ()  # skeleton forge only: --labels (empty: every label)
 
     @property
     def is_mesh(self) -> bool:
         return self.kind.startswith("mesh-")
 
+    @property
+    def is_skeleton(self) -> bool:
+        return self.kind.startswith("skel-")
+
     def setup_args(self, work: Path, queue: str, tool: str) -> list[str] | None:
         """The untimed producer to run (and drain) before the timed one: a merge needs a forge."""
-        if self.kind != "mesh-merge":
-            return None
-        return forge_args(f"file://{work / self.layer}", queue, tool, self.sharded)
+        src = f"file://{work / self.layer}"
+        if self.kind == "mesh-merge":
+            return forge_args(src, queue, tool, self.sharded)
+        if self.kind == "skel-merge":
+            return skeleton_forge_args(src, queue, self.sharded, self.labels)
+        return None
 
     def producer_args(self, work: Path, queue: str, tool: str) -> list[str]:
         src = f"file://{work / self.layer}"
@@ -106,14 +145,23 @@ class Stage:
             return forge_args(src, queue, tool, self.sharded)
         if self.kind == "mesh-merge" and self.sharded:
             return ["mesh", "merge-sharded", src, "--nlod", str(MESH_NLOD), "--vqb", str(MESH_VQB),
-                    "--queue", queue]
+                    "--min-chunk-size", MESH_MIN_CHUNK, "--queue", queue]
         if self.kind == "mesh-merge":
             return ["mesh", "merge", src, "--magnitude", str(MESH_MAGNITUDE), "--queue", queue]
+        if self.kind == "skel-forge":
+            return skeleton_forge_args(src, queue, self.sharded, self.labels)
+        if self.kind == "skel-merge" and self.sharded:
+            return ["skeleton", "merge-sharded", src, *SKEL_MERGE,
+                    "--max-labels-per-shard", str(SKEL_MAX_LABELS_PER_SHARD), "--queue", queue]
+        if self.kind == "skel-merge":
+            return ["skeleton", "merge", src, "--magnitude", str(SKEL_MAGNITUDE), *SKEL_MERGE, "--queue", queue]
+        sharded = ["--sharded"] if self.sharded else []
         if self.kind == "downsample":
-            return ["image", "downsample", src, "--num-mips", str(NUM_MIPS), "--compress", "none", "--queue", queue]
+            return ["image", "downsample", src, "--num-mips", str(NUM_MIPS), "--compress", "none", *sharded,
+                    "--queue", queue]
         mips = ["--max-mips", str(NUM_MIPS)] if self.build_mips else ["--skip-downsample"]
         return ["image", "xfer", src, f"file://{work / 'out'}", "--encoding", self.encoding,
-                "--compress", "none", *mips, "--queue", queue]
+                "--compress", "none", *mips, *sharded, "--queue", queue]
 
     def output_dir(self, work: Path) -> Path:
         return work / (self.layer if self.kind != "xfer" else "out")
@@ -124,11 +172,26 @@ class Stage:
             return 1 + NUM_MIPS
         return None if self.build_mips else 1
 
+    def sharded_scales(self) -> range:
+        """Indices of the output scales this stage writes as shards."""
+        if not self.sharded or self.kind not in ("downsample", "xfer"):
+            return range(0)
+        return range(1, 1 + NUM_MIPS) if self.kind == "downsample" else range(1)
+
 
 def forge_args(src: str, queue: str, tool: str, sharded: bool) -> list[str]:
     args = ["mesh", "forge", src, "--shape", MESH_SHAPE, "--max-error", str(MESH_MAX_ERROR)]
     if tool == "theirs":
         args += ["--compress", "none"]  # Igneous gzips fragments by default; ours writes them plain
+    return args + (["--sharded"] if sharded else []) + ["--queue", queue]
+
+
+def skeleton_forge_args(src: str, queue: str, sharded: bool, labels: tuple[int, ...]) -> list[str]:
+    """The same for both tools. Igneous's forge needs --sharded before merge-sharded; igneous-like
+    accepts it (its fragments suit both merges)."""
+    args = ["skeleton", "forge", src, "--shape", SKEL_SHAPE, *SKEL_TEASAR]
+    if labels:
+        args += ["--labels", ",".join(map(str, labels))]
     return args + (["--sharded"] if sharded else []) + ["--queue", queue]
 
 
@@ -141,10 +204,15 @@ STAGES = [
     Stage("xfer-jpeg-only", "image", "xfer", "jpeg", build_mips=False),
     Stage("xfer-cseg-only", "segmentation", "xfer", "compressed_segmentation", build_mips=False),
     Stage("xfer-cpso-only", "segmentation", "xfer", "compresso", build_mips=False),
+    Stage("xfer-sharded", "segmentation", "xfer", "compressed_segmentation", build_mips=False, sharded=True),
+    Stage("ds-sharded", "segmentation", "downsample", sharded=True),
     Stage("mesh-forge", "segmentation", "mesh-forge"),
     Stage("mesh-merge", "segmentation", "mesh-merge"),
     Stage("mesh-forge-sharded", "segmentation", "mesh-forge", sharded=True),
     Stage("mesh-merge-sharded", "segmentation", "mesh-merge", sharded=True),
+    Stage("skel-forge", "segmentation", "skel-forge"),
+    Stage("skel-merge", "segmentation", "skel-merge"),
+    Stage("skel-merge-sharded", "segmentation", "skel-merge", sharded=True),
 ]
 STAGE_HELP = {
     "ds-image": f"image downsample, {NUM_MIPS} mips",
@@ -155,11 +223,20 @@ STAGE_HELP = {
     "xfer-jpeg-only": "image xfer to jpeg, --skip-downsample (the transfer alone)",
     "xfer-cseg-only": "segmentation xfer to compressed_segmentation, --skip-downsample",
     "xfer-cpso-only": "segmentation xfer to compresso, --skip-downsample",
+    "xfer-sharded": "segmentation xfer --sharded to compressed_segmentation, --skip-downsample (Igneous "
+                    "builds no mips when sharding); checked with tensorstore against the source",
+    "ds-sharded": f"segmentation downsample --sharded, {NUM_MIPS} mips (both tools take --num-mips); "
+                  "ours and theirs compared with tensorstore",
     "mesh-forge": f"mesh forge, {MESH_SHAPE} tasks, --max-error {MESH_MAX_ERROR}, legacy fragments",
     "mesh-merge": f"mesh merge --magnitude {MESH_MAGNITUDE} (legacy manifests), after an untimed forge",
     "mesh-forge-sharded": f"mesh forge --sharded, {MESH_SHAPE} tasks, --max-error {MESH_MAX_ERROR}",
-    "mesh-merge-sharded": f"mesh merge-sharded --nlod {MESH_NLOD} --vqb {MESH_VQB}, after an untimed "
-                          "forge --sharded",
+    "mesh-merge-sharded": f"mesh merge-sharded --nlod {MESH_NLOD} --vqb {MESH_VQB} --min-chunk-size "
+                          f"{MESH_MIN_CHUNK}, after an untimed forge --sharded",
+    "skel-forge": f"skeleton forge, {SKEL_SHAPE} tasks, {' '.join(SKEL_TEASAR)}, --labels of up to "
+                  f"{SKEL_LABELS} labels spanning every task (or --skeleton-all-labels)",
+    "skel-merge": f"skeleton merge --magnitude {SKEL_MAGNITUDE} {' '.join(SKEL_MERGE)}, after an untimed forge",
+    "skel-merge-sharded": f"skeleton merge-sharded {' '.join(SKEL_MERGE)} --max-labels-per-shard "
+                          f"{SKEL_MAX_LABELS_PER_SHARD}, after an untimed forge --sharded (both tools)",
 }
 NAME_WIDTH = max(15, *(len(s.name) for s in STAGES))  # stage column of the table and --list-stages
 
@@ -222,8 +299,8 @@ def package_version(python: Path, dist: str) -> str:
 def warm_up(ours: Path, theirs: Path) -> None:
     """Import the heavy libraries once per venv so the first timed command is not a cold start."""
     code = "import numpy, cloudvolume, taskqueue, tinybrain"
-    mesh = ("import importlib, importlib.util as u\n"  # the mesh libraries each venv happens to have
-            "for m in ('zmesh', 'DracoPy', 'pyfqmr', 'fastremap', 'mapbuffer', 'shardcomputer'):\n"
+    mesh = ("import importlib, importlib.util as u\n"  # the mesh and skeleton libraries each venv has
+            "for m in ('zmesh', 'DracoPy', 'pyfqmr', 'fastremap', 'mapbuffer', 'shardcomputer', 'kimimaro'):\n"
             "    u.find_spec(m) and importlib.import_module(m)")
     for python, extra in ((ours.parent / "python", ", igneous_like.queues"), (theirs.parent / "python", ", igneous")):
         subprocess.run([str(python), "-c", code + extra], capture_output=True)
@@ -286,6 +363,8 @@ def verify(stage: Stage, outputs: dict[str, Path]) -> list[str]:
     """Problems with the two tools' outputs; an empty list means both did the same work."""
     if stage.is_mesh:
         return verify_mesh(stage, outputs)
+    if stage.is_skeleton:
+        return verify_skeleton(stage, outputs)
     problems = []
     listings = {tool: scale_listing(path) for tool, path in outputs.items()}
     for tool, listing in listings.items():
@@ -306,23 +385,111 @@ def verify(stage: Stage, outputs: dict[str, Path]) -> list[str]:
             if ours[key] != theirs[key]:
                 problems.append(f"scale {key}: {len(ours[key])} files (ours) vs {len(theirs[key])} (theirs), "
                                 f"{len(ours[key] ^ theirs[key])} names differ")
+    if stage.sharded_scales():
+        problems += verify_shards(stage, outputs, listings)
     return problems
 
 
-def mesh_listing(layer: Path) -> set[str] | str:
-    """File names in the mesh directory the layer's info names, or why there is none to list."""
+def verify_shards(stage: Stage, outputs: dict[str, Path], listings: dict[str, dict[str, set[str]] | None]) -> list[str]:
+    """Sharded volume stages: .shard files in every scale the stage shards, and tensorstore reads
+    of them that agree (with the source for xfer, with each other for downsample)."""
+    problems, readable = [], {}
+    for tool, listing in listings.items():
+        if listing is None:
+            continue
+        keys = list(listing)  # in info order
+        missing = [str(i) for i in stage.sharded_scales() if i >= len(keys)]
+        no_shards = [keys[i] for i in stage.sharded_scales()
+                     if i < len(keys) and not any(f.endswith(".shard") for f in listing[keys[i]])]
+        if missing or no_shards:
+            problems.append(f"{tool}: no .shard files in scale(s) {', '.join(no_shards + missing)}")
+        else:
+            readable[tool] = str(outputs[tool])
+    if not readable:
+        return problems
+    source = str(outputs["ours"].parent / stage.layer) if stage.kind == "xfer" else None
+    return problems + tensorstore_compare(readable, list(stage.sharded_scales()), source)
+
+
+# Runs in a child process (tensorstore and whole arrays stay out of this process, whose peak RSS
+# every later child would inherit). argv: JSON {"layers": {tool: dir}, "scales": [...], "source": dir|null}.
+# Prints a JSON list of problems.
+TENSORSTORE_CHECK = r"""
+import json, sys
+import numpy as np
+import tensorstore as ts
+job = json.loads(sys.argv[1])
+names = dict(job["layers"], **({"source": job["source"]} if job["source"] else {}))
+pairs = [(tool, "source") for tool in job["layers"]] if job["source"] else [("ours", "theirs")]
+problems = []
+
+def short(exc):
+    return str(exc).split(" [tensorstore_spec")[0][:300]
+
+for scale in job["scales"]:
+    arrays = {}
+    for name, path in names.items():
+        spec = {"driver": "neuroglancer_precomputed", "kvstore": "file://" + path,
+                "scale_index": 0 if name == "source" else scale, "fill_missing_data_reads": False}
+        try:
+            arrays[name] = ts.open(spec, read=True).result()
+        except Exception as exc:
+            problems.append(f"tensorstore cannot open {name} scale {scale}: {short(exc)}")
+    for a, b in pairs:
+        if a in arrays and b in arrays and arrays[a].domain != arrays[b].domain:
+            problems.append(f"tensorstore: scale {scale} of {a} has domain {arrays[a].domain}, {b} {arrays[b].domain}")
+            arrays.pop(a)
+    diff = {pair: 0 for pair in pairs}
+    some = next(iter(arrays.values()), None)
+    lo, hi = (some.domain.inclusive_min[2], some.domain.exclusive_max[2]) if some is not None else (0, 0)
+    for z in range(lo, hi, 64):  # one z-slab at a time bounds memory
+        slabs = {}
+        for name in list(arrays):
+            try:
+                slabs[name] = arrays[name][:, :, z:min(z + 64, hi)].read().result()
+            except Exception as exc:
+                problems.append(f"tensorstore cannot read {name} scale {scale} at z={z}: {short(exc)}")
+                arrays.pop(name)
+        for a, b in pairs:
+            if a in slabs and b in slabs:
+                diff[(a, b)] += int(np.count_nonzero(slabs[a] != slabs[b]))
+    for (a, b), count in diff.items():
+        if count:
+            problems.append(f"tensorstore: scale {scale} of {a} differs from {b} in {count} voxels")
+print(json.dumps(problems))
+"""
+
+
+def tensorstore_compare(layers: dict[str, str], scales: list[int], source: str | None) -> list[str]:
+    """Problems found reading the sharded scales with tensorstore (see TENSORSTORE_CHECK)."""
+    job = json.dumps({"layers": layers, "scales": scales, "source": source})
+    proc = subprocess.run([sys.executable, "-c", TENSORSTORE_CHECK, job], capture_output=True, text=True)
     try:
-        mdir = json.loads((layer / "info").read_text()).get("mesh")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return [f"tensorstore check failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"]
+
+
+def object_listing(layer: Path, key: str) -> tuple[dict, set[str]] | str:
+    """The info and file names of the directory the layer's info names under key ("mesh" or
+    "skeletons"), or why there is none to list."""
+    try:
+        sub = json.loads((layer / "info").read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return f"no readable info in {layer}"
-    if not isinstance(mdir, str) or not mdir:
-        return f"the info of {layer} names no mesh directory"
+    if not isinstance(sub, str) or not sub:
+        return f"the info of {layer} names no {key} directory"
     try:
-        if not (layer / mdir / "info").read_text().strip():
-            return f"empty mesh info in {layer / mdir}"
+        text = (layer / sub / "info").read_text().strip()
     except OSError:
-        return f"no mesh info in {layer / mdir}"
-    return set(os.listdir(layer / mdir))
+        return f"no {key} info in {layer / sub}"
+    if not text:
+        return f"empty {key} info in {layer / sub}"
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return f"unreadable {key} info in {layer / sub}"
+    return info, set(os.listdir(layer / sub))
 
 
 def labels_named(files: set[str], parts: int) -> set[str]:
@@ -337,10 +504,11 @@ def verify_mesh(stage: Stage, outputs: dict[str, Path]) -> list[str]:
     boxes, merged mesh files), so compare what both must have rather than names."""
     problems, labels = [], {}
     for tool, layer in outputs.items():
-        files = mesh_listing(layer)
-        if isinstance(files, str):
-            problems.append(f"{tool}: {files}")
+        listing = object_listing(layer, "mesh")
+        if isinstance(listing, str):
+            problems.append(f"{tool}: {listing}")
             continue
+        files = listing[1]
         if stage.kind == "mesh-forge" and stage.sharded:
             if not any(f.endswith(".frags") for f in files):
                 problems.append(f"{tool}: no .frags fragment files")
@@ -359,6 +527,37 @@ def verify_mesh(stage: Stage, outputs: dict[str, Path]) -> list[str]:
     if ours and theirs and ours != theirs:
         what = "fragments" if stage.kind == "mesh-forge" else "manifests"
         problems.append(f"labels with {what} differ: {len(ours)} (ours) vs {len(theirs)} (theirs), "
+                        f"{len(ours ^ theirs)} not in both, e.g. {sorted(ours ^ theirs)[:3]}")
+    return problems
+
+
+def verify_skeleton(stage: Stage, outputs: dict[str, Path]) -> list[str]:
+    """Problems with the two tools' skeletons: a skeleton info with a radius attribute, then
+    fragments (forge), one file per label for the same labels (merge; Igneous's end in .gz) or
+    shards (merge-sharded)."""
+    problems, labels = [], {}
+    for tool, layer in outputs.items():
+        listing = object_listing(layer, "skeletons")
+        if isinstance(listing, str):
+            problems.append(f"{tool}: {listing}")
+            continue
+        info, files = listing
+        attrs = [a.get("id") for a in info.get("vertex_attributes") or [] if isinstance(a, dict)]
+        if "radius" not in attrs:
+            problems.append(f"{tool}: skeleton info has no radius vertex attribute ({attrs})")
+        if stage.kind == "skel-forge":
+            if not [f for f in files if f != "info" and ".spatial" not in f]:
+                problems.append(f"{tool}: no skeleton fragment files")
+        elif stage.sharded:
+            if not any(f.endswith(".shard") for f in files):
+                problems.append(f"{tool}: no .shard files")
+        else:
+            labels[tool] = {f.removesuffix(".gz") for f in files if f.removesuffix(".gz").isdigit()}
+            if not labels[tool]:
+                problems.append(f"{tool}: no LABEL skeleton files")
+    ours, theirs = labels.get("ours"), labels.get("theirs")
+    if ours and theirs and ours != theirs:
+        problems.append(f"labels with skeletons differ: {len(ours)} (ours) vs {len(theirs)} (theirs), "
                         f"{len(ours ^ theirs)} not in both, e.g. {sorted(ours ^ theirs)[:3]}")
     return problems
 
@@ -414,6 +613,48 @@ def prepare_sample(out: Path, shape: tuple[int, int, int]) -> Path:
     return pristine
 
 
+# Runs in a child process (reads the segmentation task by task). argv: layer URL, task shape X,Y,Z.
+# Prints the labels present in every task's cutout (task plus the one-voxel overlap both forges
+# read), smallest first by voxel count.
+SPANNING_LABELS = r"""
+import itertools, json, sys
+import numpy as np
+from cloudvolume import CloudVolume
+vol = CloudVolume(sys.argv[1], progress=False)
+task = [int(v) for v in sys.argv[2].split(",")]
+lo, hi = vol.bounds.minpt, vol.bounds.maxpt
+common, sizes = None, {}
+for start in itertools.product(*(range(lo[i], hi[i], task[i]) for i in range(3))):
+    stop = [min(start[i] + task[i] + 1, hi[i]) for i in range(3)]
+    labels, counts = np.unique(vol[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]], return_counts=True)
+    for label, count in zip(labels.tolist(), counts.tolist()):
+        sizes[label] = sizes.get(label, 0) + count
+    common = set(labels.tolist()) if common is None else common & set(labels.tolist())
+common.discard(0)
+print(json.dumps(sorted(common, key=lambda label: (sizes[label], label))))
+"""
+
+
+def skeleton_labels(pristine: Path, limit: int) -> tuple[int, ...]:
+    """Up to `limit` labels for skeleton forge --labels, the smallest of those in every forge task
+    (Igneous's forge fails on a task whose cutout lacks a requested label); () means every label.
+    Cached in pristine, which is rewritten whenever the sample's shape changes."""
+    if limit <= 0:
+        return ()
+    cache = pristine / "skeleton-labels.json"
+    try:
+        cached = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if cached.get("task_shape") != SKEL_SHAPE:
+        url = f"file://{pristine / 'segmentation'}"
+        found = subprocess.run([sys.executable, "-c", SPANNING_LABELS, url, SKEL_SHAPE],
+                               capture_output=True, text=True, check=True)
+        cached = {"task_shape": SKEL_SHAPE, "spanning": json.loads(found.stdout.strip().splitlines()[-1])}
+        cache.write_text(json.dumps(cached))
+    return tuple(cached["spanning"][:limit])
+
+
 def run_stage_once(stage: Stage, tool: Tool, pristine: Path, out: Path, rep: int, result: StageResult) -> Path:
     work = out / "work" / stage.name / tool.name
     shutil.rmtree(work, ignore_errors=True)
@@ -441,6 +682,9 @@ def run_stage_once(stage: Stage, tool: Tool, pristine: Path, out: Path, rep: int
 def run_stage(stage: Stage, tools: dict[str, Tool], pristine: Path, out: Path, repeat: int,
               keep: bool) -> StageResult:
     print(f"\n[{stage.name}] {STAGE_HELP[stage.name]}", flush=True)
+    if stage.is_skeleton:
+        print(f"  skeletonizing {'labels ' + ','.join(map(str, stage.labels)) if stage.labels else 'every label'}",
+              flush=True)
     result = StageResult(stage)
     for rep in range(repeat):
         order = TOOLS if rep % 2 == 0 else TOOLS[::-1]
@@ -526,13 +770,18 @@ def print_verdict(verdict: dict[str, dict]) -> None:
     print("ALL TARGETS HOLD" if every else "NOT ALL TARGETS HOLD")
 
 
-def write_json(path: Path, args, shape, versions, floor: float, results: list[StageResult], verdict) -> None:
+def write_json(path: Path, args, shape, versions, floor: float, results: list[StageResult], verdict,
+               labels: tuple[int, ...]) -> None:
     doc = {
         "shape": list(shape),
         "repeat": args.repeat,
         "num_mips": NUM_MIPS,
         "mesh": {"shape": MESH_SHAPE, "max_error": MESH_MAX_ERROR, "magnitude": MESH_MAGNITUDE,
-                 "nlod": MESH_NLOD, "vqb": MESH_VQB, "setup_workers": SETUP_WORKERS},
+                 "nlod": MESH_NLOD, "vqb": MESH_VQB, "min_chunk_size": MESH_MIN_CHUNK,
+                 "setup_workers": SETUP_WORKERS},
+        "skeleton": {"shape": SKEL_SHAPE, "teasar": list(SKEL_TEASAR), "merge": list(SKEL_MERGE),
+                     "magnitude": SKEL_MAGNITUDE, "max_labels_per_shard": SKEL_MAX_LABELS_PER_SHARD,
+                     "labels": list(labels), "setup_workers": SETUP_WORKERS},
         "versions": versions,
         "rss_floor_mib": floor,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -571,6 +820,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--stages", default="all", help=f"Comma-separated stages or 'all': {', '.join(names)}.")
     ap.add_argument("--repeat", type=int, default=1, help="Runs per stage and tool; the median is reported.")
     ap.add_argument("--keep", action="store_true", help="Keep the working copies of every stage.")
+    ap.add_argument("--skeleton-all-labels", action="store_true",
+                    help=f"Skeletonize every label instead of up to {SKEL_LABELS} that span every forge task "
+                         "(over a minute per tool and forge at 512x512x128).")
     ap.add_argument("--list-stages", action="store_true", help="Describe the stages and exit.")
     args = ap.parse_args(argv)
     if args.list_stages:
@@ -609,6 +861,12 @@ def main(argv: list[str] | None = None) -> int:
     tools = {"ours": Tool("ours", str(ours_exe)), "theirs": Tool("theirs", str(theirs_exe))}
 
     pristine = prepare_sample(out, args.shape)
+    labels: tuple[int, ...] = ()
+    if any(s.is_skeleton for s in args.stage_list):
+        labels = skeleton_labels(pristine, 0 if args.skeleton_all_labels else SKEL_LABELS)
+        if not labels and not args.skeleton_all_labels:
+            print(f"no label spans every {SKEL_SHAPE} skeleton task: skeletonizing every label (slow)")
+        args.stage_list = [replace(s, labels=labels) if s.is_skeleton else s for s in args.stage_list]
     warm_up(ours_exe, theirs_exe)
     floor = measure([sys.executable, "-c", "pass"], out / "logs" / "floor.log").rss_mib
     print(f"peak RSS reported for an empty python child (the floor of every rss figure): {floor:.0f} MiB")
@@ -618,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     verdict = judge(results)
     print_verdict(verdict)
-    write_json(out / "bench.json", args, args.shape, versions, floor, results, verdict)
+    write_json(out / "bench.json", args, args.shape, versions, floor, results, verdict, labels)
     print(f"\nfigures in {out / 'bench.json'}, logs in {out / 'logs'}; stages took {time.perf_counter() - t0:.0f}s")
     return 0
 

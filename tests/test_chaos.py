@@ -38,8 +38,9 @@ class Worker:
                 self.running = None
 
 
-def drain_with_monkey(queue, rng) -> tuple[set, set]:
-    """Run 2 workers, killing one in mid-task now and then, until the queue is empty."""
+def drain_with_monkey(queue, rng, target: int) -> tuple[set, set]:
+    """Run 2 workers, killing one in mid-task now and then (each task at most once, until
+    `target` tasks were interrupted), and restart workers until the queue is empty."""
     started, interrupted = set(), set()
     workers = [Worker(queue), Worker(queue)]
     deadline = time.time() + 300
@@ -47,7 +48,7 @@ def drain_with_monkey(queue, rng) -> tuple[set, set]:
         for i, w in enumerate(workers):
             if w.running:
                 started.add(w.running)
-            if w.running and rng.random() < 0.5:
+            if w.running and w.running not in interrupted and len(interrupted) < target and rng.random() < 0.6:
                 interrupted.add(w.running)
                 os.kill(w.proc.pid, signal.SIGKILL)
                 w.proc.wait()
@@ -84,7 +85,7 @@ def test_killed_workers_lose_nothing_and_change_no_byte(layers):
         for step in phase:
             run_cli(*[s.format(layer=f"file://{layers}/chaos") for s in step], "--queue", f"fq://{q}")
         inserted = int((q / "insertions").read_text())
-        started, interrupted = drain_with_monkey(q, rng)
+        started, interrupted = drain_with_monkey(q, rng, target=int(0.45 * inserted) + 1)
         total += inserted
         hit |= interrupted
     print(f"chaos: {len(hit)} of {total} tasks interrupted at least once")

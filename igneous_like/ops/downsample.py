@@ -157,11 +157,17 @@ def _plan_sharded(url, info, mip, num_mips, factor, method, sparse, fill_missing
     top = mips_to_top(full.shape, chunk, factor)
     wanted = num_mips if num_mips is not None else top
     choice = None
+    def working_set(shape: Vec3) -> Vec3:
+        """What a task holds at once: with no z downsampling it works one z slab at a time."""
+        clipped = vec3(min(s, b) for s, b in zip(shape, full.shape))
+        if factor[2] == 1:
+            clipped = (clipped[0], clipped[1], min(clipped[2], math.lcm(base_chunk[2], chunk[2])))
+        return clipped
+
     for spread in (2, 1, 0):  # shard side 2^spread chunks where the data allows; then memory
         for k in range(wanted, 0, -1):
             shape = task_shape(base_chunk, [vec3(c * 2**spread for c in chunk)] * k, factor)
-            clipped = vec3(min(s, b) for s, b in zip(shape, full.shape))
-            if task_memory(clipped, dtype, channels, factor, k, method) * 1.3 <= memory or num_mips is not None:
+            if task_memory(working_set(shape), dtype, channels, factor, k, method) * 1.3 <= memory or num_mips is not None:
                 choice = (spread, k, shape)
                 break
         if choice:
@@ -177,8 +183,7 @@ def _plan_sharded(url, info, mip, num_mips, factor, method, sparse, fill_missing
     origin = full.start
     bounds = expand_to_grid(bounds, shape, origin, full)
     total = grid_count(bounds, shape, origin)
-    clipped = vec3(min(s, b) for s, b in zip(shape, full.shape))
-    peak = task_memory(clipped, dtype, channels, factor, k, method) * 1.3
+    peak = task_memory(working_set(shape), dtype, channels, factor, k, method) * 1.3
 
     def tasks() -> Iterator:
         for box in grid_boxes(bounds, shape, origin):
@@ -199,7 +204,8 @@ def _plan_sharded(url, info, mip, num_mips, factor, method, sparse, fill_missing
         "method": method + (" (sparse)" if sparse else ""),
         "task shape": fmt_vec(shape) + f" at mip {mip}",
         "shards": "; ".join(per_mip),
-        "memory model": "base block + accumulators + mips, x1.3 for shard encoding; "
+        "memory model": "one z slab (" + fmt_vec(working_set(shape)) + ") + accumulators + mips, "
+                        "x1.3 for encoded chunks waiting for their shard; "
                         f"~{human_bytes(peak)} per task (limit {human_bytes(memory)})",
     }
     return Plan("image downsample", total, tasks, lambda: layers.write_info(url, new_info), details)
@@ -212,10 +218,7 @@ def sharded_downsample_task(layer: str, mip: int, box: list[int], num_mips: int,
     from igneous_like.ops.sharded import write_sharded_pyramid
 
     info = layers.read_info(layer)
-    region = Box.from_list(box)
-    img = volume_io.read(layer, info, mip, region, fill_missing)
-    pyramid = make_pyramid(img, vec3(factor), num_mips, method, sparse)
-    write_sharded_pyramid(layer, info, mip, region, vec3(factor), pyramid)
+    write_sharded_pyramid(layer, info, mip, Box.from_list(box), vec3(factor), num_mips, method, sparse, fill_missing)
 
 
 def _with_new_scales(info, mip, num_mips, factor, chunk, encoding, encoding_level) -> dict:

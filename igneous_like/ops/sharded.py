@@ -37,8 +37,9 @@ def shard_shape(spec: dict, size: Vec3, chunk: Vec3) -> Vec3:
     return vec3(image_shard_shape_from_spec(spec, size, chunk))
 
 
-def encode_shard(url: str, info: dict, mip: int, box: Box, img: np.ndarray) -> tuple[str, bytes]:
-    """(file name, bytes) of the shard whose chunks tile `box` (img covers box exactly)."""
+def encode_chunks(url: str, info: dict, mip: int, box: Box, img: np.ndarray) -> dict[int, bytes]:
+    """{morton code: encoded chunk} for the chunks that tile `box` (img covers box exactly)."""
+    from cloudvolume.compression import compress  # the function cloud-volume's shard writer uses
     from cloudvolume import chunks as codecs
     from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
     from cloudvolume.lib import Bbox
@@ -50,7 +51,7 @@ def encode_shard(url: str, info: dict, mip: int, box: Box, img: np.ndarray) -> t
     spec = ShardingSpecification.from_dict(scale["sharding"])
     chunk = np.asarray(layers.scale_chunk(info, mip))
     bounds = layers.scale_bounds(info, mip)
-    gpts, codes = vol.image.morton_codes(Bbox(box.start, box.stop), mip=mip, spec=spec)
+    gpts, codes = vol.image.morton_codes(Bbox(box.start, box.stop), mip=mip, spec=spec, same_shard=False)
     background: dict[tuple, bytes] = {}
     labels: dict[int, bytes] = {}
     for gpt, code in zip(gpts, codes):
@@ -66,11 +67,33 @@ def encode_shard(url: str, info: dict, mip: int, box: Box, img: np.ndarray) -> t
             piece, scale["encoding"], block_size=scale.get("compressed_segmentation_block_size"),
             compression_params=vol.meta.compression_params(mip),
         )
+        if spec.data_encoding != "raw":  # compress now: encoded chunks wait in memory for their shard
+            data = compress(data, method=spec.data_encoding)
         if blank:
             background[piece.shape] = data
         labels[int(code)] = data
-    name = vol.image.shard_reader(mip=mip).get_filename(next(iter(labels)))
-    return f"{scale['key']}/{name}", spec.synthesize_shard(labels)
+    return labels
+
+
+def shard_files(url: str, info: dict, mip: int, labels: dict[int, bytes]) -> dict[str, bytes]:
+    """{path: bytes} of the whole shards that these encoded (and compressed) chunks make up."""
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+
+    from igneous_like.volume_io import open_volume
+
+    scale = info["scales"][mip]
+    spec = ShardingSpecification.from_dict({**scale["sharding"], "data_encoding": "raw"})  # already compressed
+    reader = open_volume(url, info, mip).image.shard_reader(mip=mip)
+    groups: dict[str, dict[int, bytes]] = {}
+    for code, data in labels.items():
+        groups.setdefault(reader.get_filename(code), {})[code] = data
+    return {f"{scale['key']}/{name}": spec.synthesize_shard(group) for name, group in groups.items()}
+
+
+def encode_shard(url: str, info: dict, mip: int, box: Box, img: np.ndarray) -> tuple[str, bytes]:
+    """(file name, bytes) of the one shard whose chunks tile `box`."""
+    ((name, data),) = shard_files(url, info, mip, encode_chunks(url, info, mip, box, img)).items()
+    return name, data
 
 
 def pyramid_sharding(size: Vec3, chunk: Vec3, task_chunks: Vec3, encoding: str) -> dict:
@@ -102,26 +125,56 @@ def pyramid_sharding(size: Vec3, chunk: Vec3, task_chunks: Vec3, encoding: str) 
     }
 
 
-def write_sharded_pyramid(url: str, info: dict, mip: int, region: Box, factor: Vec3, pyramid: list) -> None:
-    """Write pyramid[k] as the whole shards of mip + k + 1 that `region` (at mip) covers."""
+def slab_depth(info: dict, mip: int, num_mips: int, factor: Vec3) -> int:
+    """Depth (z, at mip) of slabs whose mips can be computed apart: with no z downsampling, one
+    output chunk deep; otherwise the whole task."""
+    if factor[2] != 1:
+        return 0
+    return math.lcm(layers.scale_chunk(info, mip)[2], *(layers.scale_chunk(info, mip + j)[2] for j in range(1, num_mips + 1)))
+
+
+def write_sharded_pyramid(url: str, info: dict, mip: int, region: Box, factor: Vec3, num_mips: int,
+                          method: str, sparse: bool, fill_missing: bool) -> None:
+    """Build mips mip+1.. mip+num_mips of `region` and write their whole shards.
+
+    With 2x2x1 downsampling the block is read and downsampled one z slab at a time; only the
+    encoded chunks wait for their shard, so memory is one slab, not the task's whole block."""
     from cloudfiles import CloudFiles
 
+    from igneous_like.grid import downsampled
+    from igneous_like.pyramid import make_pyramid
+    from igneous_like.volume_io import read
+
+    origin = layers.scale_bounds(info, mip).start
+    depth = slab_depth(info, mip, num_mips, factor) or region.shape[2]
+    encoded: dict[int, dict[int, bytes]] = {m: {} for m in range(mip + 1, mip + num_mips + 1)}
+    for z in range(region.start[2], region.stop[2], depth):
+        slab = Box((region.start[0], region.start[1], z), (region.stop[0], region.stop[1], min(z + depth, region.stop[2])))
+        pyramid = make_pyramid(read(url, info, mip, slab, fill_missing), factor, num_mips, method, sparse)
+        for level, img in enumerate(pyramid, 1):
+            m = mip + level
+            bounds = layers.scale_bounds(info, m)
+            out = downsampled(slab, factor, level, origin, bounds.start).intersect(bounds)
+            if not out.empty():
+                sx, sy, sz = out.shape
+                encoded[m].update(encode_chunks(url, info, m, out, img[:sx, :sy, :sz]))
+        del pyramid
+    cf = CloudFiles(url)
+    for m, labels in encoded.items():
+        if labels:
+            _check_whole(info, m, region, factor, mip, origin)
+            for name, data in shard_files(url, info, m, labels).items():
+                cf.put(name, data, compress=None)
+
+
+def _check_whole(info: dict, m: int, region: Box, factor: Vec3, mip: int, origin) -> None:
+    """A task must cover whole shards: refuse to write one partially."""
     from igneous_like.grid import downsampled, grid_boxes
 
-    cf = CloudFiles(url)
-    origin = layers.scale_bounds(info, mip).start
-    for level, img in enumerate(pyramid, 1):
-        m = mip + level
-        bounds = layers.scale_bounds(info, m)
-        out = downsampled(region, factor, level, origin, bounds.start).intersect(bounds)
-        if out.empty():
-            continue
-        shape = shard_shape(info["scales"][m]["sharding"], bounds.shape, layers.scale_chunk(info, m))
-        for sbox in grid_boxes(out, shape, bounds.start):
-            whole = Box(sbox.start, vec3(a + s for a, s in zip(sbox.start, shape))).intersect(bounds)
-            if whole != sbox:
-                raise RuntimeError(f"task block {region} would write part of shard {whole} at mip {m}")
-            lo = [a - b for a, b in zip(sbox.start, out.start)]
-            hi = [a - b for a, b in zip(sbox.stop, out.start)]
-            name, data = encode_shard(url, info, m, sbox, img[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
-            cf.put(name, data, compress=None)
+    bounds = layers.scale_bounds(info, m)
+    out = downsampled(region, factor, m - mip, origin, bounds.start).intersect(bounds)
+    shape = shard_shape(info["scales"][m]["sharding"], bounds.shape, layers.scale_chunk(info, m))
+    for sbox in grid_boxes(out, shape, bounds.start):
+        whole = Box(sbox.start, vec3(a + s for a, s in zip(sbox.start, shape))).intersect(bounds)
+        if whole != sbox:
+            raise RuntimeError(f"task block {region} would write part of shard {whole} at mip {m}")

@@ -15,14 +15,15 @@ def open_volume(url: str, info: dict, mip: int, **kwargs):
     return CloudVolume(url, mip=mip, info=info, provenance={}, progress=False, **kwargs)
 
 
-def read(url: str, info: dict, mip: int, box: Box, fill_missing: bool) -> np.ndarray:
-    """The block as an (x, y, z, channel) Fortran-ordered array."""
+def read(url: str, info: dict, mip: int, box: Box, fill_missing: bool, renumber: bool = False):
+    """The block as an (x, y, z, channel) Fortran-ordered array; with renumber, labels come
+    renumbered to the smallest dtype while chunks are decoded, plus {original: new}."""
     from cloudvolume.exceptions import EmptyVolumeException
     from cloudvolume.lib import Bbox
 
     vol = open_volume(url, info, mip, fill_missing=fill_missing)
     try:
-        img = vol.download(Bbox(box.start, box.stop), mip=mip)
+        img = vol.download(Bbox(box.start, box.stop), mip=mip, renumber=renumber)
     except EmptyVolumeException as exc:
         raise TaskError(
             f"missing chunk in {url} at mip {mip} within {box}: {exc} "
@@ -32,6 +33,9 @@ def read(url: str, info: dict, mip: int, box: Box, fill_missing: bool) -> np.nda
         bad = find_bad_chunk(url, info, mip, box)
         where = f"chunk {bad}" if bad else f"block {box}"
         raise TaskError(f"cannot decode {where} of {url} at mip {mip}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    if renumber:
+        img, mapping = img
+        return np.asarray(img), mapping
     return np.asarray(img)
 
 

@@ -28,9 +28,9 @@ REDUCTION_FACTOR = 100
 
 
 def task_memory(shape: Vec3, width: int) -> float:
-    """Labels (read + renumbered copy), mesher working set (~24 B/voxel), meshes."""
+    """Labels (read renumbered: at most 4 B/voxel), mesher working set (~24 B/voxel), meshes."""
     voxels = math.prod(s + 2 for s in shape)
-    return PROCESS_OVERHEAD + voxels * (2 * width + 4 + 24)
+    return PROCESS_OVERHEAD + voxels * (min(width, 4) + 4 + 24)
 
 
 def default_shape(memory: float, width: int, bounds: Box) -> Vec3:
@@ -146,27 +146,28 @@ def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options
     import zmesh
     from cloudfiles import CloudFiles
 
-    info, region, read_box, seg = segmentation.read_with_overlap(layer, mip, box, options.get("fill_missing", False))
+    block = segmentation.read_with_overlap(layer, mip, box, options.get("fill_missing", False))
+    info, region, read_box, original = block.info, block.region, block.read_box, block.original
     full = layers.scale_bounds(info, mip)
     res = np.asarray(info["scales"][mip]["resolution"], dtype=np.float64)
-    seg = segmentation.select_labels(seg, options.get("labels"), options.get("exclude_labels"),
+    keep = block.new_ids(options["labels"]) if options.get("labels") else None
+    seg = segmentation.select_labels(block.labels, keep, block.new_ids(options.get("exclude_labels")),
                                      options.get("dust_threshold", 0))
+    del block
     voxel_counts = None
     if options.get("count_voxels"):  # this task's own box only: overlap voxels count once
         inner = seg[tuple(slice(0, s) for s in region.shape)]
         uniq, counts = fastremap.unique(inner, return_counts=True)
-        voxel_counts = {str(int(u)): int(c) for u, c in zip(uniq, counts) if u != 0}
+        voxel_counts = {str(int(original[u])): int(c) for u, c in zip(uniq, counts) if u != 0}
     seg = segmentation.fill_holes(seg, options.get("fill_holes", 0))
     pad_lo = [1 if options.get("closed_edge", True) and a == f else 0 for a, f in zip(read_box.start, full.start)]
     pad_hi = [1 if options.get("closed_edge", True) and b == f else 0 for b, f in zip(read_box.stop, full.stop)]
-    seg, remap = fastremap.renumber(seg, in_place=True)
     if any(pad_lo) or any(pad_hi):
         seg = np.pad(seg, list(zip(pad_lo, pad_hi)))
     seg = np.asfortranarray(seg)
     mesher = zmesh.Mesher(tuple(res))
     mesher.mesh(seg, close=False)
     del seg
-    inverse = {v: k for k, v in remap.items()}
     origin = (np.asarray(read_box.start) - np.asarray(pad_lo)) * res
     planes = open_planes(read_box.shape, pad_lo, pad_hi, origin, res)
     simplify = options.get("simplify", True)
@@ -187,7 +188,7 @@ def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options
         if len(faces) == 0:
             continue
         verts = verts.astype("<f4")
-        label = int(inverse[small_id])
+        label = int(original[small_id])
         fragments[label] = meshing.encode_legacy(verts, faces)
         bboxes[str(label)] = [int(math.floor(v)) for v in verts.min(0)] + [int(math.ceil(v)) for v in verts.max(0)]
     name = meshing.physical_name(region, res)

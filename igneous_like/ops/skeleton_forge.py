@@ -27,8 +27,8 @@ DEFAULT_SHAPE = (512, 512, 512)
 
 
 def task_memory(shape: Vec3, width: int) -> float:
-    """Labels, kimimaro's per-object crops, distance transforms (float32) and graphs: ~40 B/voxel."""
-    return PROCESS_OVERHEAD + math.prod(s + 1 for s in shape) * (width + 40)
+    """Labels (read renumbered), kimimaro's per-object crops, distance transforms and graphs."""
+    return PROCESS_OVERHEAD + math.prod(s + 1 for s in shape) * (min(width, 4) + 40)
 
 
 def plan_skeleton_forge(
@@ -111,15 +111,19 @@ def skeleton_forge_task(layer: str, mip: int, box: list[int], skel_dir: str, opt
     from cloudfiles import CloudFiles
     from mapbuffer import MapBuffer
 
-    info, region, read_box, seg = segmentation.read_with_overlap(layer, mip, box, options.get("fill_missing", False))
+    block = segmentation.read_with_overlap(layer, mip, box, options.get("fill_missing", False))
+    info, region, read_box, original = block.info, block.region, block.read_box, block.original
     res = np.asarray(info["scales"][mip]["resolution"], dtype=np.float32)
-    seg = segmentation.select_labels(seg, options.get("labels"), None, 0)
+    keep = block.new_ids(options["labels"]) if options.get("labels") else None
+    seg = segmentation.select_labels(block.labels, keep, None, 0)
+    del block
     seg = segmentation.fill_holes(seg, options.get("fill_holes", 0))
     teasar = {k: v for k, v in options["teasar"].items() if v is not None}
     skels = kimimaro.skeletonize(
         seg, teasar_params=teasar, anisotropy=tuple(res.tolist()), dust_threshold=options.get("dust_threshold", 1000),
         fix_branching=options.get("fix_branching", True), fix_borders=options.get("fix_borders", True),
         fix_avocados=options.get("fix_avocados", False), progress=False, parallel=1,
+        in_place=not options.get("cross_section"),  # the cross sections need the labels afterwards
     )
     attributes = ["radius"]
     if options.get("cross_section"):
@@ -128,8 +132,8 @@ def skeleton_forge_task(layer: str, mip: int, box: list[int], skel_dir: str, opt
     offset = np.asarray(read_box.start, dtype=np.float64) * res
     frags: dict[int, bytes] = {}
     bboxes: dict[str, list[int]] = {}
-    for label in sorted(skels):
-        sk = skels[label]
+    for small_id in sorted(skels):
+        sk, label = skels[small_id], int(original[small_id])
         if len(sk.vertices) == 0:
             continue
         sk.vertices = (sk.vertices.astype(np.float64) + offset).astype(np.float32)

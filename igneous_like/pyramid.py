@@ -49,6 +49,23 @@ def make_pyramid(
     raise ValueError(f"unknown downsample method: {method}")
 
 
+def read_pyramid(url: str, info: dict, mip: int, box, factor: Vec3, num_mips: int, method: str,
+                 sparse: bool, fill_missing: bool) -> list[np.ndarray]:
+    """Read a block and build its mips. Mode and striding do not depend on label values, so
+    wide labels are read renumbered to the smallest dtype (cloud-volume renumbers while it
+    decodes) and mapped back mip by mip: a quarter of the memory for uint64 segmentations."""
+    from igneous_like.volume_io import read
+
+    dtype = np.dtype(info["data_type"])
+    if method not in ("mode", "striding") or dtype.itemsize < 4:
+        return make_pyramid(read(url, info, mip, box, fill_missing), factor, num_mips, method, sparse)
+    small, forward = read(url, info, mip, box, fill_missing, renumber=True)
+    original = np.zeros(max(forward.values(), default=0) + 1, dtype=dtype)
+    for label, new in forward.items():
+        original[new] = label
+    return [original[level] for level in make_pyramid(small, factor, num_mips, method, sparse)]
+
+
 def _as_f(a: np.ndarray) -> np.ndarray:
     return np.asfortranarray(a)
 

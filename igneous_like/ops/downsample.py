@@ -18,7 +18,7 @@ from igneous_like import layers
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, downsampled, expand_to_grid, grid_boxes, grid_count, lcm3, mips_to_top, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
-from igneous_like.pyramid import METHODS, make_pyramid, resolve_method
+from igneous_like.pyramid import METHODS, read_pyramid, resolve_method
 from igneous_like import volume_io
 
 
@@ -248,6 +248,5 @@ def downsample_task(
     """Read `box` at `mip` once, write the `num_mips` mips above it."""
     info = layers.read_info(layer)
     region = Box.from_list(box)
-    img = volume_io.read(layer, info, mip, region, fill_missing)
-    pyramid = make_pyramid(img, vec3(factor), num_mips, method, sparse)
+    pyramid = read_pyramid(layer, info, mip, region, vec3(factor), num_mips, method, sparse, fill_missing)
     volume_io.write_pyramid(layer, info, mip, region, vec3(factor), pyramid, compress, delete_bg, bg_color)

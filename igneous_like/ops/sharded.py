@@ -142,15 +142,14 @@ def write_sharded_pyramid(url: str, info: dict, mip: int, region: Box, factor: V
     from cloudfiles import CloudFiles
 
     from igneous_like.grid import downsampled
-    from igneous_like.pyramid import make_pyramid
-    from igneous_like.volume_io import read
+    from igneous_like.pyramid import read_pyramid
 
     origin = layers.scale_bounds(info, mip).start
     depth = slab_depth(info, mip, num_mips, factor) or region.shape[2]
     encoded: dict[int, dict[int, bytes]] = {m: {} for m in range(mip + 1, mip + num_mips + 1)}
     for z in range(region.start[2], region.stop[2], depth):
         slab = Box((region.start[0], region.start[1], z), (region.stop[0], region.stop[1], min(z + depth, region.stop[2])))
-        pyramid = make_pyramid(read(url, info, mip, slab, fill_missing), factor, num_mips, method, sparse)
+        pyramid = read_pyramid(url, info, mip, slab, factor, num_mips, method, sparse, fill_missing)
         for level, img in enumerate(pyramid, 1):
             m = mip + level
             bounds = layers.scale_bounds(info, m)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command runs the test suite on a fresh machine: makes .venv, installs igneous-like with
-# its test extras (pytest, tensorstore, trimesh, moto), runs pytest. Extra args go to pytest.
+# its test extras (pytest, tensorstore, trimesh, moto, validators), installs slurm-wlm and munge
+# with apt when running as root without them, runs pytest. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -8,4 +9,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[test]"
+# the SLURM test needs a real single-node cluster: install it where we may (root + apt)
+if ! command -v sbatch >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing slurm-wlm and munge for the SLURM test..." >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge) >/dev/null 2>&1 \
+    || echo "could not install slurm-wlm/munge: the SLURM test will be skipped" >&2
+fi
 exec .venv/bin/python -m pytest "$@"

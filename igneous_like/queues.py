@@ -86,61 +86,77 @@ def fq_dir(tq) -> str | None:
 # ---------------------------------------------------------------- failure records
 
 
-def _failures_dir(tq) -> str | None:
+def failures_url(tq, override: str | None = None) -> str | None:
+    """Where failure records live: --failures / $IGNEOUS_LIKE_FAILURES (any storage URL), else
+    beside a FileQueue. SQS has no room for them, so there only when one is given."""
+    from igneous_like.layers import normalize_url
+
+    chosen = override or os.environ.get("IGNEOUS_LIKE_FAILURES")
+    if chosen:
+        return normalize_url(chosen)
     base = fq_dir(tq)
-    return os.path.join(base, "failures") if base else None
+    return f"file://{base}/failures" if base else None
 
 
-def record_failure(tq, task, exc: BaseException) -> int:
-    """Remember a task's error next to the queue; returns how often it has failed."""
-    folder = _failures_dir(tq)
-    if folder is None:
+def _record_key(tq, task) -> str:
+    """A FileQueue task keeps its id; an SQS receipt handle changes on every delivery, so
+    there the record is keyed by the task's content."""
+    if fq_dir(tq):
+        return str(task.id)
+    import hashlib
+
+    body = json.dumps([list(task.key), task.args, task.kwargs], sort_keys=True, default=str)
+    return hashlib.sha1(body.encode()).hexdigest()
+
+
+def record_failure(tq, task, exc: BaseException, url: str | None) -> int:
+    """Remember a task's error and traceback; returns how often it has failed."""
+    if url is None:
         return 1
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{task.id}.json")
-    attempts = 0
-    try:
-        with open(path) as f:
-            attempts = json.load(f).get("attempts", 0)
-    except (OSError, ValueError):
-        pass
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(url)
+    key = _record_key(tq, task)
+    previous = cf.get_json(f"{key}.json") or {}
     record = {
-        "id": task.id,
+        "id": key,
         "task": {"fn": list(task.key), "args": task.args, "kwargs": task.kwargs},
         "error": f"{type(exc).__name__}: {exc}",
         "traceback": traceback.format_exc(),
-        "attempts": attempts + 1,
+        "attempts": previous.get("attempts", 0) + 1,
+        "gave_up": False,
         "time": time.time(),
     }
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
-    return attempts + 1
+    cf.put_json(f"{key}.json", record)
+    return record["attempts"]
 
 
-def clear_failure(tq, task) -> None:
-    folder = _failures_dir(tq)
-    if folder:
-        try:
-            os.remove(os.path.join(folder, f"{task.id}.json"))
-        except FileNotFoundError:
-            pass
+def give_up(tq, task, url: str | None) -> None:
+    if url is None:
+        return
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(url)
+    key = _record_key(tq, task)
+    record = cf.get_json(f"{key}.json") or {}
+    cf.put_json(f"{key}.json", {**record, "gave_up": True})
 
 
-def list_failures(tq) -> list[dict]:
-    folder = _failures_dir(tq)
-    if not folder or not os.path.isdir(folder):
+def clear_failure(tq, task, url: str | None) -> None:
+    if url is not None:
+        from cloudfiles import CloudFiles
+
+        CloudFiles(url).delete(f"{_record_key(tq, task)}.json")
+
+
+def list_failures(url: str | None) -> list[dict]:
+    if url is None:
         return []
-    out = []
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".json"):
-            try:
-                with open(os.path.join(folder, name)) as f:
-                    out.append(json.load(f))
-            except (OSError, ValueError):
-                continue
-    return out
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(url)
+    names = sorted(n for n in cf.list() if n.endswith(".json"))
+    return [r for r in (cf.get_json(n) for n in names) if r]
 
 
 # ---------------------------------------------------------------- producing
@@ -292,6 +308,7 @@ class WorkerOptions:
     quiet: bool = False
     max_attempts: int = 0  # 0: failing tasks stay in the queue forever
     poll_sec: float = 1.0
+    failures: str | None = None  # where failure records go (default: beside a FileQueue)
 
 
 @dataclass
@@ -341,6 +358,7 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
 
     stop = stop or threading.Event()
     tq = open_queue(opts.queue_url, create=False)
+    records = failures_url(tq, opts.failures)
     result = WorkerResult()
     started = time.monotonic()
     log = (lambda *a: None) if opts.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -370,16 +388,17 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
                 fn()
         except Exception as exc:
             result.failed += 1
-            attempts = record_failure(tq, task, exc)
+            attempts = record_failure(tq, task, exc, records)
             line = f"{task.key[1]} {task.id}: {type(exc).__name__}: {exc}".splitlines()[0]
             result.errors.append(line)
             print(f"ERROR task failed (attempt {attempts}): {line}\n{traceback.format_exc()}", file=sys.stderr)
-            if opts.max_attempts and attempts >= opts.max_attempts:
-                tq.delete(task)  # the failure record keeps it for `queue retry-failed`
+            if opts.max_attempts and records and attempts >= opts.max_attempts:
+                give_up(tq, task, records)  # the record keeps it for `queue retry-failed`
+                tq.delete(task)
                 result.given_up += 1
         else:
             tq.delete(task, tally=True)
-            clear_failure(tq, task)
+            clear_failure(tq, task, records)
             result.executed += 1
             log(f"INFO {task.key[1]} {task.id} done in {time.monotonic() - t0:.2f}s")
         if opts.min_sec == 0 or time_is_up():
@@ -487,16 +506,17 @@ def _summarize(failed_counts: list[int], codes: list[int | None]) -> int:
 # ---------------------------------------------------------------- status
 
 
-def status(queue_url: str) -> dict[str, Any]:
+def status(queue_url: str, failures: str | None = None) -> dict[str, Any]:
     tq = open_queue(queue_url, create=False)
-    failures = list_failures(tq)
+    url = failures_url(tq, failures)
+    failures = list_failures(url) if url else None
     return {
         "queue": tq.qualified_path,
         "inserted": tq.inserted,
         "enqueued": tq.enqueued,
         "leased": tq.leased,
         "completed": tq.completed,
-        "failed": len(failures),
+        "failed": len(failures) if failures is not None else None,
     }
 
 
@@ -514,12 +534,15 @@ def wait_until_empty(queue_url: str, interval: float, quiet_for: float) -> None:
         time.sleep(interval)
 
 
-def iter_failed_tasks(tq) -> Iterator[tuple[dict, Any]]:
+def iter_failed_tasks(url: str | None) -> Iterator[tuple[dict, Any]]:
+    """Tasks that gave up after --max-attempts, as (record, task) to put back in a queue."""
     from functools import partial
 
-    for rec in list_failures(tq):
+    from taskqueue.queueablefns import REGISTRY
+
+    for rec in list_failures(url):
+        if not rec.get("gave_up"):
+            continue  # still in its queue: it will be retried anyway
         module, name = rec["task"]["fn"]
         importlib.import_module(module)
-        from taskqueue.queueablefns import REGISTRY
-
         yield rec, partial(REGISTRY[(module, name)], *rec["task"]["args"], **rec["task"]["kwargs"])

@@ -88,3 +88,25 @@ def test_expired_lease_is_delivered_again(tmp_path, moto, sqs_queue):
     attrs = client.get_queue_attributes(QueueUrl=client.get_queue_url(QueueName=name)["QueueUrl"],
                                         AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
     assert attrs["ApproximateNumberOfMessages"] == "0"
+
+
+def test_sqs_failures_are_recorded_and_retried(tmp_path, moto, sqs_queue):
+    """Failure records for SQS live where --failures says; after --max-attempts the task leaves
+    the queue, `queue failures` shows it, `queue retry-failed` puts it back."""
+    name, client = sqs_queue
+    env = {**os.environ, **moto}
+    code = ("from functools import partial; from taskqueue import TaskQueue; "
+            "from igneous_like.ops.diagnostic import fail_task; "
+            f"TaskQueue('sqs://{name}').insert([partial(fail_task, 'sqs boom')])")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    records = f"file://{tmp_path}/failures"
+    proc = run_cli("execute", f"sqs://{name}", "-x", "-q", "--lease-sec", "1", "--max-attempts", "2",
+                   "--failures", records, env=moto, check=False)
+    assert proc.returncode == 3 and proc.stderr.count("sqs boom") >= 2
+    listing = run_cli("queue", "failures", f"sqs://{name}", "--failures", records, env=moto).stdout
+    assert "attempts=2 (gave up)" in listing and "RuntimeError: sqs boom" in listing
+    assert "failed     1" in run_cli("queue", "status", f"sqs://{name}", "--failures", records, env=moto).stdout
+    assert "re-queued 1" in run_cli("queue", "retry-failed", f"sqs://{name}", "--failures", records, env=moto).stdout
+    url = client.get_queue_url(QueueName=name)["QueueUrl"]
+    attrs = client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == "1"

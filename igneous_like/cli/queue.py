@@ -19,9 +19,11 @@ import click
 @click.option("-n", "--num-tasks", type=int, default=-1, show_default=True, help="Stop after this many tasks (-1: no limit).")
 @click.option("--max-attempts", type=int, default=3, show_default=True,
               help="After this many failures a task leaves the queue for the failure record (0: never).")
+@click.option("--failures", default=None,
+              help="Storage URL for failure records (default: beside a FileQueue; env IGNEOUS_LIKE_FAILURES).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not log each finished task.")
 @click.pass_context
-def execute(ctx, queue, parallel, lease_sec, exit_on_empty, min_sec, num_tasks, max_attempts, quiet):
+def execute(ctx, queue, parallel, lease_sec, exit_on_empty, min_sec, num_tasks, max_attempts, failures, quiet):
     """Lease and run tasks from QUEUE until it is empty (-x) or forever.
 
     A failing task is logged with its traceback and stays in the queue for another try; the
@@ -38,7 +40,7 @@ def execute(ctx, queue, parallel, lease_sec, exit_on_empty, min_sec, num_tasks, 
         raise click.BadParameter("must be positive", param_hint="--lease-sec")
     opts = queues.WorkerOptions(
         queue_url=queues.normalize_queue_url(queue), lease_sec=lease_sec, exit_on_empty=exit_on_empty,
-        min_sec=min_sec, num_tasks=num_tasks, quiet=quiet, max_attempts=max_attempts,
+        min_sec=min_sec, num_tasks=num_tasks, quiet=quiet, max_attempts=max_attempts, failures=failures,
     )
     code = queues.execute(opts, resolve_parallel(ctx, parallel))
     sys.exit(code)
@@ -52,7 +54,8 @@ def queue() -> None:
 @queue.command()
 @click.argument("queue")
 @click.option("--eta", type=float, default=0, show_default=True, help="Watch this many seconds to estimate rate and ETA.")
-def status(queue, eta):
+@click.option("--failures", default=None, help="Failure records URL (default: beside a FileQueue).")
+def status(queue, eta, failures):
     """Counts of a queue: inserted, enqueued, leased, completed, failed.
 
     \b
@@ -61,10 +64,10 @@ def status(queue, eta):
     """
     from igneous_like import queues
 
-    before = queues.status(queue)
+    before = queues.status(queue, failures)
     if eta > 0:
         time.sleep(eta)
-    st = queues.status(queue)
+    st = queues.status(queue, failures)
     sqs = st["queue"].startswith("sqs://")
 
     def count(value) -> str:
@@ -75,7 +78,7 @@ def status(queue, eta):
     approx = " approximately (SQS counts are eventually consistent)" if sqs else ""
     click.echo(f"enqueued   {st['enqueued']} (leased {st['leased']}){approx}")
     click.echo(f"completed  {count(st['completed'])}")
-    click.echo(f"failed     {st['failed'] if not sqs else 'n/a (kept for FileQueues)'}")
+    click.echo(f"failed     {st['failed'] if st['failed'] is not None else 'n/a (give --failures URL)'}")
     if eta > 0 and sqs:
         moved = before["enqueued"] - st["enqueued"]
         click.echo(f"rate       ~{moved / eta:.2f} tasks/s from the change in enqueued (approximate)")
@@ -86,33 +89,36 @@ def status(queue, eta):
         click.echo(f"rate       {rate:.2f} tasks/s, ETA {when}")
 
 
-@queue.command()
+@queue.command("failures")
 @click.argument("queue")
-def failures(queue):
+@click.option("--failures", default=None, help="Failure records URL (default: beside a FileQueue).")
+def list_failed(queue, failures):
     """List failed tasks with their last error."""
     from igneous_like import queues
 
     tq = queues.open_queue(queue, create=False)
-    recs = queues.list_failures(tq)
+    recs = queues.list_failures(queues.failures_url(tq, failures))
     for rec in recs:
-        click.echo(f"{rec['id']}  attempts={rec['attempts']}  {rec['task']['fn'][1]}  {rec['error']}")
+        state = "gave up" if rec.get("gave_up") else "queued"
+        click.echo(f"{rec['id']}  attempts={rec['attempts']} ({state})  {rec['task']['fn'][1]}  {rec['error']}")
     click.echo(f"{len(recs)} failed task(s)")
 
 
 @queue.command("retry-failed")
 @click.argument("queue")
-def retry_failed(queue):
+@click.option("--failures", default=None, help="Failure records URL (default: beside a FileQueue).")
+def retry_failed(queue, failures):
     """Put tasks that gave up (after --max-attempts) back into the queue."""
+    from cloudfiles import CloudFiles
+
     from igneous_like import queues
 
     tq = queues.open_queue(queue, create=False)
+    url = queues.failures_url(tq, failures)
     n = 0
-    enqueued = {t.id for t in tq.tasks()} if tq.qualified_path.startswith("fq://") else set()
-    for rec, task in queues.iter_failed_tasks(tq):
-        if rec["id"] in enqueued:
-            continue  # still in the queue, it will be retried anyway
+    for rec, task in queues.iter_failed_tasks(url):
         tq.insert([task])
-        os.remove(os.path.join(queues.fq_dir(tq), "failures", f"{rec['id']}.json"))
+        CloudFiles(url).delete(f"{rec['id']}.json")
         n += 1
     click.echo(f"re-queued {n} failed task(s)")
 

@@ -52,6 +52,8 @@ def run(cmd: list[str]) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=200_000)
+    ap.add_argument("--baseline-tasks", type=int, default=None,
+                    help="tasks for the task-queue baseline (default: --tasks); rates are compared")
     ap.add_argument("--out", default=None, help="working directory (default: a temp dir on /tmp)")
     args = ap.parse_args()
     work = Path(args.out or tempfile.mkdtemp(prefix="bench-planning-"))
@@ -80,7 +82,7 @@ def main() -> None:
     (layer / "info").write_text(json.dumps(info))
 
     base_q = work / "taskqueue-q"
-    wall, rss = run([str(PY), "-c", BASELINE, str(n), f"fq://{base_q}", f"file://{layer}"])
+    wall, rss = run([str(PY), "-c", BASELINE, str(args.baseline_tasks or n), f"fq://{base_q}", f"file://{layer}"])
     inserted = int((base_q / "insertions").read_text())
     results["python-task-queue insert"] = (inserted, wall, rss)
     shutil.rmtree(base_q)

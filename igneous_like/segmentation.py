@@ -10,6 +10,35 @@ from igneous_like import layers, volume_io
 from igneous_like.grid import Box, vec3
 
 
+def open_for_forge(layer: str, mip: int, fill_holes: int, what: str) -> tuple[str, dict, Box]:
+    """Validate a forge's input: a one-channel segmentation, a mip it has, a hole-fill level."""
+    from igneous_like.errors import UserError
+
+    url = layers.normalize_url(layer)
+    info = layers.read_info(url)
+    if info["type"] != "segmentation":
+        raise UserError(f"{url} is an image layer: {what} are made from segmentations")
+    layers.check_mip(info, mip, url)
+    if info["num_channels"] != 1:
+        raise UserError(f"{url} has {info['num_channels']} channels: {what} need one")
+    if not 0 <= fill_holes <= 3:
+        raise UserError(f"--fill-holes must be 0, 1, 2 or 3, got {fill_holes}")
+    return url, info, layers.scale_bounds(info, mip)
+
+
+def forge_grid(bounds: Box, shape, full: Box, peak: float, memory: float) -> tuple[Box, int]:
+    """The task grid over bounds (grown to whole tasks), with a warning when a task overflows."""
+    import sys
+
+    from igneous_like.grid import expand_to_grid, grid_count
+    from igneous_like.plan import human_bytes
+
+    bounds = expand_to_grid(bounds, shape, full.start, full)
+    if peak > memory:
+        print(f"WARNING: one task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)}", file=sys.stderr)
+    return bounds, grid_count(bounds, shape, full.start)
+
+
 @dataclass
 class Block:
     """A task's labels, renumbered to the smallest dtype while read (a quarter of the memory

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from functools import partial
 from typing import Iterator
 
@@ -17,7 +16,7 @@ from taskqueue import queueable
 
 from igneous_like import layers, meshing, segmentation
 from igneous_like.errors import UserError
-from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
+from igneous_like.grid import Box, Vec3, grid_boxes, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 from igneous_like.simplify import simplify_fragment
 from igneous_like.storage import put_many
@@ -61,18 +60,9 @@ def plan_mesh_forge(
     yrange=None,
     zrange=None,
 ) -> Plan:
-    url = layers.normalize_url(layer)
-    info = layers.read_info(url)
-    if info["type"] != "segmentation":
-        raise UserError(f"{url} is an image layer: meshes are made from segmentations")
-    layers.check_mip(info, mip, url)
-    if info["num_channels"] != 1:
-        raise UserError(f"{url} has {info['num_channels']} channels: meshing needs one")
-    if not 0 <= fill_holes <= 3:
-        raise UserError(f"--fill-holes must be 0, 1, 2 or 3, got {fill_holes}")
+    url, info, full = segmentation.open_for_forge(layer, mip, fill_holes, "meshes")
     if max_error < 0 or dust_threshold < 0:
         raise UserError("--max-error and --dust-threshold must not be negative")
-    full = layers.scale_bounds(info, mip)
     bounds = layers.bounds_from_ranges(full, xrange, yrange, zrange, url, mip)
     width = np.dtype(info["data_type"]).itemsize
     if shape is None:
@@ -85,11 +75,8 @@ def plan_mesh_forge(
     mdir = meshing.mesh_dir_of(info, mesh_dir, mip)
     resolution = info["scales"][mip]["resolution"]
     origin = full.start
-    bounds = expand_to_grid(bounds, shape, origin, full)
-    total = grid_count(bounds, shape, origin)
     peak = task_memory(shape, width)
-    if peak > memory:
-        print(f"WARNING: one task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)}", file=sys.stderr)
+    bounds, total = segmentation.forge_grid(bounds, shape, full, peak, memory)
     options = {
         "simplify": simplify, "max_error": max_error,
         # global dust: mesh everything, count voxels per task; the merge drops small labels

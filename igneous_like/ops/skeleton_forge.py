@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from functools import partial
 from typing import Iterator
 
@@ -19,7 +18,7 @@ from taskqueue import queueable
 
 from igneous_like import layers, segmentation, skeletons
 from igneous_like.errors import UserError
-from igneous_like.grid import Vec3, expand_to_grid, grid_boxes, grid_count, vec3
+from igneous_like.grid import Vec3, grid_boxes, vec3
 from igneous_like.meshing import physical_name
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 
@@ -39,18 +38,11 @@ def plan_skeleton_forge(
     labels: list[int] | None = None, sharded: bool = False, spatial_index: bool = True, fill_missing: bool = False,
     skel_dir: str | None = None, memory: float = 3.5e9, xrange=None, yrange=None, zrange=None,
 ) -> Plan:
-    url = layers.normalize_url(layer)
-    info = layers.read_info(url)
-    if info["type"] != "segmentation":
-        raise UserError(f"{url} is an image layer: skeletons are made from segmentations")
-    layers.check_mip(info, mip, url)
+    url, info, full = segmentation.open_for_forge(layer, mip, fill_holes, "skeletons")
     if dust_global:
-        raise UserError("--dust-global is not available yet (it needs global voxel counts): use --dust-local")
-    if not 0 <= fill_holes <= 3:
-        raise UserError(f"--fill-holes must be 0, 1, 2 or 3, got {fill_holes}")
+        raise UserError("--dust-global is not available for skeletons (it needs global voxel counts): use --dust-local")
     if cross_section < 0 or dust_threshold < 0:
         raise UserError("--cross-section and --dust-threshold must not be negative")
-    full = layers.scale_bounds(info, mip)
     bounds = layers.bounds_from_ranges(full, xrange, yrange, zrange, url, mip)
     width = np.dtype(info["data_type"]).itemsize
     if shape is None:
@@ -64,11 +56,8 @@ def plan_skeleton_forge(
     sdir = skel_dir or info.get("skeletons") or "skeletons"
     resolution = info["scales"][mip]["resolution"]
     origin = full.start
-    bounds = expand_to_grid(bounds, shape, origin, full)
-    total = grid_count(bounds, shape, origin)
     peak = task_memory(shape, width)
-    if peak > memory:
-        print(f"WARNING: one task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)}", file=sys.stderr)
+    bounds, total = segmentation.forge_grid(bounds, shape, full, peak, memory)
     teasar = {
         "scale": scale, "const": const, "pdrf_scale": 100000, "pdrf_exponent": 4,
         "soma_detection_threshold": soma_detect, "soma_acceptance_threshold": soma_accept,

@@ -93,7 +93,12 @@ def status(queue, eta, failures):
 @click.argument("queue")
 @click.option("--failures", default=None, help="Failure records URL (default: beside a FileQueue).")
 def list_failed(queue, failures):
-    """List failed tasks with their last error."""
+    """List failed tasks with their last error.
+
+    \b
+    Example:
+      igneous-like queue failures fq://./my-queue
+    """
     from igneous_like import queues
 
     tq = queues.open_queue(queue, create=False)
@@ -108,7 +113,12 @@ def list_failed(queue, failures):
 @click.argument("queue")
 @click.option("--failures", default=None, help="Failure records URL (default: beside a FileQueue).")
 def retry_failed(queue, failures):
-    """Put tasks that gave up (after --max-attempts) back into the queue."""
+    """Put tasks that gave up (after --max-attempts) back into the queue.
+
+    \b
+    Example:
+      igneous-like queue retry-failed sqs://my-queue --failures s3://bucket/failures
+    """
     from cloudfiles import CloudFiles
 
     from igneous_like import queues
@@ -126,7 +136,12 @@ def retry_failed(queue, failures):
 @queue.command()
 @click.argument("queue")
 def release(queue):
-    """Release every lease so all tasks can be taken at once."""
+    """Release every lease so all tasks can be taken at once.
+
+    \b
+    Example:
+      igneous-like queue release fq://./my-queue
+    """
     from igneous_like import queues
 
     queues.open_queue(queue, create=False).release_all()
@@ -136,7 +151,12 @@ def release(queue):
 @queue.command()
 @click.argument("queue")
 def purge(queue):
-    """Delete every task and zero the counters."""
+    """Delete every task and zero the counters.
+
+    \b
+    Example:
+      igneous-like queue purge fq://./my-queue
+    """
     import shutil
 
     from igneous_like import queues
@@ -153,7 +173,12 @@ def purge(queue):
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between checks.")
 @click.option("--quiet-for", type=float, default=0.0, show_default=True, help="Seconds the queue must stay empty.")
 def wait(queue, interval, quiet_for):
-    """Block until the queue is empty, without executing anything."""
+    """Block until the queue is empty, without executing anything.
+
+    \b
+    Example:
+      igneous-like queue wait fq://./my-queue --quiet-for 60
+    """
     from igneous_like import queues
 
     queues.wait_until_empty(queue, interval, quiet_for)

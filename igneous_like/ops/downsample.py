@@ -152,6 +152,8 @@ def _plan_sharded(url, info, mip, num_mips, factor, method, sparse, fill_missing
     task's block is a whole number of shards (shards are blocks of 2^a-ish chunks per axis)."""
     from igneous_like.ops.sharded import pyramid_sharding
 
+    if any(f not in (1, 2) for f in factor):
+        raise UserError(f"--sharded needs a factor of 1 or 2 per axis (shards are power-of-two blocks), got {fmt_vec(factor)}")
     dtype, channels = info["data_type"], info["num_channels"]
     base_chunk = layers.scale_chunk(info, mip)
     top = mips_to_top(full.shape, chunk, factor)

@@ -13,7 +13,7 @@ LEGACY_TYPE = "neuroglancer_legacy_mesh"
 MERGED = "merged"  # name part of the stitched fragment a merge writes: `{label}:0:merged`
 
 
-def mesh_dir_of(info: dict, override: str | None, mip: int) -> str:
+def mesh_dir_of(info: dict, override: str | None) -> str:
     return override or info.get("mesh") or "mesh"
 
 
@@ -70,5 +70,5 @@ def stitch(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     return new_verts, new_faces.astype("<u4")
 
 
-def manifest(label: int, fragments: list[str]) -> bytes:
+def manifest(fragments: list[str]) -> bytes:
     return json.dumps({"fragments": fragments}).encode()

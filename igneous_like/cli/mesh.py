@@ -127,9 +127,9 @@ def rm(ctx, layer, mesh_dir, queue, parallel, dry_run):
     Example:
       igneous-like mesh rm file://data/seg
     """
-    from igneous_like.ops.mesh_merge import plan_mesh_rm
+    from igneous_like.ops.delete import plan_object_dir_rm
 
-    submit(ctx, plan_mesh_rm(layer, mesh_dir=mesh_dir), queue, parallel, dry_run)
+    submit(ctx, plan_object_dir_rm(layer, "mesh", mesh_dir), queue, parallel, dry_run)
 
 
 @mesh.command("merge-sharded")

@@ -169,9 +169,9 @@ def rm(ctx, layer, skel_dir, queue, parallel, dry_run):
     Example:
       igneous-like skeleton rm file://data/seg
     """
-    from igneous_like.ops.skeleton_merge import plan_skeleton_rm
+    from igneous_like.ops.delete import plan_object_dir_rm
 
-    submit(ctx, plan_skeleton_rm(layer, skel_dir=skel_dir), queue, parallel, dry_run)
+    submit(ctx, plan_object_dir_rm(layer, "skeletons", skel_dir), queue, parallel, dry_run)
 
 
 @skeleton.command()

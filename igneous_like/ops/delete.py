@@ -73,6 +73,33 @@ def delete_task(layer: str, mip: int, num_mips: int, box: list[int]) -> None:
     cf.delete(names + [n + ".gz" for n in names] + [n + ".br" for n in names] + [n + ".zstd" for n in names])
 
 
+def plan_object_dir_rm(layer: str, key: str, override: str | None = None) -> Plan:
+    """Delete a mesh or skeleton directory (`key`: the info's "mesh" or "skeletons") and the
+    info's pointer to it."""
+    url = layers.normalize_url(layer)
+    info = layers.read_info(url)
+    dirname = override or info.get(key) or key
+
+    def tasks() -> Iterator:
+        yield partial(object_dir_rm_task, url, dirname)
+
+    def prepare() -> None:
+        if info.get(key) == dirname:
+            layers.write_info(url, {k: v for k, v in info.items() if k != key})
+
+    label = "mesh" if key == "mesh" else "skeleton"
+    return Plan(f"{label} rm", 1, tasks, prepare, details={f"{label} directory": f"{url}/{dirname}"})
+
+
+@queueable
+def object_dir_rm_task(layer: str, dirname: str) -> None:
+    """Delete every file under one directory of the layer."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(f"{layer}/{dirname}")
+    cf.delete(list(cf.list()))
+
+
 @queueable
 def delete_shards_task(layer: str, key: str) -> None:
     """Delete every shard file of one scale."""

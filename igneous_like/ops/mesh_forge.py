@@ -72,7 +72,7 @@ def plan_mesh_forge(
     if any(s + 1 > lim for s, lim in zip(shape, ZMESH_32BIT_LIMIT)):
         raise UserError(f"--shape {fmt_vec(shape)} is over zmesh's limit: at most {fmt_vec(v - 1 for v in ZMESH_32BIT_LIMIT)} (one voxel is added for overlap)")
     layers.check_writable(url)
-    mdir = meshing.mesh_dir_of(info, mesh_dir, mip)
+    mdir = meshing.mesh_dir_of(info, mesh_dir)
     resolution = info["scales"][mip]["resolution"]
     origin = full.start
     peak = task_memory(shape, width)

@@ -4,7 +4,7 @@ unsharded multi-resolution Draco meshes (`{label}.index` + `{label}`).
 
 Work is split by the decimal prefix of the label (--magnitude), so a task lists and reads only
 the fragments of its own labels: the bytes a merge pass reads grow linearly with the volume.
-Also here: mesh clean and mesh rm, which act on the same files.
+Also here: mesh clean, which acts on the same files.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def plan_mesh_merge(layer: str, mesh_dir: str | None = None, magnitude: int = 2,
                     vqb: int = 16, min_chunk_size=multires.DEFAULT_MIN_CHUNK) -> Plan:
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
-    mdir = meshing.mesh_dir_of(info, mesh_dir, 0)
+    mdir = meshing.mesh_dir_of(info, mesh_dir)
     minfo = read_mesh_info(url, mdir)
     if minfo.get("fragments") == "frags":
         raise UserError("these fragments were forged with --sharded: use `mesh merge-sharded`")
@@ -122,7 +122,7 @@ def mesh_merge_task(layer: str, mesh_dir: str, prefix: str, nlod: int = 0, vqb: 
         else:
             merged = f"{label}:0:{meshing.MERGED}"
             cf.put(merged, meshing.encode_legacy(verts, faces), compress=None)
-            cf.put(f"{label}:0", meshing.manifest(label, [merged]), compress=None, content_type="application/json")
+            cf.put(f"{label}:0", meshing.manifest([merged]), compress=None, content_type="application/json")
 
 
 def plan_mesh_clean(layer: str, mesh_dir: str | None = None, magnitude: int = 1) -> Plan:
@@ -130,7 +130,7 @@ def plan_mesh_clean(layer: str, mesh_dir: str | None = None, magnitude: int = 1)
     worklists; keep merged meshes, manifests, shards and the spatial index."""
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
-    mdir = meshing.mesh_dir_of(info, mesh_dir, 0)
+    mdir = meshing.mesh_dir_of(info, mesh_dir)
     read_mesh_info(url, mdir)
     prefixes = list(label_prefixes(magnitude)) + ["frags"]
 
@@ -152,27 +152,3 @@ def mesh_clean_task(layer: str, mesh_dir: str, prefix: str) -> None:
         doomed = [n for n in cf.list(prefix=prefix)
                   if (m := FRAGMENT.match(n)) and m.group(2) != meshing.MERGED]
     cf.delete(doomed)
-
-
-def plan_mesh_rm(layer: str, mesh_dir: str | None = None) -> Plan:
-    """Delete the whole mesh directory and the info's pointer to it."""
-    url = layers.normalize_url(layer)
-    info = layers.read_info(url)
-    mdir = meshing.mesh_dir_of(info, mesh_dir, 0)
-
-    def tasks() -> Iterator:
-        yield partial(mesh_rm_task, url, mdir)
-
-    def prepare() -> None:
-        if info.get("mesh") == mdir:
-            layers.write_info(url, {k: v for k, v in info.items() if k != "mesh"})
-
-    return Plan("mesh rm", 1, tasks, prepare, details={"mesh directory": f"{url}/{mdir}"})
-
-
-@queueable
-def mesh_rm_task(layer: str, mesh_dir: str) -> None:
-    from cloudfiles import CloudFiles
-
-    cf = CloudFiles(f"{layer}/{mesh_dir}")
-    cf.delete(list(cf.list()))

@@ -63,7 +63,7 @@ def plan_mesh_merge_sharded(
 
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
-    mdir = meshing.mesh_dir_of(info, mesh_dir, 0)
+    mdir = meshing.mesh_dir_of(info, mesh_dir)
     minfo = read_mesh_info(url, mdir)
     check_merge_options(nlod, vqb)
     if not 0 <= compress_level <= 10:

@@ -4,7 +4,7 @@ The planner locates every label's fragment bytes in the per-task .frags files on
 read per forge task) and writes a worklist per merge task: labels grouped by decimal prefix
 (--magnitude) for unsharded output, or by destination shard. A task reads only those byte
 ranges: merge I/O is linear in the volume, and each shard is written whole by one task.
-Also here: skeleton clean and rm.
+Also here: skeleton clean.
 """
 from __future__ import annotations
 
@@ -134,26 +134,3 @@ def skeleton_clean_task(layer: str, skel_dir: str) -> None:
 
     cf = CloudFiles(f"{layer}/{skel_dir}")
     cf.delete([n for n in cf.list() if n.endswith(".frags") or n.startswith(f"{WORKLISTS}/")])
-
-
-def plan_skeleton_rm(layer: str, skel_dir: str | None = None) -> Plan:
-    url = layers.normalize_url(layer)
-    info = layers.read_info(url)
-    sdir = skel_dir or info.get("skeletons") or "skeletons"
-
-    def tasks() -> Iterator:
-        yield partial(skeleton_rm_task, url, sdir)
-
-    def prepare() -> None:
-        if info.get("skeletons") == sdir:
-            layers.write_info(url, {k: v for k, v in info.items() if k != "skeletons"})
-
-    return Plan("skeleton rm", 1, tasks, prepare, details={"skeleton directory": f"{url}/{sdir}"})
-
-
-@queueable
-def skeleton_rm_task(layer: str, skel_dir: str) -> None:
-    from cloudfiles import CloudFiles
-
-    cf = CloudFiles(f"{layer}/{skel_dir}")
-    cf.delete(list(cf.list()))

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from igneous_like import layers
-from igneous_like.progress import Progress
 
 
 @dataclass
@@ -77,9 +76,8 @@ def _check_scale(cf, url: str, info: dict, mip: int, decode: bool, report: Repor
     report.checked += len(expected)
     if decode and not missing:
         try:
-            with Progress(f"decoding mip {mip}", None, quiet=True):
-                vol = open_volume(url, info, mip, fill_missing=False)
-                vol.download(Bbox(bounds.start, bounds.stop), mip=mip)
+            vol = open_volume(url, info, mip, fill_missing=False)
+            vol.download(Bbox(bounds.start, bounds.stop), mip=mip)
         except Exception as exc:
             bad = None if layers.is_sharded(info, mip) else find_bad_chunk(url, info, mip, bounds)
             report.bad(f"corrupt: {bad or f'{url}/{key}'} (mip {mip}): {type(exc).__name__}")

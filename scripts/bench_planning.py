@@ -27,7 +27,7 @@ BASELINE = r"""
 import sys, time
 from functools import partial
 from taskqueue import TaskQueue
-from igneous_like.ops.downsample import downsample_task
+from igneous_like.ops.image.downsample import downsample_task
 n, url, layer = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 side = 256
 per_row = 4096

@@ -90,3 +90,72 @@ def mesh_volume(tmp_path_factory):
     seg[50, 20, 50] = 2**40 + 7  # a single voxel
     sample.write_layer(f"file://{root}/seg", seg, "segmentation", resolution=(8, 8, 40))
     return root, seg
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto():
+    """A real S3- and SQS-speaking server (moto) on 127.0.0.1; the env that points clients at it.
+
+    Pass it as `env=moto` to run_cli: cloud-files, cloud-volume and boto3 all honour
+    AWS_ENDPOINT_URL, so s3://BUCKET/... and sqs://NAME go to this server."""
+    import socket
+    import time
+
+    port = free_port()
+    server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("moto server did not start")
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # in-process readers (cloud-files, boto3) in tests see the server too
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(moto) -> str:
+    """A fresh, empty bucket on the moto server: returns 's3://NAME'."""
+    import uuid
+
+    import boto3
+
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+def upload_layer(local: Path, url: str, compress: str | None = None) -> None:
+    """Copy a local layer directory to a storage URL (e.g. s3://bucket/layer) with cloud-files,
+    optionally gzip'ing every object (stored with Content-Encoding: gzip)."""
+    from cloudfiles import CloudFiles
+
+    src = CloudFiles(f"file://{local}")
+    dest = CloudFiles(url)
+    for name in src.list():
+        dest.put(name, src.get(name), compress=compress, raw=False)

@@ -225,7 +225,7 @@ def test_merge_sharded_reads_each_fragment_byte_once(mesh_volume, tmp_path, monk
     shards there are (a merge that re-reads whole fragment files per shard would not)."""
     from cloudfiles import CloudFiles
 
-    from igneous_like.ops.mesh_merge_sharded import plan_mesh_merge_sharded
+    from igneous_like.ops.mesh.merge_sharded import plan_mesh_merge_sharded
 
     root, seg = mesh_volume
     shutil.copytree(root / "seg", tmp_path / "seg")

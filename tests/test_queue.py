@@ -139,7 +139,7 @@ def test_large_plans_insert_in_parallel_with_exact_counts(tmp_path):
     boxes = set()
     for path in (q / "queue").iterdir():
         payload = json.loads(path.read_text())["payload"]
-        assert payload[0] == ["igneous_like.ops.downsample", "downsample_task"]
+        assert payload[0] == ["igneous_like.ops.image.downsample", "downsample_task"]
         boxes.add(tuple(payload[1][2]))
     assert len(boxes) == 160 * 160  # no task twice, none lost
     proc = run_cli("execute", f"fq://{q}", "-n", "1", "--max-attempts", "1", check=False)

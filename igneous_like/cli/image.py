@@ -47,7 +47,7 @@ def downsample(ctx, layer, mip, num_mips, factor, volumetric, method, sparse, fi
       igneous-like image downsample file://data/em --num-mips 3 --queue fq://q
       igneous-like execute fq://q -p 4 -x
     """
-    from igneous_like.ops.downsample import plan_downsample
+    from igneous_like.ops.image.downsample import plan_downsample
 
     if factor is None:
         factor = (2, 2, 2) if volumetric else (2, 2, 1)
@@ -105,7 +105,7 @@ def xfer(ctx, src, dest, mip, translate, dest_voxel_offset, chunk_size, encoding
       igneous-like image xfer file://data/seg file://data/seg-cseg --encoding cseg --queue fq://q
       igneous-like execute fq://q -p 4 -x
     """
-    from igneous_like.ops.transfer import plan_transfer
+    from igneous_like.ops.image.transfer import plan_transfer
 
     if factor is None:
         factor = (2, 2, 2) if volumetric else (2, 2, 1)

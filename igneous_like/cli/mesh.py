@@ -55,7 +55,7 @@ def forge(ctx, layer, mip, shape, simplify, max_error, dust_threshold, dust_glob
       igneous-like execute fq://q -p 4 -x
       igneous-like mesh merge file://data/seg --queue fq://q
     """
-    from igneous_like.ops.mesh_forge import plan_mesh_forge
+    from igneous_like.ops.mesh.forge import plan_mesh_forge
 
     plan = plan_mesh_forge(
         layer, mip=mip, shape=shape, simplify=simplify, max_error=max_error, dust_threshold=dust_threshold,
@@ -86,7 +86,7 @@ def merge(ctx, layer, magnitude, nlod, vqb, min_chunk_size, mesh_dir, queue, par
     Example:
       igneous-like mesh merge file://data/seg --queue fq://q
     """
-    from igneous_like.ops.mesh_merge import plan_mesh_merge
+    from igneous_like.ops.mesh.merge import plan_mesh_merge
 
     plan = plan_mesh_merge(layer, mesh_dir=mesh_dir, magnitude=magnitude, nlod=nlod, vqb=vqb,
                            min_chunk_size=min_chunk_size)
@@ -108,7 +108,7 @@ def clean(ctx, layer, mesh_dir, magnitude, queue, parallel, dry_run):
     Example:
       igneous-like mesh clean file://data/seg
     """
-    from igneous_like.ops.mesh_merge import plan_mesh_clean
+    from igneous_like.ops.mesh.merge import plan_mesh_clean
 
     submit(ctx, plan_mesh_clean(layer, mesh_dir=mesh_dir, magnitude=magnitude), queue, parallel, dry_run)
 
@@ -156,7 +156,7 @@ def merge_sharded(ctx, layer, mesh_dir, nlod, vqb, compress_level, shard_index_b
       igneous-like mesh merge-sharded file://data/seg --nlod 2 --queue fq://q
       igneous-like execute fq://q -x
     """
-    from igneous_like.ops.mesh_merge_sharded import plan_mesh_merge_sharded
+    from igneous_like.ops.mesh.merge_sharded import plan_mesh_merge_sharded
 
     plan = plan_mesh_merge_sharded(
         layer, mesh_dir=mesh_dir, nlod=nlod, vqb=vqb, compress_level=compress_level,
@@ -190,7 +190,7 @@ def xfer(ctx, src, dest, sharded, mesh_dir, magnitude, nlod, vqb, min_shards, ma
       igneous-like mesh xfer file://data/seg file://data/seg-sharded --sharded --nlod 2
       igneous-like mesh xfer file://data/seg-sharded file://data/seg-unsharded
     """
-    from igneous_like.ops.mesh_transfer import plan_mesh_xfer
+    from igneous_like.ops.mesh.transfer import plan_mesh_xfer
 
     plan = plan_mesh_xfer(src, dest, sharded=sharded, mesh_dir=mesh_dir, magnitude=magnitude, nlod=nlod, vqb=vqb,
                           min_shards=min_shards, max_labels_per_shard=max_labels_per_shard)

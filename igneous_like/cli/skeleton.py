@@ -55,7 +55,7 @@ def forge(ctx, layer, mip, shape, scale, const, soma_detect, soma_accept, soma_s
       igneous-like execute fq://q -x
       igneous-like skeleton merge file://data/seg --queue fq://q
     """
-    from igneous_like.ops.skeleton_forge import plan_skeleton_forge
+    from igneous_like.ops.skeleton.forge import plan_skeleton_forge
 
     plan = plan_skeleton_forge(
         layer, mip=mip, shape=shape, scale=scale, const=const, soma_detect=soma_detect, soma_accept=soma_accept,
@@ -99,7 +99,7 @@ def merge(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_cable_leng
       igneous-like skeleton merge file://data/seg --tick-threshold 3500 --queue fq://q
     """
     from igneous_like.errors import UserError
-    from igneous_like.ops.skeleton_merge import plan_skeleton_clean, plan_skeleton_merge
+    from igneous_like.ops.skeleton.merge import plan_skeleton_clean, plan_skeleton_merge
 
     if delete_fragments and queue:
         raise UserError("--delete-fragments needs every merge task finished: run `skeleton clean` after the queue drains")
@@ -126,7 +126,7 @@ def merge_sharded(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_ca
     Example:
       igneous-like skeleton merge-sharded file://data/seg --queue fq://q
     """
-    from igneous_like.ops.skeleton_merge import plan_skeleton_merge
+    from igneous_like.ops.skeleton.merge import plan_skeleton_merge
 
     plan = plan_skeleton_merge(
         layer, skel_dir=skel_dir, sharded=True, tick_threshold=tick_threshold, min_cable_length=min_cable_length,
@@ -150,7 +150,7 @@ def clean(ctx, layer, skel_dir, queue, parallel, dry_run):
     Example:
       igneous-like skeleton clean file://data/seg
     """
-    from igneous_like.ops.skeleton_merge import plan_skeleton_clean
+    from igneous_like.ops.skeleton.merge import plan_skeleton_clean
 
     submit(ctx, plan_skeleton_clean(layer, skel_dir=skel_dir), queue, parallel, dry_run)
 
@@ -194,7 +194,7 @@ def xfer(ctx, src, dest, sharded, skel_dir, magnitude, min_shards, max_labels_pe
       igneous-like skeleton xfer file://data/seg file://data/seg-sharded --sharded
       igneous-like skeleton xfer file://data/seg-sharded file://data/seg-files
     """
-    from igneous_like.ops.skeleton_transfer import plan_skeleton_xfer
+    from igneous_like.ops.skeleton.transfer import plan_skeleton_xfer
 
     plan = plan_skeleton_xfer(src, dest, sharded=sharded, skel_dir=skel_dir, magnitude=magnitude,
                               min_shards=min_shards, max_labels_per_shard=max_labels_per_shard)
@@ -212,7 +212,7 @@ def convert(src, dest, labels):
     Example:
       igneous-like skeleton convert file://data/seg ./swc 12,57
     """
-    from igneous_like.ops.skeleton_transfer import convert_to_swc
+    from igneous_like.ops.skeleton.transfer import convert_to_swc
 
     n = convert_to_swc(src, dest, label_list(labels))
     click.echo(f"wrote {n} SWC file(s) to {dest}")

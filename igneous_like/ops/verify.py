@@ -136,7 +136,7 @@ def _manifest_data_size(index: bytes) -> int:
 
 
 def _check_skeletons(cf, where: str, report: Report, source) -> None:
-    from igneous_like.ops.skeleton_merge import FILTERED
+    from igneous_like.ops.skeleton.merge import FILTERED
 
     sinfo = cf.get_json("info") or {}
     labels = _index_labels(cf)

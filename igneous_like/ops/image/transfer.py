@@ -17,7 +17,7 @@ from taskqueue import queueable
 from igneous_like import layers, volume_io
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, downsampled, expand_to_grid, grid_boxes, grid_count, mips_to_top, vec3
-from igneous_like.ops.downsample import task_memory, task_shape
+from igneous_like.ops.image.downsample import task_memory, task_shape
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 from igneous_like.pyramid import METHODS, make_pyramid, resolve_method
 
@@ -175,7 +175,7 @@ def _check_sharding(spec: dict) -> dict:
 
 def _plan_sharded(src_url, dest_url, info, dest_info, mip, region, translate, memory, fill_missing) -> Plan:
     """One task per shard of DEST's scale; the spec is sized from the scale and --memory."""
-    from igneous_like.ops.sharded import image_sharding, shard_shape
+    from igneous_like.ops.image.sharded import image_sharding, shard_shape
 
     scale = dest_info["scales"][mip]
     size, chunk = vec3(scale["size"]), vec3(scale["chunk_sizes"][0])
@@ -222,7 +222,7 @@ def sharded_transfer_task(src: str, dest: str, mip: int, box: list[int], transla
     """Read the block of SRC that lands on one shard of DEST and write that shard whole."""
     from cloudfiles import CloudFiles
 
-    from igneous_like.ops.sharded import encode_shard
+    from igneous_like.ops.image.sharded import encode_shard
 
     src_info, dest_info = layers.read_info(src), layers.read_info(dest)
     region = Box.from_list(box)

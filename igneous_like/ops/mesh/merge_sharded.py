@@ -18,7 +18,7 @@ from taskqueue import queueable
 
 from igneous_like import fragments, layers, meshing, multires
 from igneous_like.errors import UserError
-from igneous_like.ops.mesh_merge import check_merge_options, read_mesh_info
+from igneous_like.ops.mesh.merge import check_merge_options, read_mesh_info
 from igneous_like.plan import Plan
 
 WORKLISTS = "merge-plan"

@@ -150,7 +150,7 @@ def _plan_sharded(url, info, mip, num_mips, factor, method, sparse, fill_missing
                   chunk, memory, full, bounds) -> Plan:
     """Sharded mips: tasks of chunk * factor^k * 2^a voxels, so that at every output mip the
     task's block is a whole number of shards (shards are blocks of 2^a-ish chunks per axis)."""
-    from igneous_like.ops.sharded import pyramid_sharding
+    from igneous_like.ops.image.sharded import pyramid_sharding
 
     if any(f not in (1, 2) for f in factor):
         raise UserError(f"--sharded needs a factor of 1 or 2 per axis (shards are power-of-two blocks), got {fmt_vec(factor)}")
@@ -192,7 +192,7 @@ def _plan_sharded(url, info, mip, num_mips, factor, method, sparse, fill_missing
             yield partial(sharded_downsample_task, url, mip, box.to_list(), k, list(factor), method, sparse,
                           fill_missing)
 
-    from igneous_like.ops.sharded import shard_shape
+    from igneous_like.ops.image.sharded import shard_shape
 
     per_mip = []
     for level in range(1, k + 1):
@@ -217,7 +217,7 @@ def _plan_sharded(url, info, mip, num_mips, factor, method, sparse, fill_missing
 def sharded_downsample_task(layer: str, mip: int, box: list[int], num_mips: int, factor: list[int], method: str,
                             sparse: bool = False, fill_missing: bool = False) -> None:
     """Read `box` at `mip` once; write the whole shards of the mips above it that it covers."""
-    from igneous_like.ops.sharded import write_sharded_pyramid
+    from igneous_like.ops.image.sharded import write_sharded_pyramid
 
     info = layers.read_info(layer)
     write_sharded_pyramid(layer, info, mip, Box.from_list(box), vec3(factor), num_mips, method, sparse, fill_missing)

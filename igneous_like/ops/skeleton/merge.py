@@ -17,7 +17,7 @@ from taskqueue import queueable
 
 from igneous_like import fragments, layers, skeletons
 from igneous_like.errors import UserError
-from igneous_like.ops.mesh_merge_sharded import WORKLISTS, _spec_object, sharding_spec
+from igneous_like.ops.mesh.merge_sharded import WORKLISTS, _spec_object, sharding_spec
 from igneous_like.plan import Plan
 
 FILTERED = "filtered"

@@ -11,7 +11,7 @@ from taskqueue import queueable
 
 from igneous_like import layers
 from igneous_like.errors import UserError
-from igneous_like.ops.mesh_merge_sharded import WORKLISTS, _spec_object, sharding_spec
+from igneous_like.ops.mesh.merge_sharded import WORKLISTS, _spec_object, sharding_spec
 from igneous_like.plan import Plan
 from igneous_like.storage import get_many, put_many
 

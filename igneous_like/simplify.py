@@ -113,8 +113,22 @@ def split_nonmanifold_vertices(v, f, nudge=0.05):
     return v[:n0 + n_new], f
 
 
-def simplify_fragment(vertices, faces, open_planes, reduction_factor=100,
-                      aggressiveness=7.0, fallback=None):
+# pyfqmr collapses, at iteration i, every edge whose quadric error is below
+# ALPHA * (i + K) ** AGGRESSIVENESS. The quadric error of a vertex is the sum of its squared
+# distances to the (unweighted, unit-normal) planes of every original face merged into it, so
+# stopping before that threshold passes max_error**2 keeps each simplified vertex within
+# max_error of the planes of the faces it replaces.
+ALPHA, K, AGGRESSIVENESS = 1e-9, 3, 7.0
+
+
+def iterations_for(max_error: float) -> int:
+    """pyfqmr iterations whose collapse threshold stays within max_error**2."""
+    if max_error <= 0:
+        return 0
+    return max(int((max_error * max_error / ALPHA) ** (1 / AGGRESSIVENESS)) - K + 1, 0)
+
+
+def simplify_fragment(vertices, faces, open_planes, reduction_factor=100, max_error=40.0, fallback=None):
     """Simplify one forge fragment so that it still stitches exactly with its neighbours.
 
     vertices: (N,3) float physical coords; faces: (M,3) int.
@@ -135,7 +149,8 @@ def simplify_fragment(vertices, faces, open_planes, reduction_factor=100,
     s.setMesh(v, f.astype(np.int32))
     # preserve_border=True: pyfqmr never collapses an edge touching an open-edge vertex, so the
     # vertices on the task cut planes are bit-identical to marching cubes output.
-    s.simplify_mesh(target_count=max(len(f) // reduction_factor, 4), aggressiveness=aggressiveness,
+    s.simplify_mesh(target_count=max(len(f) // reduction_factor, 4), aggressiveness=AGGRESSIVENESS,
+                    max_iterations=iterations_for(max_error), alpha=ALPHA, K=K,
                     preserve_border=True, verbose=False)
     v2, f2, _ = s.getMesh()
     v2 = v2.astype(np.float64)

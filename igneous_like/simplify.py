@@ -198,10 +198,12 @@ def simplify_fragment(vertices, faces, open_planes, reduction_factor=100, max_er
         result = _pyfqmr_sound(v, f, open_planes, max(len(f) // reduction_factor, 4), max_error * scale)
         if result is not None:
             return _compact(*result)
-    if fallback is None:
-        return v, f  # keep the unsimplified fragment
-    v2, f2 = fallback()
-    return _compact(np.asarray(v2, dtype=np.float64), drop_cancelling_faces(f2))
+    if fallback is not None:
+        v2, f2 = fallback()
+        f2 = drop_cancelling_faces(f2)
+        if len(f2):
+            return _compact(np.asarray(v2, dtype=np.float64), f2)
+    return v, f  # keep the unsimplified fragment
 
 
 RETRY_SCALES = (1.0, 0.75, 0.5, 0.25)
@@ -220,6 +222,8 @@ def _pyfqmr_sound(v, f, open_planes, target: int, max_error: float):
     v2, f2, _ = s.getMesh()
     v2 = v2.astype(np.float64)
     f2 = drop_cancelling_faces(f2)
+    if len(f2) == 0:  # a thin object squashed flat: its cancelling faces took all of it
+        return None
     if fragment_is_sound(v2, f2, open_planes):
         return v2, f2
     for pair_sheets in (False, True):  # pinched at single edges; along chains of edges

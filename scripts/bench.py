@@ -11,7 +11,10 @@ What it does
   1. Makes sure `.venv-reference` (the reference tool, PyPI `igneous-pipeline`) exists at the
      repository root, creating it with `python3 -m venv` + `pip install` if it does not.
   2. Writes the sample `image` (uint8) and `segmentation` (uint64) layers once, raw, 64^3
-     chunks, into OUT/pristine (igneous_like.sample.make_sample).
+     chunks, into OUT/KIND/pristine (igneous_like.sample.make_sample), for each volume kind of
+     --volumes: "easy" (z-elongated Voronoi cells at 8x8x40 nm) and "hard" (neuron-like: somata
+     with dendrites, thin branching axons crossing many tasks, ~120 fragments under 100 voxels
+     per 256x256x128, ids above 2^32, 16x16x40 nm). Every stage runs on each; a table per kind.
   3. For every stage, repeat and tool, copies the needed layer into a fresh directory and runs
      the stage as a user would type it: a producer command that plans tasks into a FileQueue,
      then one worker (`execute -x`) that drains it. Both tools get the same options: the same
@@ -592,23 +595,25 @@ class StageResult:
         return out
 
 
-def prepare_sample(out: Path, shape: tuple[int, int, int]) -> Path:
-    """OUT/pristine with both sample layers, reused when it was made for the same shape.
+def prepare_sample(out: Path, shape: tuple[int, int, int], kind: str = "easy") -> Path:
+    """OUT/pristine with both sample layers, reused when it was made for the same shape and kind
+    (easy: z-elongated Voronoi cells at 8x8x40 nm; hard: igneous_like.sample.neurons at 16x16x40).
 
     The sample is written by a child process: on Linux a forked child starts with its parent's
     peak RSS, so this process must stay small or it would inflate every measured ru_maxrss."""
     pristine = out / "pristine"
     marker = pristine / "sample.json"
-    if marker.exists() and json.loads(marker.read_text()).get("shape") == list(shape):
-        print(f"reusing sample volume {pristine} {shape}", flush=True)
+    wanted = {"shape": list(shape), "kind": kind}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        print(f"reusing {kind} sample volume {pristine} {shape}", flush=True)
         return pristine
     shutil.rmtree(pristine, ignore_errors=True)
-    print(f"writing sample volume {shape} to {pristine} ...", flush=True)
+    print(f"writing {kind} sample volume {shape} to {pristine} ...", flush=True)
     t0 = time.perf_counter()
     code = ("import sys; from igneous_like.sample import make_sample; "
-            "make_sample(sys.argv[1], tuple(int(v) for v in sys.argv[2].split(',')))")
-    subprocess.run([sys.executable, "-c", code, f"file://{pristine}", ",".join(map(str, shape))], check=True)
-    marker.write_text(json.dumps({"shape": list(shape)}))
+            "make_sample(sys.argv[1], tuple(int(v) for v in sys.argv[2].split(',')), kind=sys.argv[3])")
+    subprocess.run([sys.executable, "-c", code, f"file://{pristine}", ",".join(map(str, shape)), kind], check=True)
+    marker.write_text(json.dumps(wanted))
     print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
     return pristine
 
@@ -770,8 +775,9 @@ def print_verdict(verdict: dict[str, dict]) -> None:
     print("ALL TARGETS HOLD" if every else "NOT ALL TARGETS HOLD")
 
 
-def write_json(path: Path, args, shape, versions, floor: float, results: list[StageResult], verdict,
-               labels: tuple[int, ...]) -> None:
+def write_json(path: Path, args, shape, versions, floor: float,
+               volumes: dict[str, tuple[list[StageResult], dict, tuple[int, ...]]]) -> None:
+    """Every figure, per volume kind: {kind: (results, verdict, skeleton labels)}."""
     doc = {
         "shape": list(shape),
         "repeat": args.repeat,
@@ -781,14 +787,20 @@ def write_json(path: Path, args, shape, versions, floor: float, results: list[St
                  "setup_workers": SETUP_WORKERS},
         "skeleton": {"shape": SKEL_SHAPE, "teasar": list(SKEL_TEASAR), "merge": list(SKEL_MERGE),
                      "magnitude": SKEL_MAGNITUDE, "max_labels_per_shard": SKEL_MAX_LABELS_PER_SHARD,
-                     "labels": list(labels), "setup_workers": SETUP_WORKERS},
+                     "setup_workers": SETUP_WORKERS},
         "versions": versions,
         "rss_floor_mib": floor,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "targets": {"cpu_ratio_max": TARGET_CPU, "wall_ratio_max": TARGET_WALL, "rss_ratio_max": TARGET_RSS},
-        "verdict": verdict,
-        "stages": {},
+        "volumes": {},
     }
+    for kind, (results, verdict, labels) in volumes.items():
+        doc["volumes"][kind] = {"verdict": verdict, "skeleton_labels": list(labels), "stages": stage_figures(results)}
+    path.write_text(json.dumps(doc, indent=2))
+
+
+def stage_figures(results: list[StageResult]) -> dict:
+    stages = {}
     for res in results:
         entry = {"description": STAGE_HELP[res.stage.name], "problems": res.problems, "tools": {}}
         for tool in TOOLS:
@@ -803,8 +815,8 @@ def write_json(path: Path, args, shape, versions, floor: float, results: list[St
                   for k in ("cpu", "wall", "rss_mib")}
             for cmd in ("producer", "execute", "whole")
         }
-        doc["stages"][res.stage.name] = entry
-    path.write_text(json.dumps(doc, indent=2))
+        stages[res.stage.name] = entry
+    return stages
 
 
 # ---------------------------------------------------------------- main
@@ -823,6 +835,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skeleton-all-labels", action="store_true",
                     help=f"Skeletonize every label instead of up to {SKEL_LABELS} that span every forge task "
                          "(over a minute per tool and forge at 512x512x128).")
+    ap.add_argument("--volumes", default="easy,hard",
+                    help="Sample volumes, comma-separated (default both): easy (z-elongated Voronoi cells, "
+                         "8x8x40 nm) and hard (neuron-like: somata, thin branching axons across tasks, "
+                         "small fragments, 16x16x40 nm).")
     ap.add_argument("--list-stages", action="store_true", help="Describe the stages and exit.")
     args = ap.parse_args(argv)
     if args.list_stages:
@@ -839,6 +855,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     args.stage_list = [s for s in STAGES if s.name in wanted]
+    args.kinds = [k.strip() for k in args.volumes.split(",") if k.strip()]
+    if not args.kinds or any(k not in ("easy", "hard") for k in args.kinds):
+        ap.error(f"--volumes {args.volumes!r}: choose easy, hard or easy,hard")
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
     return args
@@ -860,24 +879,30 @@ def main(argv: list[str] | None = None) -> int:
           f"Igneous {versions[REFERENCE_PACKAGE]} ({theirs_exe}); {os.cpu_count()} cpus")
     tools = {"ours": Tool("ours", str(ours_exe)), "theirs": Tool("theirs", str(theirs_exe))}
 
-    pristine = prepare_sample(out, args.shape)
-    labels: tuple[int, ...] = ()
-    if any(s.is_skeleton for s in args.stage_list):
-        labels = skeleton_labels(pristine, 0 if args.skeleton_all_labels else SKEL_LABELS)
-        if not labels and not args.skeleton_all_labels:
-            print(f"no label spans every {SKEL_SHAPE} skeleton task: skeletonizing every label (slow)")
-        args.stage_list = [replace(s, labels=labels) if s.is_skeleton else s for s in args.stage_list]
     warm_up(ours_exe, theirs_exe)
     floor = measure([sys.executable, "-c", "pass"], out / "logs" / "floor.log").rss_mib
     print(f"peak RSS reported for an empty python child (the floor of every rss figure): {floor:.0f} MiB")
     t0 = time.perf_counter()
-    results = [run_stage(s, tools, pristine, out, args.repeat, args.keep) for s in args.stage_list]
+    volumes = {}
+    for kind in args.kinds:
+        print(f"\n=== {kind} volume {args.shape}", flush=True)
+        pristine = prepare_sample(out / kind, args.shape, kind)
+        labels: tuple[int, ...] = ()
+        stages = args.stage_list
+        if any(s.is_skeleton for s in stages):
+            labels = skeleton_labels(pristine, 0 if args.skeleton_all_labels else SKEL_LABELS)
+            if not labels and not args.skeleton_all_labels:
+                print(f"no label spans every {SKEL_SHAPE} skeleton task: skeletonizing every label (slow)")
+            stages = [replace(s, labels=labels) if s.is_skeleton else s for s in stages]
+        results = [run_stage(s, tools, pristine, out / kind, args.repeat, args.keep) for s in stages]
+        volumes[kind] = (results, judge(results), labels)
 
-    print_table(results)
-    verdict = judge(results)
-    print_verdict(verdict)
-    write_json(out / "bench.json", args, args.shape, versions, floor, results, verdict, labels)
-    print(f"\nfigures in {out / 'bench.json'}, logs in {out / 'logs'}; stages took {time.perf_counter() - t0:.0f}s")
+    for kind, (results, verdict, _) in volumes.items():
+        print(f"\n## {kind} volume {args.shape}")
+        print_table(results)
+        print_verdict(verdict)
+    write_json(out / "bench.json", args, args.shape, versions, floor, volumes)
+    print(f"\nfigures in {out / 'bench.json'}, logs in {out}/{{{','.join(args.kinds)}}}/logs; stages took {time.perf_counter() - t0:.0f}s")
     return 0
 
 

@@ -225,3 +225,21 @@ def test_max_error_bounds_every_simplified_surface(tmp_path):
         dist = surface_distance(points, ev, ef, reach=max_error)
         assert dist.max() <= max_error + 1e-3, (label, float(dist.max()))
     assert simplified_faces < exact_faces / 3, (simplified_faces, exact_faces)
+
+
+def test_tiny_flat_objects_keep_their_meshes(tmp_path):
+    """Objects one voxel thick are thinner than --max-error: squashing them flat would cancel all
+    their faces. Each still gets a closed mesh, as with Igneous."""
+    from igneous_like import sample
+
+    seg = np.zeros((40, 40, 12), dtype=np.uint64)
+    tiny = {2**33 + 1: (slice(5, 7), slice(5, 7), slice(3, 4)), 2**33 + 2: (slice(20, 23), slice(9, 10), slice(6, 7)),
+            2**33 + 3: (slice(30, 31), slice(30, 31), slice(2, 3)), 2**33 + 4: (slice(10, 30), slice(20, 21), slice(8, 9))}
+    for label, where in tiny.items():
+        seg[where] = label
+    sample.write_layer(f"file://{tmp_path}/seg", seg, "segmentation", resolution=(16, 16, 40))
+    forge_and_merge(tmp_path, "seg", "--max-error", "40")
+    for label in tiny:
+        verts, faces = read_mesh(tmp_path / "seg", label)
+        mesh = trimesh.Trimesh(verts, faces, process=False)
+        assert len(faces) and mesh.is_volume and mesh.volume > 0, label

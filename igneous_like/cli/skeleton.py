@@ -74,7 +74,8 @@ def merge_options(fn):
         click.option("--tick-threshold", type=float, default=0, show_default=True,
                      help="Remove side branches shorter than this (physical units)."),
         click.option("--min-cable-length", type=float, default=1000, show_default=True,
-                     help="Drop skeletons shorter than this (physical units); they get no file."),
+                     help="Drop skeleton pieces shorter than this (physical units); a label with "
+                     "nothing left gets no file."),
         click.option("--max-cable-length", type=float, default=None, help="Drop skeletons longer than this."),
     ]):
         fn = deco(fn)

@@ -99,7 +99,8 @@ def skeleton_merge_task(layer: str, skel_dir: str, group: str, options: dict) ->
     for key in sorted(worklist, key=int):
         label = int(key)
         parts = [skeletons.decode(data, attributes) for data in fragments.fetch_frags(cf, worklist[key])]
-        skel = skeletons.merge_fragments(parts, label, attributes, options["tick_threshold"])
+        skel = skeletons.merge_fragments(parts, label, attributes, options["tick_threshold"],
+                                         options["min_cable_length"])
         length = skeletons.cable_length(skel)
         if length < options["min_cable_length"] or (options["max_cable_length"] and length > options["max_cable_length"]):
             filtered.append(label)  # no file at all, never an empty skeleton

@@ -1,10 +1,13 @@
-"""Mesh fidelity and forge cost, igneous-like against Igneous, on the hard (neuron-like) volume.
+"""Mesh and skeleton fidelity and forge cost, igneous-like against Igneous, on the hard
+(neuron-like) volume or the easy one.
 
 Run from the repository root:
 
-    .venv/bin/python scripts/bench_mesh_fidelity.py                     # 256x256x64, --shape 128,128,64
-    .venv/bin/python scripts/bench_mesh_fidelity.py --size 512,512,128 --shape 256,256,128 --kind easy
+    .venv/bin/python scripts/bench_fidelity.py                     # meshes, 256x256x64, --shape 128,128,64
+    .venv/bin/python scripts/bench_fidelity.py --size 512,512,128 --shape 256,256,128 --kind easy
+    .venv/bin/python scripts/bench_fidelity.py --what skeleton --size 512,512,128 --shape 256,256,128
 
+Meshes (--what mesh):
 Both tools forge (same --shape and --max-error) through a FileQueue with one worker, then merge
 to legacy single-resolution meshes (`mesh merge`). For every label of at least --min-voxels
 voxels the script reads both tools' merged meshes with cloud-volume and reports, per label size
@@ -14,10 +17,18 @@ simplified surface's distance to the unsimplified marching-cubes surface (points
 simplified mesh against a dense sampling of zmesh's unsimplified mesh of the whole volume:
 99th percentile and maximum, nm). CPU seconds and peak RSS of the forge are printed as ratios
 ours/theirs, measured in the same run.
+
+Skeletons (--what skeleton): both tools forge every label (the same TEASAR options, Igneous's
+defaults passed explicitly) and merge to one file per label (same --min-cable-length and
+--tick-threshold). Reported: labels skeletonized by each and by both; per label in both, the
+relative difference of cable length (median, 90th percentile, share within 3 %); for labels
+whose voxels are one 26-connected object in the whole volume, the share whose skeleton is one
+connected tree without cycles; forge CPU seconds and peak RSS, ratios ours/theirs.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +41,9 @@ from bench import ensure_reference, measure, our_exe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = [(1_000, 10_000), (10_000, 100_000), (100_000, 10**12)]
+TEASAR = ("--scale", "4", "--const", "10", "--dust-threshold", "1000", "--soma-detect", "1100",
+          "--soma-accept", "3500", "--soma-scale", "1.0", "--soma-const", "300")
+SKEL_MERGE = ("--min-cable-length", "1000", "--tick-threshold", "3500")
 
 
 def make_volume(path: Path, shape, kind: str) -> None:
@@ -40,16 +54,20 @@ def make_volume(path: Path, shape, kind: str) -> None:
     subprocess.run([sys.executable, "-c", code, f"file://{path}", ",".join(map(str, shape)), kind], check=True)
 
 
-def forge_and_merge(tool: str, exe: str, layer: Path, shape: str, max_error: float, logs: Path):
+def forge_and_merge(tool: str, exe: str, layer: Path, what: str, shape: str, max_error: float, logs: Path):
+    """Forge (timed) then merge through a FileQueue with one worker; (forge cpu s, peak rss MiB)."""
     queue = f"fq://{layer.parent / 'queue'}"
     src = f"file://{layer}"
-    forge = [exe, "mesh", "forge", src, "--shape", shape, "--max-error", str(max_error), "--queue", queue]
-    if tool == "theirs":
-        forge += ["--compress", "none"]
-    run = lambda name, cmd: measure(cmd, logs / f"{tool}-{name}.log")  # noqa: E731
+    if what == "mesh":
+        forge = [exe, "mesh", "forge", src, "--shape", shape, "--max-error", str(max_error), "--queue", queue]
+        forge += ["--compress", "none"] if tool == "theirs" else []
+        merge = [exe, "mesh", "merge", src, "--queue", queue]
+    else:
+        forge = [exe, "skeleton", "forge", src, "--shape", shape, *TEASAR, "--queue", queue]
+        merge = [exe, "skeleton", "merge", src, *SKEL_MERGE, "--queue", queue]
+    run = lambda name, cmd: measure(cmd, logs / f"{tool}-{what}-{name}.log")  # noqa: E731
     execute = ([exe, "execute", queue, "-x", "-q"] if tool == "ours" else [exe, "execute", "-x", "-q", queue])
     runs = [run("forge", forge), run("forge-exec", execute)]
-    merge = [exe, "mesh", "merge", src, "--queue", queue]
     for r in runs + [run("merge", merge), run("merge-exec", execute)]:
         if r.rc != 0:
             sys.exit(f"{tool}: {' '.join(r.cmd)} failed, see {r.log}")
@@ -118,8 +136,56 @@ def report(name: str, rows) -> None:
               f"{np.percentile([r[4] for r in sel], 99):10.1f} {max(r[5] for r in sel):10.1f}")
 
 
+def skeleton_rows(layer: Path) -> dict[int, tuple[float, int, bool]]:
+    """label -> (cable length nm, connected components, has a cycle) of every merged skeleton."""
+    import networkx as nx
+    from cloudvolume import CloudVolume
+
+    vol = CloudVolume(f"file://{layer}", progress=False)
+    names = os.listdir(layer / vol.info["skeletons"])
+    labels = sorted(int(n[:-3] if n.endswith(".gz") else n) for n in names
+                    if (n[:-3] if n.endswith(".gz") else n).isdigit())
+    rows = {}
+    for label in labels:
+        sk = vol.skeleton.get(label)
+        if len(sk.vertices) == 0:  # Igneous writes empty skeletons for labels its merge emptied
+            continue
+        graph = nx.Graph()
+        graph.add_nodes_from(range(len(sk.vertices)))
+        graph.add_edges_from(map(tuple, sk.edges.tolist()))
+        components = nx.number_connected_components(graph)
+        cyclic = graph.number_of_edges() > graph.number_of_nodes() - components
+        rows[label] = (float(sk.cable_length()), components, cyclic)
+    return rows
+
+
+def report_skeletons(seg: np.ndarray, ours: dict, theirs: dict) -> None:
+    import cc3d
+    import fastremap
+
+    both = sorted(set(ours) & set(theirs))
+    print(f"  labels skeletonized: ours {len(ours)}, theirs {len(theirs)}, both {len(both)}; "
+          f"theirs only {len(set(theirs) - set(ours))} (e.g. {sorted(set(theirs) - set(ours))[:3]}), "
+          f"ours only {len(set(ours) - set(theirs))}")
+    if both:
+        diff = np.array([abs(ours[l][0] - theirs[l][0]) / max(theirs[l][0], 1e-9) for l in both]) * 100
+        print(f"  cable length |ours - theirs| / theirs: median {np.median(diff):.2f}%, p90 "
+              f"{np.percentile(diff, 90):.2f}%, within 3 %: {100 * np.mean(diff <= 3):.1f}% of labels")
+    cc = cc3d.connected_components(seg, connectivity=26, out_dtype=np.uint64)
+    pieces = {}
+    for comp, label in fastremap.component_map(cc, seg).items():
+        if label:
+            pieces[int(label)] = pieces.get(int(label), 0) + 1
+    for name, rows in (("ours", ours), ("theirs", theirs)):
+        single = [l for l in rows if pieces.get(l) == 1]
+        trees = [l for l in single if rows[l][1] == 1 and not rows[l][2]]
+        print(f"  {name}: of {len(single)} skeletonized labels that are one connected object, "
+              f"{len(trees)} ({100 * len(trees) / max(len(single), 1):.1f}%) are one tree without cycles")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--what", default="mesh", choices=["mesh", "skeleton", "both"])
     ap.add_argument("--size", default="256,256,64")
     ap.add_argument("--shape", default="128,128,64", help="forge task shape, both tools")
     ap.add_argument("--kind", default="hard", choices=["hard", "easy"])
@@ -136,21 +202,27 @@ def main() -> int:
     src = CloudVolume(f"file://{pristine / 'segmentation'}", progress=False)
     seg, res = np.asarray(src[:, :, :])[..., 0], tuple(float(r) for r in src.resolution)
     exes = {"ours": str(our_exe()), "theirs": str(ensure_reference())}
-    figures = {}
-    for tool, exe in exes.items():
-        work = out / tool
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        shutil.copytree(pristine / "segmentation", work / "segmentation")
-        figures[tool] = forge_and_merge(tool, exe, work / "segmentation", args.shape, args.max_error, out / "logs")
-    refs = reference_surface(seg, res)
-    print(f"{args.kind} volume {shape} at {res} nm, forge --shape {args.shape} --max-error {args.max_error}, "
-          f"labels >= {args.min_voxels} voxels")
-    for tool in exes:
-        report(tool, analyse(out / tool / "segmentation", seg, res, args.min_voxels, refs))
-    (oc, orss), (tc, trss) = figures["ours"], figures["theirs"]
-    print(f"  forge cpu s ours {oc:.1f} theirs {tc:.1f} ratio {oc / tc:.2f}; "
-          f"peak rss MiB ours {orss:.0f} theirs {trss:.0f} ratio {orss / trss:.2f}")
+    for what in (["mesh", "skeleton"] if args.what == "both" else [args.what]):
+        figures = {}
+        for tool, exe in exes.items():
+            work = out / what / tool
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            shutil.copytree(pristine / "segmentation", work / "segmentation")
+            figures[tool] = forge_and_merge(tool, exe, work / "segmentation", what, args.shape, args.max_error,
+                                            out / "logs")
+        print(f"{args.kind} volume {shape} at {res} nm, {what} forge --shape {args.shape}")
+        if what == "mesh":
+            print(f"  --max-error {args.max_error}, labels >= {args.min_voxels} voxels")
+            refs = reference_surface(seg, res)
+            for tool in exes:
+                report(tool, analyse(out / what / tool / "segmentation", seg, res, args.min_voxels, refs))
+        else:
+            print(f"  {' '.join(TEASAR)}; merge {' '.join(SKEL_MERGE)}")
+            report_skeletons(seg, *(skeleton_rows(out / what / t / "segmentation") for t in exes))
+        (oc, orss), (tc, trss) = figures["ours"], figures["theirs"]
+        print(f"  {what} forge cpu s ours {oc:.1f} theirs {tc:.1f} ratio {oc / tc:.2f}; "
+              f"peak rss MiB ours {orss:.0f} theirs {trss:.0f} ratio {orss / trss:.2f}")
     return 0
 
 

@@ -1,0 +1,207 @@
+"""image contrast clahe: OpenCV's CLAHE of every whole z slice, computed in tasks.
+
+--tile-grid-size X,Y counts CLAHE tiles across the whole slice (the region's xy plane, seen as
+an image with x across and y down), as `cv2.createCLAHE(clip, (X, Y)).apply(slice)` would.
+A task writes a chunk-aligned box and reads the tiles it touches plus one tile on each side:
+a pixel's value is a bilinear mix of the lookup tables of the (up to) four tiles around it,
+and a tile's table depends on all of that tile's pixels.
+
+What OpenCV does that a task must reproduce:
+- a slice whose width or height is not divisible by the grid is padded on the right and
+  bottom (reflect-101) to `w + X - w % X` by `h + Y - h % Y` (both axes, even one that
+  divides: it then gains X or Y pixels), and the tiles are cut from the padded slice;
+- the clip limit is `max(int(clip * tile_area / bins), 1)` (none when clip <= 0);
+- interpolation weights come from float32 `x / tile_width - 0.5` with x counted from the
+  slice's left edge. In a task's window x starts elsewhere and the float rounding differs
+  unless tile sizes are powers of two; then the task applies OpenCV to the window directly,
+  otherwise it computes the same float32 expressions at the slice's coordinates in numpy.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Iterator
+
+import numpy as np
+from taskqueue import queueable
+
+from igneous_like import layers, volume_io
+from igneous_like.errors import UserError
+from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
+from igneous_like.ops.image.contrast import dest_info, open_source, region_at, task_shape
+from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
+
+
+def plan_clahe(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, fill_missing: bool = False,
+               clip_limit: float = 40.0, tile_grid_size: tuple[int, int] = (8, 8), xrange=None, yrange=None,
+               zrange=None, bounds_mip: int | None = None) -> Plan:
+    src_url, dest_url = layers.normalize_url(src), layers.normalize_url(dest)
+    if src_url == dest_url:
+        raise UserError("SRC and DEST are the same layer: clahe never modifies SRC")
+    info = open_source(src_url, mip)
+    if any(t < 1 for t in tile_grid_size):
+        raise UserError(f"--tile-grid-size {fmt_vec(tile_grid_size)} must be at least 1,1")
+    if not math.isfinite(clip_limit):
+        raise UserError(f"--clip-limit {clip_limit} must be a finite number")
+    region = region_at(info, mip, bounds_mip, xrange, yrange, zrange, src_url)
+    layers.check_writable(dest_url)
+    new_info = dest_info(info, dest_url, mip, (0, 0, 0))
+    full = layers.scale_bounds(info, mip)
+    shape = task_shape(shape, layers.scale_chunk(new_info, mip), full)
+    region = expand_to_grid(region, shape, full.start, full)
+    plane = [region.start[0], region.start[1], region.stop[0], region.stop[1]]
+    grid = TileGrid(plane, tuple(tile_grid_size))
+    if min(grid.tile) < 2 or min(plane[2] - plane[0], plane[3] - plane[1]) < 2:
+        raise UserError(f"--tile-grid-size {fmt_vec(tile_grid_size)} is too fine for a "
+                        f"{plane[2] - plane[0]}x{plane[3] - plane[1]} slice: tiles need at least 2x2 voxels")
+    total = grid_count(region, shape, full.start)
+    compress = layers.normalize_compress(None, dest_url)
+
+    def tasks() -> Iterator:
+        for box in grid_boxes(region, shape, full.start):
+            yield partial(clahe_task, src_url, dest_url, mip, box.to_list(), plane, list(tile_grid_size),
+                          clip_limit, fill_missing, compress)
+
+    window = [min(s + 4 * t, p) for s, t, p in zip(shape[:2], grid.tile, grid.padded)]  # partial tiles + halo
+    width = np.dtype(info["data_type"]).itemsize
+    details = {
+        "source": f"{src_url} (mip {mip})",
+        "destination": dest_url,
+        "tiles": f"{fmt_vec(tile_grid_size)} across the {plane[2] - plane[0]}x{plane[3] - plane[1]} slice, "
+                 f"each {fmt_vec(grid.tile)} voxels (slice padded to {fmt_vec(grid.padded)}), clip limit {clip_limit:g}",
+        "task shape": fmt_vec(shape) + f" at mip {mip}, reading up to {fmt_vec(window)} per z (one-tile halo)",
+        "bounds": str(region),
+        "peak memory per task": f"~{human_bytes(PROCESS_OVERHEAD + 3 * math.prod(window) * shape[2] * width)}",
+    }
+    return Plan("image contrast clahe", total, tasks, lambda: layers.write_info(dest_url, new_info), details)
+
+
+class TileGrid:
+    """OpenCV's tiling of one slice: padded size, tile size, and the window a box needs."""
+
+    def __init__(self, plane: list[int], tiles: tuple[int, int]):
+        self.origin = (plane[0], plane[1])
+        self.size = (plane[2] - plane[0], plane[3] - plane[1])
+        self.tiles = tiles
+        divisible = all(s % t == 0 for s, t in zip(self.size, tiles))
+        self.padded = self.size if divisible else tuple(s + t - s % t for s, t in zip(self.size, tiles))
+        self.tile = tuple(p // t for p, t in zip(self.padded, tiles))
+
+    def window(self, axis: int, a: int, b: int) -> tuple[int, int]:
+        """Tile-aligned span (plane coordinates, padded) holding the tiles that pixels a..b-1
+        interpolate between, plus one tile of halo on each side."""
+        t = self.tile[axis]
+        first = max(a // t - 1, 0)
+        last = min(-(-b // t) + 1, self.tiles[axis])
+        return first * t, last * t
+
+
+def read_window(url: str, info: dict, mip: int, grid: TileGrid, box: Box, fill_missing: bool) -> tuple[np.ndarray, list]:
+    """The padded-plane window around box, as OpenCV would see it: (x, y, z) array and its spans."""
+    spans, reads = [], []
+    for axis in (0, 1):
+        a = box.start[axis] - grid.origin[axis]
+        b = box.stop[axis] - grid.origin[axis]
+        wa, wb = grid.window(axis, a, b)
+        n = grid.size[axis]
+        lo = min(wa, max(2 * n - 1 - wb, 0)) if wb > n else wa  # reflect-101 mirrors n-2, n-3, ...
+        spans.append((wa, wb))
+        reads.append((lo, min(wb, n)))
+    src = Box(
+        (grid.origin[0] + reads[0][0], grid.origin[1] + reads[1][0], box.start[2]),
+        (grid.origin[0] + reads[0][1], grid.origin[1] + reads[1][1], box.stop[2]),
+    )
+    img = volume_io.read(url, info, mip, src, fill_missing)[..., 0]
+    pad = [(0, max(wb - grid.size[axis], 0)) for axis, (wa, wb) in enumerate(spans)] + [(0, 0)]
+    if any(p[1] for p in pad):
+        img = np.pad(img, pad, mode="reflect")
+    img = img[spans[0][0] - reads[0][0]:, spans[1][0] - reads[1][0]:]
+    return np.asfortranarray(img), spans
+
+
+def clip_count(clip_limit: float, tile: tuple[int, int], bins: int) -> int:
+    """OpenCV's integer clip limit per histogram bin (0: no clipping)."""
+    if clip_limit <= 0:
+        return 0
+    return max(int(clip_limit * tile[0] * tile[1] / bins), 1)
+
+
+def tile_tables(window: np.ndarray, tile: tuple[int, int], clip: int, bins: int) -> np.ndarray:
+    """OpenCV's lookup table of every tile of a (rows, cols) window: (tile rows, tile cols, bins)."""
+    th, tw = tile[1], tile[0]
+    ny, nx = window.shape[0] // th, window.shape[1] // tw
+    blocks = window.reshape(ny, th, nx, tw).transpose(0, 2, 1, 3).reshape(ny * nx, th * tw)
+    offsets = (np.arange(ny * nx, dtype=np.int64) * bins)[:, None]
+    hist = np.bincount((blocks + offsets).ravel(), minlength=ny * nx * bins).reshape(ny * nx, bins)
+    if clip > 0:
+        excess = np.maximum(hist - clip, 0).sum(axis=1)
+        hist = np.minimum(hist, clip)
+        batch, residual = excess // bins, excess % bins
+        hist += batch[:, None]
+        step = np.maximum(bins // np.maximum(residual, 1), 1)[:, None]
+        i = np.arange(bins)[None, :]
+        hist += ((i % step == 0) & (i // step < residual[:, None])).astype(hist.dtype)
+    scale = np.float32(bins - 1) / np.float32(th * tw)
+    table = np.rint(np.cumsum(hist, axis=1).astype(np.float32) * scale)
+    return np.clip(table, 0, bins - 1).astype(window.dtype).reshape(ny, nx, bins)
+
+
+def weights(positions: np.ndarray, tile: int, tiles: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's float32 interpolation: (first tile, second tile, weight of the second) per pixel."""
+    f = positions.astype(np.float32) * (np.float32(1.0) / np.float32(tile)) - np.float32(0.5)
+    first = np.floor(f)
+    frac = (f - first).astype(np.float32)
+    first = first.astype(np.int64)
+    return np.maximum(first, 0), np.minimum(first + 1, tiles - 1), frac
+
+
+def clahe_window(window: np.ndarray, grid: TileGrid, spans: list, crop: tuple, clip_limit: float) -> np.ndarray:
+    """CLAHE of the (rows=y, cols=x) window at crop=(y0, y1, x0, x1), equal to the whole slice's."""
+    import cv2
+
+    bins = 256 if window.dtype == np.uint8 else 65536
+    y0, y1, x0, x1 = crop
+    xs = np.arange(spans[0][0] + x0, spans[0][0] + x1)
+    ys = np.arange(spans[1][0] + y0, spans[1][0] + y1)
+    cols, rows = weights(xs, grid.tile[0], grid.tiles[0]), weights(ys, grid.tile[1], grid.tiles[1])
+    local_cols = weights(xs - spans[0][0], grid.tile[0], grid.tiles[0])
+    local_rows = weights(ys - spans[1][0], grid.tile[1], grid.tiles[1])
+    same = all(np.array_equal(a, b) for a, b in ((cols[2], local_cols[2]), (rows[2], local_rows[2])))
+    if same:  # OpenCV's own arithmetic gives the slice's values in this window
+        n = (window.shape[1] // grid.tile[0], window.shape[0] // grid.tile[1])
+        return cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=n).apply(window)[y0:y1, x0:x1]
+    tables = tile_tables(window, grid.tile, clip_count(clip_limit, grid.tile, bins), bins)
+    tx1, tx2 = cols[0] - spans[0][0] // grid.tile[0], cols[1] - spans[0][0] // grid.tile[0]
+    ty1, ty2 = rows[0] - spans[1][0] // grid.tile[1], rows[1] - spans[1][0] // grid.tile[1]
+    xa, ya = cols[2], rows[2]
+    xa1, ya1 = np.float32(1) - xa, np.float32(1) - ya
+    flat = tables.reshape(-1)
+    nx, v = tables.shape[1], window[y0:y1, x0:x1].astype(np.int64)
+
+    def lut(ty: np.ndarray, tx: np.ndarray) -> np.ndarray:
+        return flat[((ty[:, None] * nx + tx[None, :]) * bins) + v].astype(np.float32)
+
+    top = lut(ty1, tx1) * xa1 + lut(ty1, tx2) * xa
+    bottom = lut(ty2, tx1) * xa1 + lut(ty2, tx2) * xa
+    res = top * ya1[:, None] + bottom * ya[:, None]
+    return np.clip(np.rint(res), 0, bins - 1).astype(window.dtype)
+
+
+@queueable
+def clahe_task(src: str, dest: str, mip: int, box: list[int], plane: list[int], tile_grid_size: list[int],
+               clip_limit: float, fill_missing: bool = False, compress=False) -> None:
+    """CLAHE of every z of `box`, as part of the whole slice `plane` (x0, y0, x1, y1)."""
+    import cv2
+
+    cv2.setNumThreads(0)  # workers are processes; OpenCV threads would only compete
+    src_info, out_info = layers.read_info(src), layers.read_info(dest)
+    region = Box.from_list(box)
+    grid = TileGrid(plane, (tile_grid_size[0], tile_grid_size[1]))
+    img, spans = read_window(src, src_info, mip, grid, region, fill_missing)
+    x0 = region.start[0] - grid.origin[0] - spans[0][0]
+    y0 = region.start[1] - grid.origin[1] - spans[1][0]
+    crop = (y0, y0 + region.shape[1], x0, x0 + region.shape[0])
+    out = np.empty(region.shape + (1,), dtype=img.dtype, order="F")
+    for z in range(region.shape[2]):
+        out[:, :, z, 0] = clahe_window(np.ascontiguousarray(img[:, :, z].T), grid, spans, crop, clip_limit).T
+    volume_io.write(dest, out_info, mip, region, out, compress, False, 0)

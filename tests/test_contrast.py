@@ -167,6 +167,11 @@ def test_equalize_translate_and_ranges(em, arrays):
     for k, z in enumerate(range(8, 16)):
         want = igneous_rule(img[:, :, z], np.array(levels(em / "em", z)["levels"]), 0.01, 0, 255, 255)
         assert np.abs(out[:, :, k] - want).max() <= 1
+    # the default 256x256 task shape builds mips 1 and 2 from the same read, as Igneous does
+    assert [s["resolution"] for s in info["scales"]] == [[8, 8, 40], [16, 16, 40], [32, 32, 40]]
+    mip1 = ts_read(em / "out", 1, region=(slice(None), slice(None), slice(16, 24)))[..., 0]
+    mean = out.astype(np.float64).reshape(115, 2, 105, 2, 8).mean(axis=(1, 3))
+    assert np.abs(mip1 - mean).max() <= 0.5
 
 
 # ---- clahe ----------------------------------------------------------------------------------

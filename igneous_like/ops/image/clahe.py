@@ -28,7 +28,7 @@ from taskqueue import queueable
 from igneous_like import layers, volume_io
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
-from igneous_like.ops.image.contrast import dest_info, open_source, region_at, task_shape
+from igneous_like.ops.image.contrast import add_mips, dest_info, open_source, region_at, task_shape, write_with_mips
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 
 
@@ -56,11 +56,12 @@ def plan_clahe(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, fil
                         f"{plane[2] - plane[0]}x{plane[3] - plane[1]} slice: tiles need at least 2x2 voxels")
     total = grid_count(region, shape, full.start)
     compress = layers.normalize_compress(None, dest_url)
+    num_mips = add_mips(new_info, mip, shape)
 
     def tasks() -> Iterator:
         for box in grid_boxes(region, shape, full.start):
             yield partial(clahe_task, src_url, dest_url, mip, box.to_list(), plane, list(tile_grid_size),
-                          clip_limit, fill_missing, compress)
+                          clip_limit, fill_missing, compress, num_mips)
 
     window = [min(s + 4 * t, p) for s, t, p in zip(shape[:2], grid.tile, grid.padded)]  # partial tiles + halo
     width = np.dtype(info["data_type"]).itemsize
@@ -70,6 +71,7 @@ def plan_clahe(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, fil
         "tiles": f"{fmt_vec(tile_grid_size)} across the {plane[2] - plane[0]}x{plane[3] - plane[1]} slice, "
                  f"each {fmt_vec(grid.tile)} voxels (slice padded to {fmt_vec(grid.padded)}), clip limit {clip_limit:g}",
         "task shape": fmt_vec(shape) + f" at mip {mip}, reading up to {fmt_vec(window)} per z (one-tile halo)",
+        "mips written": ", ".join(str(mip + j) for j in range(num_mips + 1)) + " (mips from the task shape)",
         "bounds": str(region),
         "peak memory per task": f"~{human_bytes(PROCESS_OVERHEAD + 3 * math.prod(window) * shape[2] * width)}",
     }
@@ -189,8 +191,9 @@ def clahe_window(window: np.ndarray, grid: TileGrid, spans: list, crop: tuple, c
 
 @queueable
 def clahe_task(src: str, dest: str, mip: int, box: list[int], plane: list[int], tile_grid_size: list[int],
-               clip_limit: float, fill_missing: bool = False, compress=False) -> None:
-    """CLAHE of every z of `box`, as part of the whole slice `plane` (x0, y0, x1, y1)."""
+               clip_limit: float, fill_missing: bool = False, compress=False, num_mips: int = 0) -> None:
+    """CLAHE of every z of `box`, as part of the whole slice `plane` (x0, y0, x1, y1); write it
+    and its mips."""
     import cv2
 
     cv2.setNumThreads(0)  # workers are processes; OpenCV threads would only compete
@@ -204,4 +207,4 @@ def clahe_task(src: str, dest: str, mip: int, box: list[int], plane: list[int], 
     out = np.empty(region.shape + (1,), dtype=img.dtype, order="F")
     for z in range(region.shape[2]):
         out[:, :, z, 0] = clahe_window(np.ascontiguousarray(img[:, :, z].T), grid, spans, crop, clip_limit).T
-    volume_io.write(dest, out_info, mip, region, out, compress, False, 0)
+    write_with_mips(dest, out_info, mip, region, out, num_mips, compress)

@@ -25,11 +25,12 @@ from taskqueue import queueable
 
 from igneous_like import layers, volume_io
 from igneous_like.errors import TaskError, UserError
-from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
+from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, mips_to_top, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 
 DTYPES = ("uint8", "uint16")
 DEFAULT_TASK_XY = 2048  # Igneous's default task footprint for equalize and clahe
+MIP_FACTOR = (2, 2, 1)
 
 
 # ---- shared by histogram, equalize and clahe ------------------------------------------------
@@ -78,6 +79,32 @@ def dest_info(info: dict, dest_url: str, mip: int, translate: Vec3) -> dict:
     if layers.is_sharded(new, mip):
         raise UserError(f"DEST {dest_url} is sharded at mip {mip}: contrast correction writes chunk files")
     return new
+
+
+def add_mips(new_info: dict, mip: int, shape: Vec3) -> int:
+    """Add to DEST's info the mips a task of `shape` can build whole (2x2x1 averages, as Igneous
+    builds them while equalizing); returns how many."""
+    from igneous_like.ops.image.transfer import _mips_in_shape
+
+    chunk = layers.scale_chunk(new_info, mip)
+    full = layers.scale_bounds(new_info, mip)
+    limit = mips_to_top(full.shape, chunk, MIP_FACTOR) if any(s > c for s, c in zip(full.shape[:2], chunk[:2])) else 0
+    k = _mips_in_shape(shape, chunk, MIP_FACTOR, limit)
+    base = new_info["scales"][mip]
+    for level in range(1, k + 1):
+        scale = layers.make_scale(base, vec3(f**level for f in MIP_FACTOR), chunk, base["encoding"], None)
+        layers.put_scale(new_info, mip + level, scale)
+    return k
+
+
+def write_with_mips(url: str, info: dict, mip: int, region: Box, img: np.ndarray, num_mips: int, compress) -> None:
+    """Write the block at --mip and its averaged mips above it."""
+    from igneous_like.pyramid import make_pyramid
+
+    volume_io.write(url, info, mip, region, img, compress, False, 0)
+    if num_mips:
+        pyramid = make_pyramid(img, MIP_FACTOR, num_mips, "avg")
+        volume_io.write_pyramid(url, info, mip, region, MIP_FACTOR, pyramid, compress, False, 0)
 
 
 def levels_name(mip: int, z: int) -> str:
@@ -228,11 +255,12 @@ def plan_equalize(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, 
     moved = expand_to_grid(moved, shape, origin, dest_full)
     total = grid_count(moved, shape, origin)
     compress = layers.normalize_compress(None, dest_url)
+    num_mips = add_mips(new_info, mip, shape)
 
     def tasks() -> Iterator:
         for box in grid_boxes(moved, shape, origin):
             yield partial(equalize_task, src_url, dest_url, mip, box.to_list(), list(translate), clip_fraction,
-                          fill_missing, lo, hi, compress)
+                          fill_missing, lo, hi, compress, num_mips)
 
     width = np.dtype(info["data_type"]).itemsize
     details = {
@@ -241,6 +269,7 @@ def plan_equalize(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, 
         "rule": f"per z: clip {clip_fraction} of non-black voxels at each end, stretch to 0..{np.iinfo(info['data_type']).max}, "
                 f"clip to {lo:g}..{hi:g}",
         "task shape": fmt_vec(shape) + f" at mip {mip}",
+        "mips written": ", ".join(str(mip + j) for j in range(num_mips + 1)) + " (mips from the task shape, as Igneous)",
         "bounds (dest)": str(moved),
         "peak memory per task": f"~{human_bytes(PROCESS_OVERHEAD + 2.2 * math.prod(shape) * width)}",
     }
@@ -283,8 +312,9 @@ def check_levels(url: str, mip: int, region: Box) -> None:
 
 @queueable
 def equalize_task(src: str, dest: str, mip: int, box: list[int], translate: list[int], clip_fraction: float,
-                  fill_missing: bool, minval: float, maxval: float, compress=False) -> None:
-    """Stretch each z of the SRC block landing on `box` of DEST by its slice's histogram."""
+                  fill_missing: bool, minval: float, maxval: float, compress=False, num_mips: int = 0) -> None:
+    """Stretch each z of the SRC block landing on `box` of DEST by its slice's histogram; write
+    it and its mips."""
     from cloudfiles import CloudFiles
 
     src_info, out_info = layers.read_info(src), layers.read_info(dest)
@@ -300,4 +330,4 @@ def equalize_task(src: str, dest: str, mip: int, box: list[int], translate: list
         table = stretch_table(np.array(json.loads(docs[name])["levels"], dtype=np.uint64), dtype,
                               clip_fraction, minval, maxval)
         img[:, :, k, 0] = table[img[:, :, k, 0]]
-    volume_io.write(dest, out_info, mip, region, img, compress, False, 0)
+    write_with_mips(dest, out_info, mip, region, img, num_mips, compress)

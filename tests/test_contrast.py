@@ -271,6 +271,7 @@ def fails_cleanly(root: Path, *args: str, expect: str) -> None:
     (["clahe", "{em}", "{out}", "--tile-grid-size", "300,8"], "too fine"),
     (["clahe", "{seg}", "{out}"], "uint8 or uint16 image"),
     (["clahe", "{em}", "{out}", "--queue", "redis://x"], "queue"),
+    (["clahe", "{em}", "{out}", "--tile-grid-size", "1,1", "--memory", "3.01e8"], "above --memory"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(em, args, expect):
     names = {"em": str(em / "em"), "seg": str(em / "seg"), "out": str(em / "out"), "root": str(em)}

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
-from igneous_like.cli.options import TUPLE2, TUPLE3, dry_run_option, parallel_option, queue_option, range_options, submit
+from igneous_like.cli.options import (
+    TUPLE2, TUPLE3, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit,
+)
 
 
 def bounds_mip_option(fn):
@@ -93,16 +95,18 @@ def equalize(ctx, src, dest, shape, translate, mip, clip_fraction, fill_missing,
                    "the excess is spread over all bins. 0: no limit.")
 @click.option("--tile-grid-size", type=TUPLE2, default="8,8", show_default=True,
               help="Tiles across the whole slice in x,y (OpenCV's tileGridSize).")
+@memory_option
 @queue_option
 @parallel_option
 @dry_run_option
 @click.pass_context
 def clahe(ctx, src, dest, shape, mip, fill_missing, xrange, yrange, zrange, bounds_mip, clip_limit, tile_grid_size,
-          queue, parallel, dry_run):
+          memory, queue, parallel, dry_run):
     """Contrast Limited Adaptive Histogram Equalization of each whole z slice (OpenCV's CLAHE).
 
     Tasks read a one-tile halo, so the result equals OpenCV's CLAHE of the whole slice,
-    with no seams at task borders.
+    with no seams at task borders. Without --shape, tasks shrink in x and y until their
+    window (tiles plus halo) fits --memory.
 
     \b
     Example:
@@ -113,5 +117,5 @@ def clahe(ctx, src, dest, shape, mip, fill_missing, xrange, yrange, zrange, boun
 
     plan = plan_clahe(src, dest, mip=mip, shape=shape, fill_missing=fill_missing, clip_limit=clip_limit,
                       tile_grid_size=tile_grid_size, xrange=xrange, yrange=yrange, zrange=zrange,
-                      bounds_mip=bounds_mip)
+                      bounds_mip=bounds_mip, memory=memory)
     submit(ctx, plan, queue, parallel, dry_run)

@@ -34,7 +34,7 @@ from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 
 def plan_clahe(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, fill_missing: bool = False,
                clip_limit: float = 40.0, tile_grid_size: tuple[int, int] = (8, 8), xrange=None, yrange=None,
-               zrange=None, bounds_mip: int | None = None) -> Plan:
+               zrange=None, bounds_mip: int | None = None, memory: float = 3.5e9) -> Plan:
     src_url, dest_url = layers.normalize_url(src), layers.normalize_url(dest)
     if src_url == dest_url:
         raise UserError("SRC and DEST are the same layer: clahe never modifies SRC")
@@ -43,17 +43,31 @@ def plan_clahe(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, fil
         raise UserError(f"--tile-grid-size {fmt_vec(tile_grid_size)} must be at least 1,1")
     if not math.isfinite(clip_limit):
         raise UserError(f"--clip-limit {clip_limit} must be a finite number")
-    region = region_at(info, mip, bounds_mip, xrange, yrange, zrange, src_url)
+    asked = region_at(info, mip, bounds_mip, xrange, yrange, zrange, src_url)
     layers.check_writable(dest_url)
     new_info = dest_info(info, dest_url, mip, (0, 0, 0))
     full = layers.scale_bounds(info, mip)
-    shape = task_shape(shape, layers.scale_chunk(new_info, mip), full)
-    region = expand_to_grid(region, shape, full.start, full)
-    plane = [region.start[0], region.start[1], region.stop[0], region.stop[1]]
-    grid = TileGrid(plane, tuple(tile_grid_size))
+    chunk = layers.scale_chunk(new_info, mip)
+    width = np.dtype(info["data_type"]).itemsize
+    candidates = [task_shape(shape, chunk, full)]
+    while shape is None and max(candidates[-1][:2]) > max(chunk[:2]):  # smaller tasks if the window is too big
+        candidates.append(vec3(max(c, s // 2 // c * c) for s, c in zip(candidates[-1][:2] + (chunk[2],), chunk)))
+    for task in candidates:
+        region = expand_to_grid(asked, task, full.start, full)
+        plane = [region.start[0], region.start[1], region.stop[0], region.stop[1]]
+        grid = TileGrid(plane, tuple(tile_grid_size))
+        window = [min(s + 4 * t, p) for s, t, p in zip(task[:2], grid.tile, grid.padded)]  # partial tiles + halo
+        peak = PROCESS_OVERHEAD + 3 * math.prod(window) * task[2] * width
+        if peak <= memory:
+            break
+    shape = task
     if min(grid.tile) < 2 or min(plane[2] - plane[0], plane[3] - plane[1]) < 2:
         raise UserError(f"--tile-grid-size {fmt_vec(tile_grid_size)} is too fine for a "
                         f"{plane[2] - plane[0]}x{plane[3] - plane[1]} slice: tiles need at least 2x2 voxels")
+    if peak > memory:
+        raise UserError(f"a clahe task needs about {human_bytes(peak)} (tiles of {fmt_vec(grid.tile)} voxels and "
+                        f"their halo), above --memory {human_bytes(memory)}: use a finer --tile-grid-size, "
+                        "a smaller --shape or more --memory")
     total = grid_count(region, shape, full.start)
     compress = layers.normalize_compress(None, dest_url)
     num_mips = add_mips(new_info, mip, shape)
@@ -63,8 +77,6 @@ def plan_clahe(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, fil
             yield partial(clahe_task, src_url, dest_url, mip, box.to_list(), plane, list(tile_grid_size),
                           clip_limit, fill_missing, compress, num_mips)
 
-    window = [min(s + 4 * t, p) for s, t, p in zip(shape[:2], grid.tile, grid.padded)]  # partial tiles + halo
-    width = np.dtype(info["data_type"]).itemsize
     details = {
         "source": f"{src_url} (mip {mip})",
         "destination": dest_url,
@@ -73,7 +85,7 @@ def plan_clahe(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, fil
         "task shape": fmt_vec(shape) + f" at mip {mip}, reading up to {fmt_vec(window)} per z (one-tile halo)",
         "mips written": ", ".join(str(mip + j) for j in range(num_mips + 1)) + " (mips from the task shape)",
         "bounds": str(region),
-        "peak memory per task": f"~{human_bytes(PROCESS_OVERHEAD + 3 * math.prod(window) * shape[2] * width)}",
+        "peak memory per task": f"~{human_bytes(peak)} (limit {human_bytes(memory)})",
     }
     return Plan("image contrast clahe", total, tasks, lambda: layers.write_info(dest_url, new_info), details)
 

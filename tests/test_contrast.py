@@ -114,6 +114,16 @@ def test_histogram_coverage_samples_whole_chunk_columns(em, arrays):
     assert tree_digest(em / "em" / "levels") == again  # seeded sample: same bytes
 
 
+def test_histogram_at_mip_1_with_ranges_at_bounds_mip_0(em):
+    run_cli("image", "downsample", str(em / "em"), "--num-mips", "1")
+    run_cli("image", "contrast", "histogram", str(em / "em"), "--mip", "1", "--coverage", "1",
+            "--xrange", "0,128", "--zrange", "0,8", "--bounds-mip", "0")
+    mip1 = ts_read(em / "em", 1)[..., 0]
+    for z in range(8):
+        assert levels(em / "em", z, mip=1)["levels"] == np.bincount(mip1[:64, :, z].ravel(), minlength=256).tolist()
+    assert not (em / "em" / "levels" / "1" / "8").exists() and not (em / "em" / "levels" / "0").exists()
+
+
 # ---- equalize -------------------------------------------------------------------------------
 
 def igneous_rule(img: np.ndarray, hist: np.ndarray, fraction: float, minval: float, maxval: float, top: int):

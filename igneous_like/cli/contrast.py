@@ -15,7 +15,15 @@ def bounds_mip_option(fn):
 
 @click.group()
 def contrast() -> None:
-    """Contrast correction of image slices: histograms, equalization, CLAHE."""
+    """Contrast correction of image slices: histograms, equalization, CLAHE.
+
+    \b
+    Example:
+      igneous-like image contrast histogram file://data/em --queue fq://q
+      igneous-like execute fq://q -p 4 -x
+      igneous-like image contrast equalize file://data/em file://data/em-eq --queue fq://q
+      igneous-like execute fq://q -p 4 -x
+    """
 
 
 @contrast.command()

@@ -38,10 +38,11 @@ def pristine_em(tmp_path_factory) -> Path:
     from igneous_like import sample
 
     root = tmp_path_factory.mktemp("em")
-    for name, dtype, shape in (("em", np.uint8, SHAPE), ("em16", np.uint16, (150, 100, 8)),
-                               ("em256", np.uint8, (256, 256, 8))):
+    for name, dtype, shape, offset in (("em", np.uint8, SHAPE, (0, 0, 0)), ("em16", np.uint16, (150, 100, 8), (0, 0, 0)),
+                                       ("em256", np.uint8, (256, 256, 8), (0, 0, 0)),
+                                       ("emoff", np.uint8, (140, 150, 8), (37, -11, 3))):
         img = em_image(shape, dtype)
-        sample.write_layer(f"file://{root}/{name}", img, "image", chunk=CHUNK)
+        sample.write_layer(f"file://{root}/{name}", img, "image", chunk=CHUNK, voxel_offset=offset)
         np.save(root / f"{name}.npy", img)
     seg = sample.segmentation((64, 64, 8), seed=1, cells=5)
     sample.write_layer(f"file://{root}/seg", seg, "segmentation", chunk=CHUNK)
@@ -50,14 +51,14 @@ def pristine_em(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def em(pristine_em, tmp_path) -> Path:
-    for name in ("em", "em16", "em256", "seg"):
+    for name in ("em", "em16", "em256", "emoff", "seg"):
         shutil.copytree(pristine_em / name, tmp_path / name)
     return tmp_path
 
 
 @pytest.fixture
 def arrays(pristine_em):
-    return {n: np.load(pristine_em / f"{n}.npy") for n in ("em", "em16", "em256")}
+    return {n: np.load(pristine_em / f"{n}.npy") for n in ("em", "em16", "em256", "emoff")}
 
 
 def levels(layer: Path, z: int, mip: int = 0) -> dict:
@@ -168,8 +169,11 @@ def test_equalize_follows_igneous_rule(em, arrays, name, options):
 
 def test_equalize_translate_and_ranges(em, arrays):
     run_cli("image", "contrast", "histogram", str(em / "em"), "--coverage", "1")
-    run_cli("image", "contrast", "equalize", str(em / "em"), str(em / "out"), "--translate", "64,0,8",
-            "--zrange", "8,16")
+    args = ["image", "contrast", "equalize", str(em / "em"), str(em / "out"), "--translate", "64,0,8", "--zrange", "8,16"]
+    run_cli(*args)
+    first = tree_digest(em / "out")
+    run_cli(*args)
+    assert tree_digest(em / "out") == first  # same bytes on a re-run
     info = json.loads((em / "out" / "info").read_text())
     assert info["scales"][0]["voxel_offset"] == [64, 0, 8]
     out = ts_read(em / "out", 0, region=(slice(None), slice(None), slice(16, 24)))[..., 0]  # z 8..16 moved by 8
@@ -202,12 +206,13 @@ def opencv_clahe(img: np.ndarray, clip: float, grid: tuple[int, int]) -> np.ndar
     ("em", "192,128,8", (3, 7), 0.0),     # no clip limit; 210 divides by 7, 230 not by 3
     ("em256", "64,128,8", (8, 8), 3.0),   # 32x32 tiles: OpenCV runs on the task's window
     ("em16", "64,64,8", (4, 3), 4.0),     # uint16
+    ("emoff", "64,64,8", (3, 4), 40.0),   # voxel offset 37,-11,3: tiles count from the slice's corner
 ])
 def test_clahe_equals_opencv_on_whole_slices(em, arrays, name, shape, grid, clip):
     queued(em, "image", "contrast", "clahe", str(em / name), str(em / "out"), "--shape", shape,
            "--tile-grid-size", f"{grid[0]},{grid[1]}", "--clip-limit", str(clip))
     img = arrays[name]
-    out = ts_read(em / "out", 0)[..., 0]
+    out = ts_read(em / "out", 0)[..., 0]  # tensorstore's domain starts at the offset; arrays at 0
     want = opencv_clahe(img, clip, grid)
     assert out.dtype == img.dtype
     assert np.array_equal(out, want), f"{(out != want).sum()} voxels differ from OpenCV"

@@ -276,7 +276,6 @@ def fails_cleanly(root: Path, *args: str, expect: str) -> None:
 @pytest.mark.parametrize("args,expect", [
     (["histogram", "{seg}"], "uint8 or uint16 image"),
     (["histogram", "{em}", "--coverage", "0"], "--coverage"),
-    (["histogram", "{em}", "--mip", "3"], "mip 3"),
     (["histogram", "{em}", "--zrange", "0,99"], "outside"),
     (["histogram", "{root}/nothing"], "no layer"),
     (["equalize", "{em}", "{out}"], "run `igneous-like image contrast histogram"),
@@ -285,7 +284,6 @@ def fails_cleanly(root: Path, *args: str, expect: str) -> None:
     (["clahe", "{em}", "{out}", "--tile-grid-size", "0,8"], "--tile-grid-size"),
     (["clahe", "{em}", "{out}", "--tile-grid-size", "300,8"], "too fine"),
     (["clahe", "{seg}", "{out}"], "uint8 or uint16 image"),
-    (["clahe", "{em}", "{out}", "--queue", "redis://x"], "queue"),
     (["clahe", "{em}", "{out}", "--tile-grid-size", "1,1", "--memory", "3.01e8"], "above --memory"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(em, args, expect):

@@ -222,6 +222,45 @@ def test_clahe_equals_opencv_on_whole_slices(em, arrays, name, shape, grid, clip
         assert np.array_equal(np.diff(out[x - 1:x + 1].astype(int), axis=0), np.diff(want[x - 1:x + 1].astype(int), axis=0))
 
 
+def test_clahe_windows_equal_opencv_for_random_slices_grids_and_boxes():
+    """In process, many shapes: every window computation (OpenCV on the window, or OpenCV's float32
+    arithmetic at the slice's coordinates) gives OpenCV's whole-slice values."""
+    import cv2
+
+    from igneous_like.grid import Box
+    from igneous_like.ops.image.clahe import TileGrid, WindowCLAHE
+
+    rng = np.random.default_rng(7)
+    paths = set()
+    for trial in range(40):
+        w, h = (int(v) for v in rng.integers(24, 260, 2))
+        grid_size = tuple(int(v) for v in rng.integers(1, 10, 2))
+        if trial < 3:  # 32x32 tiles: OpenCV can run on the window itself
+            w, h, grid_size = 256, 128, (8, 4)
+        clip = float(rng.choice([0.0, 1.0, 2.5, 40.0]))
+        dtype = np.uint16 if trial % 5 == 0 else np.uint8
+        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w)).astype(np.uint8), (5, 5), 2).astype(dtype)
+        if dtype == np.uint16:
+            img = img * 200 + rng.integers(0, 200, (h, w)).astype(dtype)
+        grid = TileGrid([0, 0, w, h], grid_size)
+        if min(grid.tile) < 2:
+            continue
+        want = cv2.createCLAHE(clipLimit=clip, tileGridSize=grid_size).apply(img)
+        bx, by = (int(v) for v in rng.integers(8, 80, 2))
+        for y in range(0, h, by):
+            for x in range(0, w, bx):
+                box = Box((x, y, 0), (min(x + bx, w), min(y + by, h), 1))
+                spans = [grid.window(0, box.start[0], box.stop[0]), grid.window(1, box.start[1], box.stop[1])]
+                padded = np.pad(img, ((0, grid.padded[1] - h), (0, grid.padded[0] - w)), mode="reflect")
+                window = np.ascontiguousarray(padded[spans[1][0]:spans[1][1], spans[0][0]:spans[0][1]])
+                crop = (y - spans[1][0], box.stop[1] - spans[1][0], x - spans[0][0], box.stop[0] - spans[0][0])
+                clahe = WindowCLAHE(grid, spans, crop, window.shape, dtype, clip)
+                paths.add(clahe.fast)
+                got = clahe.apply(window)
+                assert np.array_equal(got, want[y:box.stop[1], x:box.stop[0]]), (trial, w, h, grid_size, clip, x, y)
+    assert paths == {True, False}
+
+
 def test_clahe_is_idempotent_and_ranges_define_the_slice(em, arrays):
     args = ["image", "contrast", "clahe", str(em / "em"), str(em / "out"), "--shape", "64,64,8",
             "--xrange", "64,192", "--yrange", "0,128", "--tile-grid-size", "3,3"]

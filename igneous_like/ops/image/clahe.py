@@ -140,13 +140,11 @@ def clip_count(clip_limit: float, tile: tuple[int, int], bins: int) -> int:
     return max(int(clip_limit * tile[0] * tile[1] / bins), 1)
 
 
-def tile_tables(window: np.ndarray, tile: tuple[int, int], clip: int, bins: int) -> np.ndarray:
-    """OpenCV's lookup table of every tile of a (rows, cols) window: (tile rows, tile cols, bins)."""
-    th, tw = tile[1], tile[0]
-    ny, nx = window.shape[0] // th, window.shape[1] // tw
-    blocks = window.reshape(ny, th, nx, tw).transpose(0, 2, 1, 3).reshape(ny * nx, th * tw)
-    offsets = (np.arange(ny * nx, dtype=np.int64) * bins)[:, None]
-    hist = np.bincount((blocks + offsets).ravel(), minlength=ny * nx * bins).reshape(ny * nx, bins)
+def tile_tables(hist: np.ndarray, tile: tuple[int, int], clip: int, dtype) -> np.ndarray:
+    """OpenCV's lookup tables from per-tile histograms (tiles, bins): clip each bin at `clip`,
+    hand the excess out evenly (the remainder one by one at a fixed stride), scale the cumulative
+    counts to the dtype's range."""
+    bins = hist.shape[1]
     if clip > 0:
         excess = np.maximum(hist - clip, 0).sum(axis=1)
         hist = np.minimum(hist, clip)
@@ -155,9 +153,8 @@ def tile_tables(window: np.ndarray, tile: tuple[int, int], clip: int, bins: int)
         step = np.maximum(bins // np.maximum(residual, 1), 1)[:, None]
         i = np.arange(bins)[None, :]
         hist += ((i % step == 0) & (i // step < residual[:, None])).astype(hist.dtype)
-    scale = np.float32(bins - 1) / np.float32(th * tw)
-    table = np.rint(np.cumsum(hist, axis=1).astype(np.float32) * scale)
-    return np.clip(table, 0, bins - 1).astype(window.dtype).reshape(ny, nx, bins)
+    scale = np.float32(bins - 1) / np.float32(tile[0] * tile[1])
+    return np.rint(np.cumsum(hist, axis=1).astype(np.float32) * scale).astype(dtype)
 
 
 def weights(positions: np.ndarray, tile: int, tiles: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,36 +166,49 @@ def weights(positions: np.ndarray, tile: int, tiles: int) -> tuple[np.ndarray, n
     return np.maximum(first, 0), np.minimum(first + 1, tiles - 1), frac
 
 
-def clahe_window(window: np.ndarray, grid: TileGrid, spans: list, crop: tuple, clip_limit: float) -> np.ndarray:
-    """CLAHE of the (rows=y, cols=x) window at crop=(y0, y1, x0, x1), equal to the whole slice's."""
-    import cv2
+class WindowCLAHE:
+    """CLAHE of a task's window, slice after slice, equal to the whole slice's at `crop`
+    (y0, y1, x0, x1 in the window); the geometry is worked out once per task."""
 
-    bins = 256 if window.dtype == np.uint8 else 65536
-    y0, y1, x0, x1 = crop
-    xs = np.arange(spans[0][0] + x0, spans[0][0] + x1)
-    ys = np.arange(spans[1][0] + y0, spans[1][0] + y1)
-    cols, rows = weights(xs, grid.tile[0], grid.tiles[0]), weights(ys, grid.tile[1], grid.tiles[1])
-    local_cols = weights(xs - spans[0][0], grid.tile[0], grid.tiles[0])
-    local_rows = weights(ys - spans[1][0], grid.tile[1], grid.tiles[1])
-    same = all(np.array_equal(a, b) for a, b in ((cols[2], local_cols[2]), (rows[2], local_rows[2])))
-    if same:  # OpenCV's own arithmetic gives the slice's values in this window
-        n = (window.shape[1] // grid.tile[0], window.shape[0] // grid.tile[1])
-        return cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=n).apply(window)[y0:y1, x0:x1]
-    tables = tile_tables(window, grid.tile, clip_count(clip_limit, grid.tile, bins), bins)
-    tx1, tx2 = cols[0] - spans[0][0] // grid.tile[0], cols[1] - spans[0][0] // grid.tile[0]
-    ty1, ty2 = rows[0] - spans[1][0] // grid.tile[1], rows[1] - spans[1][0] // grid.tile[1]
-    xa, ya = cols[2], rows[2]
-    xa1, ya1 = np.float32(1) - xa, np.float32(1) - ya
-    flat = tables.reshape(-1)
-    nx, v = tables.shape[1], window[y0:y1, x0:x1].astype(np.int64)
+    def __init__(self, grid: TileGrid, spans: list, crop: tuple, shape: tuple[int, int], dtype, clip_limit: float):
+        self.crop, self.dtype, self.clip_limit = crop, np.dtype(dtype), clip_limit
+        self.bins = 256 if self.dtype == np.uint8 else 65536
+        self.tile = grid.tile
+        self.counts = (shape[1] // grid.tile[0], shape[0] // grid.tile[1])  # window tiles (x, y)
+        y0, y1, x0, x1 = crop
+        xs = np.arange(spans[0][0] + x0, spans[0][0] + x1)
+        ys = np.arange(spans[1][0] + y0, spans[1][0] + y1)
+        cols, rows = weights(xs, grid.tile[0], grid.tiles[0]), weights(ys, grid.tile[1], grid.tiles[1])
+        self.fast = (np.array_equal(cols[2], weights(xs - spans[0][0], grid.tile[0], grid.tiles[0])[2])
+                     and np.array_equal(rows[2], weights(ys - spans[1][0], grid.tile[1], grid.tiles[1])[2]))
+        if self.fast:  # OpenCV's own arithmetic on the window gives the slice's values
+            return
+        tile_of = (np.arange(shape[0]) // grid.tile[1])[:, None] * self.counts[0] + np.arange(shape[1]) // grid.tile[0]
+        self.hist_base = tile_of.astype(np.int64) * self.bins
+        first_x, first_y = spans[0][0] // grid.tile[0], spans[1][0] // grid.tile[1]
+        tx1, tx2 = cols[0] - first_x, cols[1] - first_x
+        ty1, ty2 = rows[0] - first_y, rows[1] - first_y
+        n = self.counts[0]
+        self.bases = [((ty[:, None] * n + tx[None, :]) * self.bins) for ty in (ty1, ty2) for tx in (tx1, tx2)]
+        self.xa, self.xa1 = cols[2][None, :], (np.float32(1) - cols[2])[None, :]
+        self.ya, self.ya1 = rows[2][:, None], (np.float32(1) - rows[2])[:, None]
 
-    def lut(ty: np.ndarray, tx: np.ndarray) -> np.ndarray:
-        return flat[((ty[:, None] * nx + tx[None, :]) * bins) + v].astype(np.float32)
+    def apply(self, window: np.ndarray) -> np.ndarray:
+        """window: (rows=y, cols=x), C-ordered; returns the crop."""
+        import cv2
 
-    top = lut(ty1, tx1) * xa1 + lut(ty1, tx2) * xa
-    bottom = lut(ty2, tx1) * xa1 + lut(ty2, tx2) * xa
-    res = top * ya1[:, None] + bottom * ya[:, None]
-    return np.clip(np.rint(res), 0, bins - 1).astype(window.dtype)
+        y0, y1, x0, x1 = self.crop
+        if self.fast:
+            return cv2.createCLAHE(clipLimit=self.clip_limit, tileGridSize=self.counts).apply(window)[y0:y1, x0:x1]
+        ntiles = self.counts[0] * self.counts[1]
+        hist = np.bincount((self.hist_base + window).ravel(), minlength=ntiles * self.bins).reshape(ntiles, self.bins)
+        clip = clip_count(self.clip_limit, self.tile, self.bins)
+        flat = tile_tables(hist, self.tile, clip, self.dtype).astype(np.float32).reshape(-1)
+        v = window[y0:y1, x0:x1]
+        l11, l12, l21, l22 = (flat[base + v] for base in self.bases)
+        # OpenCV's expression, operation for operation in float32
+        res = (l11 * self.xa1 + l12 * self.xa) * self.ya1 + (l21 * self.xa1 + l22 * self.xa) * self.ya
+        return np.rint(res).astype(self.dtype)
 
 
 @queueable
@@ -217,6 +227,7 @@ def clahe_task(src: str, dest: str, mip: int, box: list[int], plane: list[int], 
     y0 = region.start[1] - grid.origin[1] - spans[1][0]
     crop = (y0, y0 + region.shape[1], x0, x0 + region.shape[0])
     out = np.empty(region.shape + (1,), dtype=img.dtype, order="F")
+    clahe = WindowCLAHE(grid, spans, crop, (img.shape[1], img.shape[0]), img.dtype, clip_limit)
     for z in range(region.shape[2]):
-        out[:, :, z, 0] = clahe_window(np.ascontiguousarray(img[:, :, z].T), grid, spans, crop, clip_limit).T
+        out[:, :, z, 0] = clahe.apply(np.ascontiguousarray(img[:, :, z].T)).T
     write_with_mips(dest, out_info, mip, region, out, num_mips, compress)

@@ -130,6 +130,7 @@ class Stage:
     build_mips: bool = True  # xfer only: build mips while transferring (--max-mips NUM_MIPS)
     sharded: bool = False  # mesh/skeleton: forge --sharded, then merge-sharded; image: --sharded output
     labels: tuple[int, ...] = ()  # skeleton forge only: --labels (empty: every label)
+    grid: str = CLAHE_GRID  # contrast-clahe only: --tile-grid-size
 
     @property
     def is_mesh(self) -> bool:
@@ -167,7 +168,7 @@ class Stage:
         if self.kind == "skel-merge":
             return ["skeleton", "merge", src, "--magnitude", str(SKEL_MAGNITUDE), *SKEL_MERGE, "--queue", queue]
         if self.kind.startswith("contrast-"):
-            return contrast_args(self.kind, src, f"file://{work / 'out'}", queue)
+            return contrast_args(self.kind, src, f"file://{work / 'out'}", queue, self.grid)
         sharded = ["--sharded"] if self.sharded else []
         if self.kind == "downsample":
             return ["image", "downsample", src, "--num-mips", str(NUM_MIPS), "--compress", "none", *sharded,
@@ -192,13 +193,13 @@ class Stage:
         return range(1, 1 + NUM_MIPS) if self.kind == "downsample" else range(1)
 
 
-def contrast_args(kind: str, src: str, dest: str, queue: str) -> list[str]:
+def contrast_args(kind: str, src: str, dest: str, queue: str, grid: str) -> list[str]:
     """The same for both tools: full-coverage histograms; equalize and clahe with one task shape."""
     if kind == "contrast-histogram":
         return ["image", "contrast", "histogram", src, "--coverage", "1", "--queue", queue]
     if kind == "contrast-equalize":
         return ["image", "contrast", "equalize", src, dest, "--shape", CONTRAST_SHAPE, "--queue", queue]
-    return ["image", "contrast", "clahe", src, dest, "--shape", CONTRAST_SHAPE, "--tile-grid-size", CLAHE_GRID,
+    return ["image", "contrast", "clahe", src, dest, "--shape", CONTRAST_SHAPE, "--tile-grid-size", grid,
             "--queue", queue]
 
 
@@ -239,6 +240,7 @@ STAGES = [
     Stage("contrast-histogram", "image", "contrast-histogram"),
     Stage("contrast-equalize", "image", "contrast-equalize"),
     Stage("contrast-clahe", "image", "contrast-clahe"),
+    Stage("contrast-clahe-7", "image", "contrast-clahe", grid="7,7"),
 ]
 STAGE_HELP = {
     "ds-image": f"image downsample, {NUM_MIPS} mips",
@@ -268,6 +270,8 @@ STAGE_HELP = {
                          "untimed histogram --coverage 1 by the same tool; mip 0 compared",
     "contrast-clahe": f"image contrast clahe --shape {CONTRAST_SHAPE} --tile-grid-size {CLAHE_GRID}; mip 0 of each "
                       "compared with OpenCV's CLAHE of whole slices",
+    "contrast-clahe-7": f"image contrast clahe --shape {CONTRAST_SHAPE} --tile-grid-size 7,7 (tiles of no power-of-two "
+                        "size: ours computes OpenCV's arithmetic itself); compared with OpenCV",
 }
 NAME_WIDTH = max(15, *(len(s.name) for s in STAGES))  # stage column of the table and --list-stages
 
@@ -471,7 +475,7 @@ def verify_contrast(stage: Stage, outputs: dict[str, Path]) -> list[str]:
     """Contrast stages: see CONTRAST_CHECK (run in a child to keep this process small)."""
     source = outputs["ours"].parent / stage.layer
     job = json.dumps({"kind": stage.kind, "layers": {t: str(p) for t, p in outputs.items()},
-                      "source": str(source), "grid": CLAHE_GRID})
+                      "source": str(source), "grid": stage.grid})
     proc = subprocess.run([sys.executable, "-c", CONTRAST_CHECK, job], capture_output=True, text=True)
     if proc.stderr.strip():
         print("\n".join("  " + line for line in proc.stderr.strip().splitlines()[-2:]), flush=True)

@@ -57,7 +57,8 @@ def plan_clahe(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, fil
         plane = [region.start[0], region.start[1], region.stop[0], region.stop[1]]
         grid = TileGrid(plane, tuple(tile_grid_size))
         window = [min(s + 4 * t, p) for s, t, p in zip(task[:2], grid.tile, grid.padded)]  # partial tiles + halo
-        peak = PROCESS_OVERHEAD + 3 * math.prod(window) * task[2] * width
+        tables = math.prod(-(-w // t) for w, t in zip(window, grid.tile)) * 2 ** (8 * width) * 20  # hist + luts
+        peak = PROCESS_OVERHEAD + 3 * math.prod(window) * task[2] * width + tables
         if peak <= memory:
             break
     shape = task

@@ -56,6 +56,13 @@ sharded scales with tensorstore (`neuroglancer_precomputed`, `fill_missing_data_
 warning when one cannot be read or when the arrays differ (for xfer, each must equal the source;
 for downsample, ours must equal theirs).
 
+Contrast stages run on the image: `image contrast histogram --coverage 1`; `image contrast
+equalize --shape CONTRAST_SHAPE` after an untimed full-coverage histogram by the same tool (both
+then build the mips that task shape holds); `image contrast clahe --shape CONTRAST_SHAPE
+--tile-grid-size CLAHE_GRID`. A child process checks that every histogram equals numpy's, that
+the two equalized mip 0s agree within one grey level, and that our CLAHE equals OpenCV's CLAHE of
+each whole slice (Igneous's per-task CLAHE differs from it; its mean difference is printed).
+
 The figures, per command (producer, execute) and for the stage as a whole (their sum):
   cpu s   user + system CPU seconds of the command's process tree (os.wait4 on the child, which
           includes every descendant it waited for)
@@ -104,6 +111,8 @@ SKEL_MAGNITUDE = 2  # skeleton merge: ~10^2 label-suffix tasks
 SKEL_MAX_LABELS_PER_SHARD = 2000  # skeleton merge-sharded: Igneous's default, explicit for both
 SKEL_LABELS = 3  # forge only this many labels (those spanning every task); 0 = every label
 SETUP_WORKERS = min(2, os.cpu_count() or 1)  # untimed forge before a merge stage
+CONTRAST_SHAPE = "256,256,64"  # equalize and clahe task shape, both tools
+CLAHE_GRID = "8,8"  # clahe --tile-grid-size, both tools
 
 TARGET_CPU = 1.0  # ours/theirs, whole stage
 TARGET_WALL = 0.5  # ours/theirs, whole stage
@@ -124,6 +133,7 @@ class Stage:
     build_mips: bool = True  # xfer only: build mips while transferring (--max-mips NUM_MIPS)
     sharded: bool = False  # mesh/skeleton: forge --sharded, then merge-sharded; image: --sharded output
     labels: tuple[int, ...] = ()  # skeleton forge only: --labels (empty: every label)
+    grid: str = CLAHE_GRID  # contrast-clahe only: --tile-grid-size
 
     @property
     def is_mesh(self) -> bool:
@@ -140,6 +150,8 @@ class Stage:
             return forge_args(src, queue, tool, self.sharded)
         if self.kind == "skel-merge":
             return skeleton_forge_args(src, queue, self.sharded, self.labels)
+        if self.kind == "contrast-equalize":
+            return ["image", "contrast", "histogram", src, "--coverage", "1", "--queue", queue]
         return None
 
     def producer_args(self, work: Path, queue: str, tool: str) -> list[str]:
@@ -158,6 +170,8 @@ class Stage:
                     "--max-labels-per-shard", str(SKEL_MAX_LABELS_PER_SHARD), "--queue", queue]
         if self.kind == "skel-merge":
             return ["skeleton", "merge", src, "--magnitude", str(SKEL_MAGNITUDE), *SKEL_MERGE, "--queue", queue]
+        if self.kind.startswith("contrast-"):
+            return contrast_args(self.kind, src, f"file://{work / 'out'}", queue, self.grid)
         sharded = ["--sharded"] if self.sharded else []
         if self.kind == "downsample":
             return ["image", "downsample", src, "--num-mips", str(NUM_MIPS), "--compress", "none", *sharded,
@@ -167,7 +181,7 @@ class Stage:
                 "--compress", "none", *mips, *sharded, "--queue", queue]
 
     def output_dir(self, work: Path) -> Path:
-        return work / (self.layer if self.kind != "xfer" else "out")
+        return work / (self.layer if self.kind not in ("xfer", "contrast-equalize", "contrast-clahe") else "out")
 
     def expected_scales(self) -> int | None:
         """Scales the output should have; None when it depends on the tool's task shape."""
@@ -180,6 +194,16 @@ class Stage:
         if not self.sharded or self.kind not in ("downsample", "xfer"):
             return range(0)
         return range(1, 1 + NUM_MIPS) if self.kind == "downsample" else range(1)
+
+
+def contrast_args(kind: str, src: str, dest: str, queue: str, grid: str) -> list[str]:
+    """The same for both tools: full-coverage histograms; equalize and clahe with one task shape."""
+    if kind == "contrast-histogram":
+        return ["image", "contrast", "histogram", src, "--coverage", "1", "--queue", queue]
+    if kind == "contrast-equalize":
+        return ["image", "contrast", "equalize", src, dest, "--shape", CONTRAST_SHAPE, "--queue", queue]
+    return ["image", "contrast", "clahe", src, dest, "--shape", CONTRAST_SHAPE, "--tile-grid-size", grid,
+            "--queue", queue]
 
 
 def forge_args(src: str, queue: str, tool: str, sharded: bool) -> list[str]:
@@ -216,6 +240,10 @@ STAGES = [
     Stage("skel-forge", "segmentation", "skel-forge"),
     Stage("skel-merge", "segmentation", "skel-merge"),
     Stage("skel-merge-sharded", "segmentation", "skel-merge", sharded=True),
+    Stage("contrast-histogram", "image", "contrast-histogram"),
+    Stage("contrast-equalize", "image", "contrast-equalize"),
+    Stage("contrast-clahe", "image", "contrast-clahe"),
+    Stage("contrast-clahe-7", "image", "contrast-clahe", grid="7,7"),
 ]
 STAGE_HELP = {
     "ds-image": f"image downsample, {NUM_MIPS} mips",
@@ -240,6 +268,13 @@ STAGE_HELP = {
     "skel-merge": f"skeleton merge --magnitude {SKEL_MAGNITUDE} {' '.join(SKEL_MERGE)}, after an untimed forge",
     "skel-merge-sharded": f"skeleton merge-sharded {' '.join(SKEL_MERGE)} --max-labels-per-shard "
                           f"{SKEL_MAX_LABELS_PER_SHARD}, after an untimed forge --sharded (both tools)",
+    "contrast-histogram": "image contrast histogram --coverage 1 (a histogram per z slice); levels compared",
+    "contrast-equalize": f"image contrast equalize --shape {CONTRAST_SHAPE} (mips from the task shape), after an "
+                         "untimed histogram --coverage 1 by the same tool; mip 0 compared",
+    "contrast-clahe": f"image contrast clahe --shape {CONTRAST_SHAPE} --tile-grid-size {CLAHE_GRID}; mip 0 of each "
+                      "compared with OpenCV's CLAHE of whole slices",
+    "contrast-clahe-7": f"image contrast clahe --shape {CONTRAST_SHAPE} --tile-grid-size 7,7 (tiles of no power-of-two "
+                        "size: ours computes OpenCV's arithmetic itself); compared with OpenCV",
 }
 NAME_WIDTH = max(15, *(len(s.name) for s in STAGES))  # stage column of the table and --list-stages
 
@@ -368,6 +403,8 @@ def verify(stage: Stage, outputs: dict[str, Path]) -> list[str]:
         return verify_mesh(stage, outputs)
     if stage.is_skeleton:
         return verify_skeleton(stage, outputs)
+    if stage.kind.startswith("contrast-"):
+        return verify_contrast(stage, outputs)
     problems = []
     listings = {tool: scale_listing(path) for tool, path in outputs.items()}
     for tool, listing in listings.items():
@@ -391,6 +428,64 @@ def verify(stage: Stage, outputs: dict[str, Path]) -> list[str]:
     if stage.sharded_scales():
         problems += verify_shards(stage, outputs, listings)
     return problems
+
+
+# Runs in a child process. argv: JSON {"kind", "layers": {tool: dir}, "source": dir}. Prints a JSON
+# list of problems: histograms must equal numpy's; equalize outputs must agree within one grey
+# level; clahe outputs are compared with OpenCV's CLAHE of each whole slice (x across, y down).
+CONTRAST_CHECK = r"""
+import json, os, sys
+import numpy as np
+from cloudvolume import CloudVolume
+job = json.loads(sys.argv[1])
+src = CloudVolume("file://" + job["source"], progress=False)[:, :, :][..., 0]
+problems = []
+if job["kind"] == "contrast-histogram":
+    for tool, path in job["layers"].items():
+        bad = 0
+        for z in range(src.shape[2]):
+            try:
+                levels = json.load(open(os.path.join(path, "levels", "0", str(z))))["levels"]
+            except OSError:
+                bad += 1
+                continue
+            bad += levels[:256] != np.bincount(src[:, :, z].ravel(), minlength=256).tolist()
+        if bad:
+            problems.append(f"{tool}: {bad} of {src.shape[2]} slice histograms differ from numpy's")
+else:
+    out = {tool: CloudVolume("file://" + path, progress=False, fill_missing=False)[:, :, :][..., 0]
+           for tool, path in job["layers"].items()}
+    if job["kind"] == "contrast-equalize":
+        diff = np.abs(out["ours"].astype(int) - out["theirs"]).max()
+        if diff > 1:
+            problems.append(f"equalize: mip 0 of ours and theirs differ by up to {diff} grey levels")
+    else:
+        import cv2
+        grid = tuple(int(v) for v in job["grid"].split(","))
+        want = np.stack([cv2.createCLAHE(40.0, grid).apply(np.ascontiguousarray(src[:, :, z].T)).T
+                         for z in range(src.shape[2])], axis=2)
+        for tool, img in out.items():
+            diff = np.abs(img.astype(int) - want)
+            if diff.max():
+                print(f"{tool} clahe vs OpenCV on whole slices: mean |diff| {diff.mean():.2f}, max {diff.max()}", file=sys.stderr)
+            if tool == "ours" and diff.max():
+                problems.append(f"ours: clahe differs from OpenCV's whole-slice CLAHE in {(diff > 0).sum()} voxels")
+print(json.dumps(problems))
+"""
+
+
+def verify_contrast(stage: Stage, outputs: dict[str, Path]) -> list[str]:
+    """Contrast stages: see CONTRAST_CHECK (run in a child to keep this process small)."""
+    source = outputs["ours"].parent / stage.layer
+    job = json.dumps({"kind": stage.kind, "layers": {t: str(p) for t, p in outputs.items()},
+                      "source": str(source), "grid": stage.grid})
+    proc = subprocess.run([sys.executable, "-c", CONTRAST_CHECK, job], capture_output=True, text=True)
+    if proc.stderr.strip():
+        print("\n".join("  " + line for line in proc.stderr.strip().splitlines()[-2:]), flush=True)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return [f"contrast check failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"]
 
 
 def verify_shards(stage: Stage, outputs: dict[str, Path], listings: dict[str, dict[str, set[str]] | None]) -> list[str]:

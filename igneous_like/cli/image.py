@@ -157,3 +157,8 @@ def rm(ctx, layer, mip, num_mips, shape, xrange, yrange, zrange, queue, parallel
 
     plan = plan_delete(layer, mip=mip, num_mips=num_mips, shape=shape, xrange=xrange, yrange=yrange, zrange=zrange)
     submit(ctx, plan, queue, parallel, dry_run)
+
+
+from igneous_like.cli.contrast import contrast  # noqa: E402  (registered last: its own module)
+
+image.add_command(contrast)

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 from taskqueue import queueable
 
-from igneous_like import layers
+from igneous_like import layers, validate
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, downsampled, expand_to_grid, grid_boxes, grid_count, lcm3, mips_to_top, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
@@ -88,6 +88,8 @@ def plan_downsample(
     if any(f < 1 for f in factor) or math.prod(factor) == 1:
         raise UserError(f"--factor {fmt_vec(factor)} must be at least 1 in every axis and above 1 in one")
     encoding = layers.normalize_encoding(encoding, info["data_type"], info["type"])
+    validate.check_encoding_level(encoding or info["scales"][mip]["encoding"], encoding_level, info["data_type"])
+    validate.check_fits_dtype(bg_color, info["data_type"], "--bg-color")
     compress_arg = layers.normalize_compress(compress, url)
     chunk = layers.check_chunk_size(chunk_size) or layers.scale_chunk(info, mip)
     full = layers.scale_bounds(info, mip)

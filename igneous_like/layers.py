@@ -12,8 +12,6 @@ from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, vec3
 from igneous_like.validate import FLOATS as _FLOATS, INTS as _INTS
 
-PROTOCOLS = ("file://", "gs://", "s3://", "http://", "https://", "mem://", "matrix://", "precomputed://")
-
 ENCODING_ALIASES = {
     "raw": "raw",
     "png": "png",
@@ -63,15 +61,10 @@ SCALE_KEYS = ("key", "size", "resolution", "voxel_offset", "chunk_sizes", "encod
 
 
 def normalize_url(path: str) -> str:
-    """A bare path means file:// (made absolute so workers elsewhere agree)."""
-    path = str(path)
-    if path.startswith("precomputed://"):
-        path = path[len("precomputed://") :]
-    if "://" not in path:
-        return "file://" + os.path.abspath(os.path.expanduser(path))
-    if not path.startswith(PROTOCOLS):
-        raise UserError(f"unsupported storage protocol in {path!r}: use file://, gs://, s3://, http(s):// or mem://")
-    return path.rstrip("/")
+    """A bare path means file://; other URLs must parse as cloud-files and cloud-volume parse them."""
+    from igneous_like.urls import normalize_url as parse
+
+    return parse(path)
 
 
 def local_path(url: str) -> str | None:

@@ -12,7 +12,9 @@ from igneous_like.grid import Box, Vec3, downsampled
 def open_volume(url: str, info: dict, mip: int, **kwargs):
     from cloudvolume import CloudVolume
 
-    return CloudVolume(url, mip=mip, info=info, provenance={}, progress=False, **kwargs)
+    from igneous_like.urls import volume_path
+
+    return CloudVolume(volume_path(url), mip=mip, info=info, provenance={}, progress=False, **kwargs)
 
 
 def read(url: str, info: dict, mip: int, box: Box, fill_missing: bool, renumber: bool = False):

@@ -67,6 +67,9 @@ def cli(ctx: click.Context, parallel: int) -> None:
     Without --queue, tasks run right here:
       igneous-like -p 2 image downsample file://data/img
     """
+    from igneous_like.storage import configure_environment
+
+    configure_environment()
     ctx.obj = {"parallel": parallel}
 
 

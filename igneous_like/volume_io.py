@@ -32,6 +32,10 @@ def read(url: str, info: dict, mip: int, box: Box, fill_missing: bool, renumber:
             "(pass --fill-missing to read missing chunks as background)".replace("\n", " ")
         ) from None
     except Exception as exc:
+        from igneous_like.retries import is_transient
+
+        if is_transient(exc):  # a storage hiccup, not a corrupt chunk: let run_task retry it
+            raise
         bad = find_bad_chunk(url, info, mip, box)
         where = f"chunk {bad}" if bad else f"block {box}"
         raise TaskError(f"cannot decode {where} of {url} at mip {mip}: {type(exc).__name__}: {exc}".splitlines()[0]) from None

@@ -129,9 +129,21 @@ def _check_scale(scale: Any, where: str, dtype: str, encodings: dict[str, tuple[
         raise UserError(f"{where} has unknown encoding {scale['encoding']!r}")
     if dtype not in encodings[scale["encoding"]]:
         raise UserError(f"{where} encoding {scale['encoding']} cannot hold {dtype} data")
+    if scale.get("sharding") is not None:
+        _check_sharding(scale["sharding"], f"{where} sharding")
     block = scale.get("compressed_segmentation_block_size")
     if scale["encoding"] == "compressed_segmentation" and block is not None:
         _vector(block, f"{where} compressed_segmentation_block_size", integer=True, positive=True)
+
+
+def _check_sharding(spec: Any, where: str) -> None:
+    """The fields of a neuroglancer_uint64_sharded_v1 spec that shard readers depend on."""
+    ok = isinstance(spec, dict) and spec.get("@type") == "neuroglancer_uint64_sharded_v1"
+    ok = ok and all(_is_int(spec.get(k)) and 0 <= spec[k] <= 64 for k in ("preshift_bits", "minishard_bits", "shard_bits"))
+    ok = ok and spec.get("hash") in ("identity", "murmurhash3_x86_128")
+    ok = ok and all(spec.get(k, "raw") in ("raw", "gzip") for k in ("minishard_index_encoding", "data_encoding"))
+    if not ok:
+        raise UserError(f"{where} is not a valid neuroglancer_uint64_sharded_v1 spec: {spec!r}")
 
 
 def _vector(value: Any, what: str, integer: bool, positive: bool) -> None:

@@ -17,6 +17,17 @@ def open_volume(url: str, info: dict, mip: int, **kwargs):
     return CloudVolume(volume_path(url), mip=mip, info=info, provenance={}, progress=False, **kwargs)
 
 
+def check_opens(url: str, info: dict, mip: int) -> None:
+    """Construct the layer at plan time exactly as the tasks will, so a layer they could not
+    open is refused before anything is queued."""
+    from igneous_like.errors import UserError
+
+    try:
+        open_volume(url, info, mip)
+    except Exception as exc:
+        raise UserError(f"cloud-volume cannot open {url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+
+
 def read(url: str, info: dict, mip: int, box: Box, fill_missing: bool, renumber: bool = False):
     """The block as an (x, y, z, channel) Fortran-ordered array; with renumber, labels come
     renumbered to the smallest dtype while chunks are decoded, plus {original: new}."""

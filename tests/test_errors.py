@@ -108,6 +108,27 @@ def test_corrupt_chunk_in_process_run(layers):
     assert "0-64_64-128_0-64" in proc.stderr
 
 
+@pytest.fixture(scope="module")
+def tiny_pristine(tmp_path_factory):
+    from igneous_like import sample
+
+    root = tmp_path_factory.mktemp("tiny")
+    seg = sample.segmentation((64, 48, 32), seed=1, cells=5)
+    sample.write_layer(f"file://{root}/image", sample.image_from(seg, seed=2), "image", chunk=(32, 32, 32))
+    sample.write_layer(f"file://{root}/segmentation", seg, "segmentation", chunk=(32, 32, 32))
+    return root
+
+
+@pytest.fixture
+def tiny(tiny_pristine, tmp_path):
+    """Small private layers: these cases are refused before any data is read."""
+    import shutil
+
+    for name in ("image", "segmentation"):
+        shutil.copytree(tiny_pristine / name, tmp_path / name)
+    return tmp_path
+
+
 def _edit_info(layer, edit) -> None:
     info = json.loads((layer / "info").read_text())
     edit(info)
@@ -126,14 +147,16 @@ BAD_INFOS = [
      "compressed_segmentation cannot hold uint8"),
     ("second chunk size zero", lambda i: i["scales"][0].update(chunk_sizes=[[64, 64, 64], [0, 64, 64]]), "chunk_sizes"),
     ("empty key", lambda i: i["scales"][0].update(key=""), "key must be a non-empty path"),
+    ("bad sharding", lambda i: i["scales"][0].update(sharding={"@type": "neuroglancer_uint64_sharded_v1",
+                                                                 "hash": "md5"}), "not a valid neuroglancer_uint64"),
 ]
 
 
 @pytest.mark.parametrize("name,edit,expect", BAD_INFOS, ids=[b[0] for b in BAD_INFOS])
-def test_malformed_info_is_refused_before_writing(layers, name, edit, expect):
+def test_malformed_info_is_refused_before_writing(tiny, name, edit, expect):
     """The issue's negative size ('nothing to do', exit 0) and zero resolution (rewrote the info)."""
-    _edit_info(layers / "image", edit)
-    fails_cleanly(layers, "image", "downsample", f"file://{layers}/image", expect=expect)
+    _edit_info(tiny / "image", edit)
+    fails_cleanly(tiny, "image", "downsample", f"file://{tiny}/image", expect=expect)
 
 
 BAD_OPTIONS = [
@@ -183,13 +206,13 @@ BAD_OPTIONS = [
 
 
 @pytest.mark.parametrize("line,expect", BAD_OPTIONS, ids=[b[0].split(" {")[0] + b[0].split("}")[-1] for b in BAD_OPTIONS])
-def test_bad_option_values_are_refused_before_writing(layers, line, expect):
+def test_bad_option_values_are_refused_before_writing(tiny, line, expect):
     """Every numeric and enumerated option is range-checked: one line, exit 1, inputs untouched."""
-    args = line.format(img=f"file://{layers}/image", seg=f"file://{layers}/segmentation",
-                       out=f"file://{layers}/out", root=layers).split()
-    fails_cleanly(layers, *args, expect=expect)
+    args = line.format(img=f"file://{tiny}/image", seg=f"file://{tiny}/segmentation",
+                       out=f"file://{tiny}/out", root=tiny).split()
+    fails_cleanly(tiny, *args, expect=expect)
 
 
-def test_usage_errors_exit_1_in_one_line(layers):
-    stderr = fails_cleanly(layers, "image", "downsample", expect="missing argument 'layer'")
+def test_usage_errors_exit_1_in_one_line(tiny):
+    stderr = fails_cleanly(tiny, "image", "downsample", expect="missing argument 'layer'")
     assert stderr.startswith("igneous-like: error: ")

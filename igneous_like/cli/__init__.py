@@ -20,6 +20,8 @@ from igneous_like.validate import NONNEG_INT
 
 def _usage_error(exc: click.UsageError) -> None:
     """A bad option value or a missing argument: one line and exit 1, like any other bad input."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: click shows its help
+        raise exc
     where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
     click.echo(f"igneous-like: error: {exc.format_message()}{where}".replace("\n", " "), err=True)
     sys.exit(1)

@@ -82,6 +82,7 @@ def plan_downsample(
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
     layers.check_mip(info, mip, url)
+    volume_io.check_opens(url, info, mip)
     method = resolve_method(method, info["type"])
     if method not in METHODS:
         raise UserError(f"unknown --method {method!r}: choose auto, {', '.join(METHODS)}")

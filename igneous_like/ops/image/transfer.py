@@ -77,6 +77,8 @@ def plan_transfer(
     layers.check_writable(dest_url)
 
     dest_info = _dest_info(info, dest_url, mip, translate, chunk, enc, encoding_level, clean_info)
+    volume_io.check_opens(src_url, info, mip)
+    volume_io.check_opens(dest_url, dest_info, mip)
     dest_full = layers.scale_bounds(dest_info, mip)
     dest_chunk = layers.scale_chunk(dest_info, mip)
     region = Box(vec3(a + t for a, t in zip(region.start, translate)), vec3(b + t for b, t in zip(region.stop, translate)))

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 from taskqueue import queueable
 
-from igneous_like import layers, volume_io
+from igneous_like import layers, validate, volume_io
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, downsampled, expand_to_grid, grid_boxes, grid_count, mips_to_top, vec3
 from igneous_like.ops.image.downsample import task_memory, task_shape
@@ -63,6 +63,8 @@ def plan_transfer(
     if method not in METHODS:
         raise UserError(f"unknown --downsample-method {method!r}")
     enc = layers.normalize_encoding(encoding, info["data_type"], info["type"])
+    validate.check_encoding_level(enc or info["scales"][mip]["encoding"], encoding_level, info["data_type"])
+    validate.check_fits_dtype(bg_color, info["data_type"], "--bg-color")
     compress_arg = layers.normalize_compress(compress, dest_url)
     src_chunk = layers.scale_chunk(info, mip)
     chunk = layers.check_chunk_size(chunk_size) or src_chunk
@@ -75,6 +77,8 @@ def plan_transfer(
     layers.check_writable(dest_url)
 
     dest_info = _dest_info(info, dest_url, mip, translate, chunk, enc, encoding_level, clean_info)
+    volume_io.check_opens(src_url, info, mip)
+    volume_io.check_opens(dest_url, dest_info, mip)
     dest_full = layers.scale_bounds(dest_info, mip)
     dest_chunk = layers.scale_chunk(dest_info, mip)
     region = Box(vec3(a + t for a, t in zip(region.start, translate)), vec3(b + t for b, t in zip(region.stop, translate)))

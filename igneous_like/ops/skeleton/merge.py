@@ -42,6 +42,9 @@ def plan_skeleton_merge(
 ) -> Plan:
     from cloudfiles import CloudFiles
 
+    if max_cable_length is not None and max_cable_length < min_cable_length:
+        raise UserError(f"--max-cable-length {max_cable_length} is below --min-cable-length {min_cable_length}: "
+                        "every skeleton would be dropped")
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
     sdir, sinfo = _skeleton_dir(url, info, skel_dir)

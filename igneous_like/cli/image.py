@@ -157,3 +157,13 @@ def rm(ctx, layer, mip, num_mips, shape, xrange, yrange, zrange, queue, parallel
 
     plan = plan_delete(layer, mip=mip, num_mips=num_mips, shape=shape, xrange=xrange, yrange=yrange, zrange=zrange)
     submit(ctx, plan, queue, parallel, dry_run)
+
+
+def _add_stats_commands() -> None:
+    from igneous_like.cli.image_stats import stats, voxels
+
+    image.add_command(stats)
+    image.add_command(voxels)
+
+
+_add_stats_commands()

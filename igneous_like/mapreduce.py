@@ -74,18 +74,13 @@ class Layout:
         return f"done/{box_name(box)}.json"
 
 
-def _sort_by_key(table: Table, key: str) -> Table:
-    order = np.argsort(table[key], kind="stable")
-    return {name: col[order] for name, col in table.items()}
-
-
 def encode_table(table: Table) -> bytes:
-    """Arrow IPC file bytes (zstd): the same table always gives the same bytes."""
+    """Arrow IPC file bytes (lz4: fast; partials are short-lived): the same table always gives the same bytes."""
     import pyarrow as pa
 
     batch = pa.table({name: pa.array(col) for name, col in table.items()})
     sink = io.BytesIO()
-    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
     with pa.ipc.new_file(sink, batch.schema, options=options) as writer:
         writer.write_table(batch)
     return sink.getvalue()
@@ -105,12 +100,12 @@ def write_partials(layout: Layout, box: Box, table: Table, key: str = KEY) -> No
 
     from igneous_like.storage import put_many
 
-    table = _sort_by_key(table, key)
     parts = partition_of(table[key], layout.partitions)
     counts = np.bincount(parts, minlength=layout.partitions)
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    order = np.argsort(parts, kind="stable")  # keeps key order within a partition
-    table = {name: col[order] for name, col in table.items()}
+    order = np.lexsort((table[key], parts))  # by partition, then by key: deterministic files
+    if not (order[1:] > order[:-1]).all():
+        table = {name: col[order] for name, col in table.items()}
     files = []
     for p in range(layout.partitions):
         rows = slice(int(bounds[p]), int(bounds[p + 1]))
@@ -154,12 +149,16 @@ def concat(tables: list[Table]) -> Table:
 
 
 def reduce_partition(layout: Layout, boxes: Iterable[Box], partition: int, merge: Merge,
-                     batch: int = READ_BATCH) -> Table:
+                     batch: int = READ_BATCH, key: str = KEY) -> Table:
     """Fold every partial of one partition with `merge`; memory is one partition's keys plus
-    one batch of files. `merge` must be associative (its output is valid input again)."""
+    one batch of files. `merge` must be associative (its output is valid input again), and a
+    map table must already be in merge's form: one row per key, sorted by key."""
     acc: Table = {}
     for tables in read_partials(layout, boxes, partition, batch):
-        acc = merge(concat([acc, *tables]))
+        both = concat([acc, *tables])
+        keys = both.get(key, np.zeros(0))
+        # a map table is already in merged form (one sorted row per key): alone, it is done
+        acc = both if (not acc and len(tables) == 1 and (keys[1:] > keys[:-1]).all()) else merge(both)
     return acc
 
 

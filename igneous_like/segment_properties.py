@@ -48,11 +48,38 @@ def number_type(values: np.ndarray) -> str:
     return "float32"
 
 
-def _json_numbers(values: np.ndarray, data_type: str) -> str:
+def _join(values) -> bytes:
+    """Comma-joined text of a column, formatted by Arrow in C++ (shortest round-trip repr
+    for float32): a million values in a fraction of a second, no Python objects per value."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    if len(values) == 0:
+        return b""
+    sink = io.BytesIO()
+    options = pcsv.WriteOptions(include_header=False, quoting_style="none")
+    pcsv.write_csv(pa.table({"v": pa.array(values)}), sink, options)
+    return sink.getvalue().rstrip(b"\n").replace(b"\n", b",")
+
+
+def _json_numbers(values: np.ndarray, data_type: str) -> bytes:
     if data_type != "float32":
-        return json.dumps(values.astype(np.int64).tolist())
+        return b"[" + _join(values.astype(np.int64)) + b"]"
     finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-    return "[" + ",".join(finite.astype(str).tolist()) + "]"  # shortest float32 repr
+    return b"[" + _join(finite) + b"]"
+
+
+def _json_ids(ids: np.ndarray) -> bytes:
+    return b'["' + _join(ids.astype(np.uint64)).replace(b",", b'","') + b'"]' if len(ids) else b"[]"
+
+
+def _json_tags(flags: np.ndarray) -> bytes:
+    """Per id, the increasing indices of its tags."""
+    if flags.shape[1] == 1:
+        return b"[" + _join(np.where(flags[:, 0], "[0]", "[]")) + b"]"
+    return json.dumps([[i for i in range(flags.shape[1]) if row[i]] for row in flags.tolist()]).encode()
 
 
 def _description(name: str, values: np.ndarray, data_type: str) -> str:
@@ -66,21 +93,19 @@ def encode(table: Table, rows: np.ndarray, number_columns: list[str], tag_column
     """The segment_properties/info bytes for `rows` of the table. Built column by column as
     text, so a million segments need no million-element Python structures at once."""
     ids = table["label"][rows]
-    parts = ['{"@type":"neuroglancer_segment_properties","inline":{"ids":',
-             json.dumps([str(v) for v in ids.tolist()]), ',"properties":[']
+    parts = [b'{"@type":"neuroglancer_segment_properties","inline":{"ids":', _json_ids(ids), b',"properties":[']
     props = []
     for name in number_columns:
         values = table[name][rows]
         dtype = number_type(values)
         head = json.dumps({"id": name, "type": "number", "data_type": dtype,
                            "description": _description(name, values, dtype)})
-        props.append(head[:-1] + ',"values":' + _json_numbers(values, dtype) + "}")
+        props.append(head[:-1].encode() + b',"values":' + _json_numbers(values, dtype) + b"}")
     if tag_columns:
         flags = np.stack([table[c][rows].astype(bool) for c in tag_columns], axis=1)
-        values = [[i for i in range(len(tag_columns)) if row[i]] for row in flags.tolist()]
-        props.append(json.dumps({"id": "tags", "type": "tags", "tags": tag_columns,
-                                 "tag_descriptions": [c.replace("_", " ") for c in tag_columns],
-                                 "values": values}))
-    parts.append(",".join(props))
-    parts.append("]}}")
-    return "".join(parts).encode()
+        head = json.dumps({"id": "tags", "type": "tags", "tags": tag_columns,
+                           "tag_descriptions": [c.replace("_", " ") for c in tag_columns]})
+        props.append(head[:-1].encode() + b',"values":' + _json_tags(flags) + b"}")
+    parts.append(b",".join(props))
+    parts.append(b"]}}")
+    return b"".join(parts)

@@ -23,7 +23,7 @@ from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count,
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 
 DEFAULT_SHAPE = (512, 512, 256)
-BYTES_PER_VOXEL = 30  # renumbered labels (<= 4 B), decode buffers, per-id accumulators
+BYTES_PER_VOXEL = 40  # labels as read (8 B) and as ids, decode buffers, per-id accumulators
 ROW_BYTES = 200  # one partial row: ~25 eight-byte columns
 VOXELS_PER_LABEL = 512  # label-count guess for choosing partitions (override: --partitions)
 SHAPE_COLUMNS = list(label_stats.SHAPE_COLUMNS)
@@ -206,18 +206,32 @@ def plan_stats_reduce(job: StatsJob, memory: float = 3.5e9) -> Plan:
 
 
 def _read_block(job: StatsJob, region: Box):
-    """The task's labels (renumbered) with one voxel past its high faces inside the bounds."""
-    from igneous_like import segmentation, volume_io
+    """The task's labels as dense ids (0 = background; labels[id] gives the label back), with
+    one voxel past its high faces inside the dataset; edge flags against the bounds; the image."""
+    import fastremap
 
+    from igneous_like import volume_io
+
+    info = layers.read_info(job.layer)
+    full = layers.scale_bounds(info, job.mip)
+    read_box = Box(region.start, vec3(min(b + 1, f) for b, f in zip(region.stop, full.stop)))
+    raw = volume_io.read(job.layer, info, job.mip, read_box, job.fill_missing)[..., 0]
+    # one C++ pass (cloud-volume's renumbering loops over labels in Python: slow for millions)
+    labels, inverse = fastremap.unique(raw, return_inverse=True)
+    del raw
+    if len(labels) == 0 or labels[0] != 0:
+        labels = np.concatenate([np.zeros(1, dtype=labels.dtype), labels])
+        inverse += 1
+    ids = np.asfortranarray(inverse.astype(np.min_scalar_type(len(labels))))
+    del inverse
     bounds = Box.from_list(job.bounds)
-    block = segmentation.read_with_overlap(job.layer, job.mip, region.to_list(), job.fill_missing)
     low = tuple(a == b for a, b in zip(region.start, bounds.start))
     high = tuple(a == b for a, b in zip(region.stop, bounds.stop))
     img = None
     if job.image:
-        info = layers.read_info(job.image)
-        img = volume_io.read(job.image, info, job.mip, region, job.fill_missing)[..., 0]
-    return block, low, high, img
+        img_info = layers.read_info(job.image)
+        img = volume_io.read(job.image, img_info, job.mip, region, job.fill_missing)[..., 0]
+    return ids, labels.astype(np.uint64), low, high, img
 
 
 @queueable
@@ -225,8 +239,8 @@ def stats_map_task(job: dict, box: list[int]) -> None:
     """Sufficient statistics of one box, written as one partial per partition."""
     spec = StatsJob(**job)
     region = Box.from_list(box)
-    block, low, high, img = _read_block(spec, region)
-    table = label_stats.block_stats(block.labels, block.original, region.shape, region.start, low, high, img)
+    ids, labels, low, high, img = _read_block(spec, region)
+    table = label_stats.block_stats(ids, labels, region.shape, region.start, low, high, img)
     mapreduce.write_partials(spec.partials, region, table)
 
 
@@ -243,8 +257,10 @@ def stats_reduce_task(job: dict, partition: int) -> None:
     table = label_stats.columns(merged, info["scales"][spec.mip]["resolution"], full.start, full.stop)
     out = CloudFiles(spec.out)
     out.put(tables.part_name(partition, spec.partitions, spec.fmt), tables.encode(table, spec.fmt), compress=None)
-    if spec.properties and all(out.exists(spec.part_names()).values()):
-        write_segment_properties(spec)
+    if spec.properties and spec.partitions == 1:
+        write_segment_properties(spec, table)  # this task holds the whole table
+    elif spec.properties and all(out.exists(spec.part_names()).values()):
+        write_segment_properties(spec, read_table(spec))
 
 
 def read_table(spec: StatsJob, columns: list[str] | None = None) -> mapreduce.Table:
@@ -261,11 +277,10 @@ def read_table(spec: StatsJob, columns: list[str] | None = None) -> mapreduce.Ta
     return mapreduce.concat(parts)
 
 
-def write_segment_properties(spec: StatsJob) -> None:
+def write_segment_properties(spec: StatsJob, table: mapreduce.Table) -> None:
     """segment_properties/info (inline) for the chosen labels, linked from the layer's info."""
     from cloudfiles import CloudFiles
 
-    table = read_table(spec)
     numbers = [c for c in table if c not in NOT_PROPERTIES]
     rows = segment_properties.select(table, spec.top, spec.min_voxels)
     data = segment_properties.encode(table, rows, numbers, ["touches_border"])

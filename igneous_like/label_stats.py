@@ -85,8 +85,9 @@ class Accumulator:
     def add_faces(self, axis: str, low: np.ndarray, high: np.ndarray) -> None:
         """Faces between each voxel of `low` and its neighbour in `high` along one axis."""
         differ = low != high
+        ids = len(self.n)
         for side in (low[differ], high[differ]):
-            np.add.at(self.faces[axis], side.astype(np.intp), 1)
+            self.faces[axis] += np.bincount(side, minlength=ids)
 
     def add_image(self, seg: np.ndarray, img: np.ndarray) -> None:
         ids = seg.ravel(order="F").astype(np.intp)
@@ -228,7 +229,7 @@ def columns(merged: Table, resolution: Sequence[float], start: Sequence[int], st
     """The published table from merged rows: labels with voxels only, columns as documented.
     `start`/`stop` are the dataset's bounds (for touches_border)."""
     keep = merged["n"] > 0
-    m = {k: v[keep] for k, v in merged.items()}
+    m = merged if keep.all() else {k: v[keep] for k, v in merged.items()}
     n = m["n"]
     nf = n.astype(np.float64)
     res = [float(r) for r in resolution]
@@ -258,11 +259,10 @@ def columns(merged: Table, resolution: Sequence[float], start: Sequence[int], st
 
 def _axes(m: Table, nf: np.ndarray, res: list[float]) -> tuple[np.ndarray, np.ndarray]:
     """4 sqrt(largest, smallest eigenvalue) of the population covariance of voxel centres, nm."""
-    cov = np.empty((len(nf), 3, 3))
-    for pair in PAIRS:
-        i, j = AXES.index(pair[0]), AXES.index(pair[1])
-        value = m[f"c{pair}"] / nf * res[i] * res[j]
-        cov[:, i, j] = cov[:, j, i] = value
+    scale = {p: res[AXES.index(p[0])] * res[AXES.index(p[1])] for p in PAIRS}
+    c = {p: m[f"c{p}"] * (scale[p] / nf) for p in PAIRS}
+    rows = [c["xx"], c["xy"], c["xz"], c["xy"], c["yy"], c["yz"], c["xz"], c["yz"], c["zz"]]
+    cov = np.stack(rows, axis=-1).reshape(len(nf), 3, 3)
     eig = np.linalg.eigvalsh(cov) if len(nf) else np.zeros((0, 3))
     eig = np.maximum(eig, 0.0)
     return 4 * np.sqrt(eig[:, -1]), 4 * np.sqrt(eig[:, 0])

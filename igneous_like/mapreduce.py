@@ -143,8 +143,8 @@ def _decode_all(got: list[dict], layout: Layout, error: type) -> list[Table]:
 
 def concat(tables: list[Table]) -> Table:
     tables = [t for t in tables if t]
-    if not tables:
-        return {}
+    if len(tables) <= 1:
+        return tables[0] if tables else {}
     return {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
 
 

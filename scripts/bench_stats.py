@@ -10,6 +10,7 @@ one worker (`execute -x`, one process), timed as its process tree (os.wait4: use
 seconds, peak RSS):
   ours map / reduce   image stats LAYER --queue Q, execute; then --merge, execute
                       (the full table plus segment properties for every label)
+  ours one command    image stats LAYER: both phases in one process, no queue
   ours voxels         image voxels count --queue Q, execute, image voxels sum
   igneous voxels      Igneous's image voxels count --queue Q, execute, image voxels sum
   cc3d + numpy        one process: read the whole volume (cloud-volume), fastremap.renumber,
@@ -77,6 +78,8 @@ def run_rows(work: Path, layer: Path, ours: Path, theirs: Path) -> dict[str, dic
                         measure([str(ours), "execute", q, "-x", "-q"], logs / "map-exec.log")]
     rows["ours reduce"] = [measure([str(ours), "image", "stats", f"file://{seg}", "--queue", q, "--merge"], logs / "reduce.log"),
                            measure([str(ours), "execute", q, "-x", "-q"], logs / "reduce-exec.log")]
+    seg = fresh("ours-local")
+    rows["ours one command"] = [measure([str(ours), "image", "stats", f"file://{seg}"], logs / "local.log")]
     seg = fresh("ours-voxels")
     q = f"fq://{work}/q-voxels"
     rows["ours voxels"] = [measure([str(ours), "image", "voxels", "count", f"file://{seg}", "--queue", q], logs / "ov.log"),

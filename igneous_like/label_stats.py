@@ -29,6 +29,10 @@ SHAPE_COLUMNS = (
 )
 INTENSITY_COLUMNS = ("intensity_mean", "intensity_std", "intensity_min", "intensity_max")
 
+PARTIAL_COLUMNS = (
+    "label", "n", "sx", "sy", "sz", *(f"c{p}" for p in PAIRS), *(f"min_{a}" for a in AXES),
+    *(f"max_{a}" for a in AXES), *(f"faces_{a}" for a in AXES), "i_sum", "i_m2", "i_min", "i_max",
+)
 INT_MAX = np.iinfo(np.int64).max
 INT_MIN = np.iinfo(np.int64).min
 
@@ -165,32 +169,32 @@ def _plane(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
 
 
 def _rows(acc: Accumulator, original: np.ndarray, origin: Sequence[int]) -> Table:
-    """One row per label present (voxels or owned faces), in global coordinates."""
+    """One row per label present (voxels or owned faces), in global coordinates. Accumulators
+    are released as their columns are made: a million-label task holds one copy, not two."""
     faces = acc.faces["x"] + acc.faces["y"] + acc.faces["z"]
     keep = np.flatnonzero((acc.n > 0) | (faces > 0))
+    del faces
     keep = keep[keep != 0]
     n = acc.n[keep]
     safe = np.maximum(n, 1).astype(np.float64)
-    table: Table = {"label": original[keep].astype(np.uint64), "n": n}
-    for axis, o in zip(AXES, origin):
-        table[f"s{axis}"] = acc.s[axis][keep] + n * int(o)
+    cols: Table = {"label": original[keep].astype(np.uint64), "n": n}
+    mean = {a: acc.s[a][keep].astype(np.float64) for a in AXES}
     for pair in PAIRS:
         a, b = pair
-        sa, sb = acc.s[a][keep].astype(np.float64), acc.s[b][keep].astype(np.float64)
-        table[f"c{pair}"] = acc.ss[pair][keep].astype(np.float64) - sa * sb / safe
+        cols[f"c{pair}"] = acc.ss.pop(pair)[keep].astype(np.float64) - mean[a] * mean[b] / safe
+    del mean
     for axis, o in zip(AXES, origin):
-        lo, hi = acc.lo[axis][keep], acc.hi[axis][keep]
-        table[f"min_{axis}"] = np.where(n > 0, lo + int(o), INT_MAX)
-        table[f"max_{axis}"] = np.where(n > 0, hi + int(o), INT_MIN)
-    for axis in AXES:
-        table[f"faces_{axis}"] = acc.faces[axis][keep]
+        cols[f"s{axis}"] = acc.s.pop(axis)[keep] + n * int(o)
+        cols[f"min_{axis}"] = np.where(n > 0, acc.lo.pop(axis)[keep] + int(o), INT_MAX)
+        cols[f"max_{axis}"] = np.where(n > 0, acc.hi.pop(axis)[keep] + int(o), INT_MIN)
+        cols[f"faces_{axis}"] = acc.faces.pop(axis)[keep]
     if acc.image:
         i_sum = acc.i_sum[keep]
-        table["i_sum"] = i_sum
-        table["i_m2"] = np.maximum(acc.i_sq[keep] - i_sum * i_sum / safe, 0.0)
-        table["i_min"] = acc.i_min[keep]
-        table["i_max"] = acc.i_max[keep]
-    return table
+        cols["i_sum"] = i_sum
+        cols["i_m2"] = np.maximum(acc.i_sq[keep] - i_sum * i_sum / safe, 0.0)
+        cols["i_min"] = acc.i_min[keep]
+        cols["i_max"] = acc.i_max[keep]
+    return {name: cols[name] for name in PARTIAL_COLUMNS if name in cols}
 
 
 def merge(table: Table) -> Table:
@@ -227,7 +231,8 @@ def merge(table: Table) -> Table:
 
 def columns(merged: Table, resolution: Sequence[float], start: Sequence[int], stop: Sequence[int]) -> Table:
     """The published table from merged rows: labels with voxels only, columns as documented.
-    `start`/`stop` are the dataset's bounds (for touches_border)."""
+    `start`/`stop` are the dataset's bounds (for touches_border). Consumes `merged` (its
+    columns are released as they are used)."""
     keep = merged["n"] > 0
     m = merged if keep.all() else {k: v[keep] for k, v in merged.items()}
     n = m["n"]
@@ -239,10 +244,10 @@ def columns(merged: Table, resolution: Sequence[float], start: Sequence[int], st
     for axis in AXES:
         out[f"bbox_max_{axis}"] = m[f"max_{axis}"]
     for axis in AXES:
-        out[f"centroid_{axis}"] = m[f"s{axis}"] / nf + 0.5
+        out[f"centroid_{axis}"] = m.pop(f"s{axis}") / nf + 0.5
     out["volume_nm3"] = nf * (res[0] * res[1] * res[2])
-    out["surface_area_nm2"] = (m["faces_x"] * (res[1] * res[2]) + m["faces_y"] * (res[0] * res[2])
-                               + m["faces_z"] * (res[0] * res[1]))
+    out["surface_area_nm2"] = (m.pop("faces_x") * (res[1] * res[2]) + m.pop("faces_y") * (res[0] * res[2])
+                               + m.pop("faces_z") * (res[0] * res[1]))
     border = np.zeros(len(n), dtype=bool)
     for i, axis in enumerate(AXES):
         border |= (m[f"min_{axis}"] <= start[i]) | (m[f"max_{axis}"] >= stop[i])
@@ -250,8 +255,8 @@ def columns(merged: Table, resolution: Sequence[float], start: Sequence[int], st
     major, minor = _axes(m, nf, res)
     out["axis_major_nm"], out["axis_minor_nm"] = major, minor
     if "i_sum" in m:
-        out["intensity_mean"] = m["i_sum"] / nf
-        out["intensity_std"] = np.sqrt(np.maximum(m["i_m2"] / nf, 0.0))
+        out["intensity_mean"] = m.pop("i_sum") / nf
+        out["intensity_std"] = np.sqrt(np.maximum(m.pop("i_m2") / nf, 0.0))
         out["intensity_min"] = m["i_min"]
         out["intensity_max"] = m["i_max"]
     return out
@@ -260,7 +265,7 @@ def columns(merged: Table, resolution: Sequence[float], start: Sequence[int], st
 def _axes(m: Table, nf: np.ndarray, res: list[float]) -> tuple[np.ndarray, np.ndarray]:
     """4 sqrt(largest, smallest eigenvalue) of the population covariance of voxel centres, nm."""
     scale = {p: res[AXES.index(p[0])] * res[AXES.index(p[1])] for p in PAIRS}
-    c = {p: m[f"c{p}"] * (scale[p] / nf) for p in PAIRS}
+    c = {p: m.pop(f"c{p}") * (scale[p] / nf) for p in PAIRS}
     rows = [c["xx"], c["xy"], c["xz"], c["xy"], c["yy"], c["yz"], c["xz"], c["yz"], c["zz"]]
     cov = np.stack(rows, axis=-1).reshape(len(nf), 3, 3)
     eig = np.linalg.eigvalsh(cov) if len(nf) else np.zeros((0, 3))

@@ -232,6 +232,15 @@ def test_stats_on_s3(vol, s3_bucket, moto):
     check_against_reference(read_dataset(root / "s3copy"), reference(seg, None), with_image=False)
     assert json.loads(CloudFiles(url).get("info"))["segment_properties"] == "segment_properties"
     assert CloudFiles(url).get("segment_properties/info") is not None
+    # Igneous-compatible voxel counts on S3 too (the IntMap zstd-compressed, as Igneous does)
+    run_cli("image", "voxels", "count", url, env=moto)
+    run_cli("image", "voxels", "sum", url, env=moto)
+    from mapbuffer import IntMap
+
+    key = json.loads(CloudFiles(url).get("info"))["scales"][0]["key"]
+    pairs = IntMap(CloudFiles(url).get(f"{key}/stats/voxel_counts.im")).index()
+    uniq, cts = np.unique(seg, return_counts=True)
+    assert {int(k): int(v) for k, v in pairs} == {int(u): int(c) for u, c in zip(uniq, cts)}
 
 
 @pytest.mark.parametrize("args, expect", [

@@ -241,6 +241,7 @@ def stats_map_task(job: dict, box: list[int]) -> None:
     region = Box.from_list(box)
     ids, labels, low, high, img = _read_block(spec, region)
     table = label_stats.block_stats(ids, labels, region.shape, region.start, low, high, img)
+    del ids, img
     mapreduce.write_partials(spec.partials, region, table)
 
 
@@ -255,6 +256,7 @@ def stats_reduce_task(job: dict, partition: int) -> None:
     info = layers.read_info(spec.layer)
     full = layers.scale_bounds(info, spec.mip)
     table = label_stats.columns(merged, info["scales"][spec.mip]["resolution"], full.start, full.stop)
+    del merged
     out = CloudFiles(spec.out)
     out.put(tables.part_name(partition, spec.partitions, spec.fmt), tables.encode(table, spec.fmt), compress=None)
     if spec.properties and spec.partitions == 1:

@@ -304,3 +304,11 @@ def test_voxel_count_and_sum(vol, tmp_path):
 def test_help_has_examples():
     for command in ("image stats", "image voxels count", "image voxels sum"):
         assert "Example" in run_cli(*command.split(), "--help").stdout, command
+
+
+def test_dry_run_writes_nothing(vol):
+    root, _, _ = vol
+    before = tree_digest(root)
+    out = run_cli("image", "stats", f"file://{root}/seg", "--shape", ODD_TASK, "--dry-run").stdout
+    assert "image stats (map): 100 tasks" in out and "image stats (reduce): 1 tasks" in out
+    assert tree_digest(root) == before

@@ -262,11 +262,13 @@ def stats_reduce_task(job: dict, partition: int) -> None:
     if spec.properties and spec.partitions == 1:
         write_segment_properties(spec, table)  # this task holds the whole table
     elif spec.properties and all(out.exists(spec.part_names()).values()):
-        write_segment_properties(spec, read_table(spec))
+        write_segment_properties(spec, chosen_table(spec))
 
 
-def read_table(spec: StatsJob, columns: list[str] | None = None) -> mapreduce.Table:
-    """The whole table from its part files (for the properties step and for checks)."""
+def read_table(spec: StatsJob, columns: list[str] | None = None,
+               labels: np.ndarray | None = None) -> mapreduce.Table:
+    """The table from its part files, one part at a time: only `columns`, and only the rows of
+    `labels` (sorted) if given, so a --top selection never holds the whole table."""
     from cloudfiles import CloudFiles
 
     out = CloudFiles(spec.out)
@@ -275,8 +277,24 @@ def read_table(spec: StatsJob, columns: list[str] | None = None) -> mapreduce.Ta
         data = out.get(name)
         if data is None:
             raise TaskError(f"table part missing: {spec.out}/{name}")
-        parts.append(tables.decode(data, spec.fmt, columns))
-    return mapreduce.concat(parts)
+        part = tables.decode(data, spec.fmt, columns)
+        if labels is not None:
+            rows = np.isin(part["label"], labels)
+            part = {k: v[rows] for k, v in part.items()}
+        parts.append(part)
+    table = mapreduce.concat(parts)
+    order = np.argsort(table["label"], kind="stable")
+    return {k: v[order] for k, v in table.items()}
+
+
+def chosen_table(spec: StatsJob) -> mapreduce.Table:
+    """The rows the segment properties publish, read from every part."""
+    if spec.top is None and not spec.min_voxels:
+        return read_table(spec)
+    sizes = read_table(spec, ["label", "voxel_count"])
+    chosen = sizes["label"][segment_properties.select(sizes, spec.top, spec.min_voxels)]
+    del sizes
+    return read_table(spec, labels=chosen)
 
 
 def write_segment_properties(spec: StatsJob, table: mapreduce.Table) -> None:

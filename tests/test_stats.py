@@ -312,3 +312,22 @@ def test_dry_run_writes_nothing(vol):
     out = run_cli("image", "stats", f"file://{root}/seg", "--shape", ODD_TASK, "--dry-run").stdout
     assert "image stats (map): 100 tasks" in out and "image stats (reduce): 1 tasks" in out
     assert tree_digest(root) == before
+
+
+def test_voxel_files_are_igneous_bytes(vol, tmp_path):
+    """Same task files and IntMap as the reference Igneous writes (skipped without it)."""
+    igneous = Path(__file__).resolve().parents[1] / ".venv-reference" / "bin" / "igneous"
+    if not igneous.exists():
+        pytest.skip("reference Igneous not installed (.venv-reference)")
+    import subprocess
+
+    root, _, _ = vol
+    shutil.copytree(root / "seg", tmp_path / "theirs")
+    run_cli("image", "voxels", "count", f"file://{root}/seg")
+    run_cli("image", "voxels", "sum", f"file://{root}/seg", "--compress", "")
+    for args in (["image", "voxels", "count", f"file://{tmp_path}/theirs"],  # Igneous refuses "none"
+                 ["image", "voxels", "sum", f"file://{tmp_path}/theirs", "--compress", ""]):
+        subprocess.run([str(igneous), *args], check=True, capture_output=True, timeout=300)
+    key = json.loads((root / "seg" / "info").read_text())["scales"][0]["key"]
+    ours, theirs = root / "seg" / key / "stats", tmp_path / "theirs" / key / "stats"
+    assert tree_digest(ours) == tree_digest(theirs) and tree_digest(ours)

@@ -62,7 +62,7 @@ def voxel_count_task(layer: str, mip: int, box: list[int], fill_missing: bool) -
     region = Box.from_list(box)
     labels = volume_io.read(layer, info, mip, region, fill_missing)
     uniq, counts = fastremap.unique(labels, return_counts=True)
-    body = json.dumps({str(int(u)): int(c) for u, c in zip(uniq, counts)})
+    body = json.dumps({str(int(u)): int(c) for u, c in zip(uniq, counts)}, separators=(",", ":"))  # as Igneous
     CloudFiles(layer).put(f"{counts_dir(info, mip)}/{box_name(region)}.json", body.encode(),
                           compress=None, content_type="application/json")
 

@@ -196,7 +196,8 @@ def read_segment_properties(path: Path) -> dict:
 def test_segment_properties_follow_spec(vol):
     root, seg, img = vol
     run_cli("image", "stats", f"file://{root}/seg", "--image", f"file://{root}/img", "--format", "csv",
-            "--top", "5", "--min-voxels", "2", "--partitions", "2")  # top 5 chosen across both parts
+            "--top", "5", "--min-voxels", "2", "--partitions", "2",  # top 5 chosen across both parts
+            "--out", f"file://{root}/table")
     ref = reference(seg, img)
     props = read_segment_properties(root / "seg" / "segment_properties" / "info")
     biggest = sorted((r for r in ref.items() if r[1]["voxel_count"] >= 2), key=lambda r: (-r[1]["voxel_count"], r[0]))
@@ -208,10 +209,11 @@ def test_segment_properties_follow_spec(vol):
         assert ("touches_border" in props["tags"][label]) == ref[label]["touches_border"]
     expected = [c for c in COLUMNS + INTENSITY if c not in ("label", "touches_border")]
     assert list(props["numbers"]) == expected
-    # the table keeps every label, in CSV here
-    table = read_dataset(root / "seg" / "stats", fmt="csv")
-    assert len(table["label"]) == len(ref)
-    assert not list((root / "seg" / "stats").glob("*.parquet"))
+    # the table keeps every label, in CSV here, where --out put it
+    table = read_dataset(root / "table", fmt="csv")
+    assert len(table["label"]) == len(ref) and table["touches_border"].dtype == bool
+    assert sorted(p.name for p in (root / "table").glob("part-*")) == ["part-00000-of-00002.csv", "part-00001-of-00002.csv"]
+    assert not (root / "seg" / "stats").exists()
 
 
 def test_stats_on_s3(vol, s3_bucket, moto):

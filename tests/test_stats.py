@@ -333,3 +333,34 @@ def test_voxel_files_are_igneous_bytes(vol, tmp_path):
     key = json.loads((root / "seg" / "info").read_text())["scales"][0]["key"]
     ours, theirs = root / "seg" / key / "stats", tmp_path / "theirs" / key / "stats"
     assert tree_digest(ours) == tree_digest(theirs) and tree_digest(ours)
+
+
+@pytest.mark.parametrize("task", [(1, 1, 1), (5, 3, 2), (67, 53, 29)])
+def test_label_stats_in_process_any_task_shape(pristine_stats, task):
+    """The map/merge/columns functions alone, over every box of a grid (one-voxel tasks too),
+    merged in shuffled order: the same table as the whole-volume reference."""
+    from igneous_like import label_stats, mapreduce
+    from igneous_like.grid import Box, grid_boxes
+
+    _, seg, img = pristine_stats
+    seg, img = seg[:23, :19, :11], img[:23, :19, :11]  # small enough for one-voxel tasks
+    full = Box((0, 0, 0), seg.shape)
+    off = np.asarray(OFFSET)
+    rows = []
+    for box in grid_boxes(full, task, (0, 0, 0)):
+        hi = [min(b + 1, s) for b, s in zip(box.stop, seg.shape)]
+        block = seg[box.start[0]:hi[0], box.start[1]:hi[1], box.start[2]:hi[2]]
+        labels, inverse = np.unique(block, return_inverse=True)
+        if labels[0] != 0:
+            labels, inverse = np.concatenate([[0], labels]).astype(np.uint64), inverse + 1
+        ids = np.asfortranarray(inverse.reshape(block.shape))
+        edges = [tuple(a == b for a, b in zip(box.start, full.start)), tuple(a == b for a, b in zip(box.stop, full.stop))]
+        rows.append(label_stats.block_stats(ids, labels, box.shape, tuple(np.asarray(box.start) + off), *edges,
+                                            image=img[box.slices()]))
+    rng = np.random.default_rng(1)
+    rng.shuffle(rows)
+    half = max(1, len(rows) // 2)  # merge twice: merged rows merge again
+    merged = label_stats.merge(mapreduce.concat(rows[:half]))
+    merged = label_stats.merge(mapreduce.concat([merged, *rows[half:]]))
+    table = label_stats.columns(merged, RES, tuple(off), tuple(off + np.asarray(seg.shape)))
+    check_against_reference(table, reference(seg, img), with_image=True)

@@ -161,6 +161,9 @@ def rm(ctx, layer, mip, num_mips, shape, xrange, yrange, zrange, queue, parallel
     submit(ctx, plan, queue, parallel, dry_run)
 
 
-from igneous_like.cli.contrast import contrast  # noqa: E402  (registered last: its own module)
+# command families of the image group that live in their own modules
+from igneous_like.cli.contrast import contrast  # noqa: E402
+from igneous_like.cli.image_stats import stats, voxels  # noqa: E402
 
-image.add_command(contrast)
+for _command in (contrast, stats, voxels):
+    image.add_command(_command)

@@ -39,6 +39,11 @@ READ_BATCH = 256  # partial files folded per merge call in a reduce
 def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
     """The partition of each uint64 key: the splitmix64 finalizer mod P, the same on every
     machine and version (Python's hash() is salted per process; a plain mod clusters ids)."""
+    return (mix64(keys) % np.uint64(partitions)).astype(np.int64)
+
+
+def mix64(keys: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer: a bijection on uint64 that spreads consecutive ids."""
     z = np.asarray(keys, dtype=np.uint64).copy()
     with np.errstate(over="ignore"):
         z ^= z >> np.uint64(30)
@@ -46,7 +51,7 @@ def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
         z ^= z >> np.uint64(27)
         z *= np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
-    return (z % np.uint64(partitions)).astype(np.int64)
+    return z
 
 
 def choose_partitions(estimated_rows: float, row_bytes: float, memory: float) -> int:
@@ -55,8 +60,11 @@ def choose_partitions(estimated_rows: float, row_bytes: float, memory: float) ->
     return int(min(max(need, 1), MAX_PARTITIONS))
 
 
-def box_name(box: Box) -> str:
-    """x0-x1_y0-y1_z0-z1, as Precomputed names chunks."""
+def box_name(box: Box | str) -> str:
+    """x0-x1_y0-y1_z0-z1, as Precomputed names chunks. A map task that is not a box (a row
+    range of a table, say) is named by its own string."""
+    if isinstance(box, str):
+        return box
     return "_".join(f"{a}-{b}" for a, b in zip(box.start, box.stop))
 
 
@@ -112,7 +120,7 @@ def write_partials(layout: Layout, box: Box, table: Table, key: str = KEY) -> No
         files.append((layout.partial_path(box, p), encode_table({n: c[rows] for n, c in table.items()})))
     cf = CloudFiles(layout.root)
     put_many(cf, files, compress=None)
-    done = {"box": box.to_list(), "rows": [int(c) for c in counts]}
+    done = {"box": box if isinstance(box, str) else box.to_list(), "rows": [int(c) for c in counts]}
     cf.put(layout.done_path(box), json.dumps(done, sort_keys=True).encode(), compress=None)
 
 

@@ -14,6 +14,7 @@ from igneous_like.cli.image import image
 from igneous_like.cli.mesh import mesh
 from igneous_like.cli.skeleton import skeleton
 from igneous_like.cli.queue import execute, queue
+from igneous_like.cli.annotation import annotation
 from igneous_like.errors import UserError
 from igneous_like.validate import NONNEG_INT
 
@@ -80,6 +81,7 @@ cli.add_command(mesh)
 cli.add_command(skeleton)
 cli.add_command(execute)
 cli.add_command(queue)
+cli.add_command(annotation)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""annotation: Neuroglancer precomputed annotation layers from tables and label statistics."""

@@ -1,0 +1,689 @@
+"""annotation import: a table (CSV or Parquet) of points, lines, boxes or ellipsoids into a
+Neuroglancer precomputed annotation layer (igneous_like/annotations.py has the format).
+
+Phases, over the map -> reduce-by-partition machinery (igneous_like/mapreduce.py):
+  scan    (here, before anything is written) parse and check every row: coordinates, bounds,
+          property values, duplicate ids; count rows, segments and enum labels.
+  map     (one task per row range) encode each annotation once and write partials: per-level
+          cell counts; spatial rows keyed by their cell at the task level K; by_id rows keyed
+          by id (or shard); relationship rows keyed by segment (or shard).
+  counts  (one task per partition) the fullest cell of every level within the partition.
+  coarse  (here, with --merge) the per-level thresholds, and levels 0..K-1 from the few
+          annotations that can appear there (priority under the level K-1 threshold).
+  emit    (one task per partition) spatial levels K.. of each task cell, by_id, relationships.
+A worker holds one row range or one partition, never the whole table.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Iterator
+
+import numpy as np
+from taskqueue import queueable
+
+from igneous_like import annotations as ann
+from igneous_like import mapreduce
+from igneous_like.errors import UserError
+from igneous_like.formats import tables
+from igneous_like.plan import PROCESS_OVERHEAD, Plan, human_bytes
+
+ROLES = {"point": ("x", "y", "z"), "line": ("x1", "y1", "z1", "x2", "y2", "z2"),
+         "box": ("x1", "y1", "z1", "x2", "y2", "z2"), "ellipsoid": ("x", "y", "z", "rx", "ry", "rz")}
+DEFAULT_LIMIT = 1000
+ROW_BYTES = 400  # one annotation in a partial, with Arrow and numpy working copies
+MAP_ROW_BYTES = 120  # per annotation and level in a map task (cell ids, count keys)
+MAX_CELL_SPAN = 64  # levels stop where the largest line/box/ellipsoid would touch more cells
+WORK = "_work"
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """Everything every phase and task agrees on (JSON-serializable)."""
+
+    dest: str
+    kind: str
+    files: list  # [url, format, rows, first row number]
+    columns: dict  # role (x, y, z, x1, ..., rx, id) -> column name
+    properties: list  # info property dicts, plus "column" and "source" (number, enum, rgb)
+    relationships: list  # [name, column]
+    resolution: list
+    lower: list
+    upper: list
+    clip: bool
+    limit: int
+    rows_per_task: int
+    partitions: int
+    task_level: int
+    levels: int
+    count: int
+    by_id_sharding: dict | None = None
+    rel_sharding: list = field(default_factory=list)
+
+    def layout(self, name: str) -> mapreduce.Layout:
+        return mapreduce.Layout(f"{self.dest}/{WORK}/{name}", self.partitions)
+
+    def map_tasks(self) -> Iterator[tuple[str, int, int, int]]:
+        """(name, file index, first row, stop row) of every map task."""
+        for i, (_, _, rows, _) in enumerate(self.files):
+            for start in range(0, rows, self.rows_per_task):
+                stop = min(start + self.rows_per_task, rows)
+                yield f"f{i:04d}_{start}-{stop}", i, start, stop
+
+    def map_names(self) -> list[str]:
+        return [t[0] for t in self.map_tasks()]
+
+    def spatial_levels(self) -> list[ann.Level]:
+        return ann.spatial_levels(self.lower, self.upper, self.levels)
+
+    def read_types(self) -> dict:
+        import pyarrow as pa
+
+        types = {c: pa.float64() for r, c in self.columns.items() if r != "id"}
+        if "id" in self.columns:
+            types[self.columns["id"]] = pa.uint64()
+        for p in self.properties:
+            types[p["column"]] = pa.float64() if p["source"] == "number" else pa.string()
+        for _, col in self.relationships:
+            types[col] = pa.uint64()
+        return types
+
+
+@dataclass
+class Rows:
+    """One batch of annotations, parsed and checked."""
+
+    ids: np.ndarray
+    geometry: np.ndarray  # (n, 3 or 6) float32
+    values: list  # per property, in info order
+    related: list  # per relationship, uint64 (0: none)
+    lo: np.ndarray
+    hi: np.ndarray
+    where: str = ""
+
+
+def parse_batch(job: ImportJob, batch, first_row: int, url: str, enums: bool = True) -> Rows:
+    """Typed arrays of one RecordBatch; bad values are one-line errors naming row and column.
+    Rows outside the bounds are dropped with --clip, refused without."""
+    n = batch.num_rows
+    cols = {name: batch.column(name) for name in batch.schema.names}
+    roles = ROLES[job.kind]
+    geometry = np.stack([_floats(cols[job.columns[r]], job.columns[r], first_row, url) for r in roles], axis=1)
+    geometry = geometry.astype(np.float32)
+    if "id" in job.columns:
+        ids = _no_nulls(cols[job.columns["id"]], job.columns["id"], first_row, url).astype(np.uint64)
+    else:
+        ids = np.arange(first_row, first_row + n, dtype=np.uint64)
+    lo, hi = ann.extents(job.kind, geometry)
+    inside = (lo >= np.asarray(job.lower)).all(axis=1) & (hi <= np.asarray(job.upper)).all(axis=1)
+    if not inside.all() and not job.clip:
+        i = int(np.flatnonzero(~inside)[0])
+        raise UserError(f"{url} row {first_row + i + 1}: {geometry[i].tolist()} is outside the bounds "
+                        f"{job.lower}-{job.upper}; pass --clip to drop such rows")
+    values = [_property(p, cols[p["column"]], first_row, url, enums) for p in job.properties]
+    related = [_segments(cols[c]) for _, c in job.relationships]
+    if not inside.all():
+        keep = np.flatnonzero(inside)
+        ids, geometry, lo, hi = ids[keep], geometry[keep], lo[keep], hi[keep]
+        values = [v[keep] for v in values]
+        related = [r[keep] for r in related]
+    return Rows(ids, geometry, values, related, lo, hi)
+
+
+def _segments(column) -> np.ndarray:
+    """Related segment ids; an empty cell (or 0) means none."""
+    import pyarrow.compute as pc
+
+    return np.asarray(pc.fill_null(column, 0).to_numpy(zero_copy_only=False), dtype=np.uint64)
+
+
+def _no_nulls(column, name: str, first_row: int, url: str) -> np.ndarray:
+    if column.null_count:
+        i = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise UserError(f"{url} row {first_row + i + 1}: column {name!r} is empty")
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _floats(column, name: str, first_row: int, url: str) -> np.ndarray:
+    values = _no_nulls(column, name, first_row, url).astype(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{url} row {first_row + i + 1}: column {name!r} is {values[i]}, not a finite number")
+    return values
+
+
+def _property(spec: dict, column, first_row: int, url: str, enums: bool) -> np.ndarray:
+    """A property column as its spec type: numbers range-checked, enum labels as their values,
+    rgb(a) from #rrggbb(aa) strings."""
+    name = spec["column"]
+    if spec["source"] == "enum":
+        labels = _no_nulls(column, name, first_row, url).astype(str)
+        if not enums:
+            return labels
+        index = {label: v for label, v in zip(spec["enum_labels"], spec["enum_values"])}
+        return np.array([index[label] for label in labels.tolist()], dtype=ann.PROPERTY_TYPES[spec["type"]])
+    if spec["source"] == "rgb":
+        width = 3 if spec["type"] == "rgb" else 4
+        text = _no_nulls(column, name, first_row, url).astype(str)
+        try:
+            return np.array([[int(s.lstrip("#")[2 * k:2 * k + 2], 16) for k in range(width)] if len(s.lstrip("#")) == 2 * width
+                             else [int("x")] for s in text.tolist()], dtype=np.uint8)
+        except ValueError:
+            raise UserError(f"{url}: column {name!r} ({spec['type']}) needs #{'rr gg bb aa'[:3 * width - 1].replace(' ', '')} "
+                            "hex colours") from None
+    values = _floats(column, name, first_row, url)
+    if spec["type"] == "auto":  # the scan: the type is chosen from the range it finds
+        return values
+    dtype = np.dtype(ann.PROPERTY_TYPES[spec["type"]])
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        bad = (values < info.min) | (values > info.max) | (values != np.round(values))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise UserError(f"{url} row {first_row + i + 1}: property {spec['id']!r} value {values[i]} does not fit {spec['type']}")
+    return values.astype(dtype)
+
+
+# ---- options -> job ----------------------------------------------------------------------
+
+
+def parse_columns(text: str | None, kind: str) -> dict:
+    """--columns x=cx,y=cy: role -> column, defaults the conventional names."""
+    columns = {r: r for r in ROLES[kind]}
+    for item in filter(None, (text or "").split(",")):
+        role, sep, col = item.partition("=")
+        if not sep or role.strip() not in (*ROLES[kind], "id"):
+            raise UserError(f"--columns {item!r}: expected ROLE=COLUMN with ROLE one of {', '.join((*ROLES[kind], 'id'))}")
+        columns[role.strip()] = col.strip()
+    return columns
+
+
+def parse_property(text: str) -> dict:
+    """--property NAME:TYPE[:COLUMN] -> a property spec (enum values filled by the scan)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise UserError(f"--property {text!r}: expected NAME:TYPE or NAME:TYPE:COLUMN")
+    name, ptype = parts[0], parts[1]
+    if not ann.PROPERTY_ID.match(name):
+        raise UserError(f"--property {text!r}: the name must match ^[a-z][a-zA-Z0-9_]*$ (Neuroglancer's rule)")
+    allowed = (*ann.PROPERTY_TYPES, "enum")
+    if ptype not in allowed:
+        raise UserError(f"--property {text!r}: type {ptype!r} is not one the annotation spec allows "
+                        f"({', '.join(allowed)})")
+    source = "enum" if ptype == "enum" else "rgb" if ptype in ("rgb", "rgba") else "number"
+    return {"id": name, "type": ptype, "column": parts[2] if len(parts) == 3 else name, "source": source}
+
+
+def parse_relationship(text: str) -> list[str]:
+    name, sep, col = text.partition(":")
+    if not sep or not name or not col:
+        raise UserError(f"--relationship {text!r}: expected NAME:COLUMN")
+    return [name, col]
+
+
+@dataclass
+class Scan:
+    """What one pass over the table found."""
+
+    rows: list
+    count: int = 0
+    lo: np.ndarray = field(default_factory=lambda: np.full(3, np.inf))
+    hi: np.ndarray = field(default_factory=lambda: np.full(3, -np.inf))
+    span: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    ranges: dict = field(default_factory=dict)
+
+
+def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | None = None,
+             properties: list[dict] | None = None, relationships: list[list[str]] | None = None,
+             resolution=(1, 1, 1), bounds=None, clip: bool = False, limit: int = DEFAULT_LIMIT,
+             fmt: str = "auto", memory: float = 3.5e9, partitions: int | None = None,
+             rows_per_task: int | None = None, shard_above: int = ann.SHARD_ABOVE) -> ImportJob:
+    """Check every option and every row (nothing is written), and fix the job's parameters."""
+    from igneous_like import layers
+
+    if kind not in ROLES:
+        raise UserError(f"--type must be one of {', '.join(ROLES)}, not {kind!r}")
+    if limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    if any(float(r) <= 0 for r in resolution):
+        raise UserError(f"--resolution must be positive, got {list(resolution)}")
+    if partitions is not None and not 1 <= partitions <= mapreduce.MAX_PARTITIONS:
+        raise UserError(f"--partitions must be 1 to {mapreduce.MAX_PARTITIONS}, got {partitions}")
+    cols = columns if isinstance(columns, dict) else parse_columns(columns, kind)
+    props = [dict(p) for p in properties or []]
+    rels = [list(r) for r in relationships or []]
+    for names, what in (([p["id"] for p in props], "property"), ([r[0] for r in rels], "relationship")):
+        if len(set(names)) != len(names):
+            raise UserError(f"a {what} name is given twice: {names}")
+    dest = layers.normalize_url(dest)
+    files = tables.table_files(table, fmt)
+    if "id" not in cols and "id" in tables.schema(*files[0]):
+        cols["id"] = "id"  # the convention: an id column when there is one, else row numbers
+    needed = [*cols.values(), *(p["column"] for p in props), *(c for _, c in rels)]
+    for url, f in files:
+        have = list(tables.schema(url, f))
+        missing = [c for c in needed if c not in have]
+        if missing:
+            raise UserError(f"{url} has no column {missing[0]!r} (columns: {', '.join(have)}); map it with --columns")
+    if bounds is not None:
+        lower, upper = [float(v) for v in bounds[:3]], [float(v) for v in bounds[3:]]
+        if any(u <= l for l, u in zip(lower, upper)):
+            raise UserError(f"--bounds {list(bounds)}: each upper bound must exceed its lower bound")
+    else:
+        lower, upper = [-np.inf] * 3, [np.inf] * 3
+    draft = ImportJob(dest, kind, [[u, f, 0, 0] for u, f in files], cols, props, rels, [float(r) for r in resolution],
+                      lower, upper, clip, limit, 1, 1, 0, ann.MAX_LEVELS, 0)
+    scan = scan_rows(draft)
+    if scan.count == 0:
+        raise UserError(f"{table}: no annotations to import (empty table{', or every row clipped' if clip else ''})")
+    if bounds is None:
+        lower = np.floor(scan.lo).tolist()
+        upper = (np.floor(scan.hi) + 1).tolist()
+    props = [_settle_type(p, scan.ranges[p["id"]]) for p in props]
+    # listed in encoding order (4-, 2-, then 1-byte types): Neuroglancer's Python reader and
+    # writer keep the info's order where the spec and the viewer sort by size; so both agree
+    props = [props[i] for i in ann.encoded_order(props)]
+    layers.check_writable(dest)
+    if partitions is None:
+        partitions = mapreduce.choose_partitions(scan.count, ROW_BYTES, memory - PROCESS_OVERHEAD)
+    levels = _level_count(kind, lower, upper, scan.span)
+    all_levels = ann.spatial_levels(lower, upper, levels)
+    task_level = next((i for i, lv in enumerate(all_levels) if math.prod(lv.grid) >= 8 * partitions), len(all_levels) - 1)
+    if rows_per_task is None:
+        rows_per_task = int(max(1000, min(200_000, (memory - PROCESS_OVERHEAD) / (MAP_ROW_BYTES * levels + ROW_BYTES))))
+    if shard_above < 0:
+        raise UserError(f"--shard-above must not be negative, got {shard_above}")
+    rel_sharding = [ann.index_sharding(scan.ranges[f"rel:{name}"], shard_above) for name, _ in rels]
+    job_files = [[u, f, n, first] for (u, f), (n, first) in zip(files, scan.rows)]
+    return ImportJob(dest, kind, job_files, cols, props, rels, [float(r) for r in resolution], lower, upper, clip,
+                     limit, rows_per_task, partitions, task_level, levels, scan.count,
+                     ann.index_sharding(scan.count, shard_above), rel_sharding)
+
+
+def scan_rows(job: ImportJob) -> Scan:
+    """One streaming pass: every row parsed and checked; ids (8 bytes each) kept to find
+    duplicates; the data's extent; per property its value range or labels; per relationship
+    the number of distinct segments."""
+    scan = Scan(rows=[])
+    ids, segments = [], [[] for _ in job.relationships]
+    ranges: dict = {p["id"]: set() if p["source"] == "enum" else [np.inf, -np.inf] for p in job.properties}
+    types = job.read_types()
+    first = 0
+    for url, fmt, _, _ in job.files:
+        n = 0
+        for batch in tables.batches(url, fmt, types):
+            rows = parse_batch(job, batch, first + n, url, enums=False)
+            n += batch.num_rows
+            ids.append(rows.ids)
+            for seg, col in zip(segments, rows.related):
+                seg.append(np.unique(col[col != 0]))
+            if len(rows.ids):
+                scan.lo = np.minimum(scan.lo, rows.lo.min(axis=0))
+                scan.hi = np.maximum(scan.hi, rows.hi.max(axis=0))
+                scan.span = np.maximum(scan.span, (rows.hi - rows.lo).max(axis=0))
+            for p, v in zip(job.properties, rows.values):
+                r = ranges[p["id"]]
+                if isinstance(r, set):
+                    r.update(np.unique(v).tolist())
+                elif len(v) and v.ndim == 1:
+                    r[0], r[1] = min(r[0], float(v.min())), max(r[1], float(v.max()))
+        scan.rows.append((n, first))
+        first += n
+    every = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
+    scan.count = len(every)
+    every.sort()
+    dup = np.flatnonzero(every[1:] == every[:-1])
+    if len(dup):
+        raise UserError(f"duplicate annotation id {int(every[dup[0]])} ({len(dup)} duplicates): ids must be unique")
+    scan.ranges = {**ranges, **{f"rel:{name}": len(np.unique(np.concatenate(s))) if s else 0
+                                for (name, _), s in zip(job.relationships, segments)}}
+    return scan
+
+
+def _settle_type(spec: dict, found) -> dict:
+    """Enum labels (sorted) as the smallest unsigned type; `auto` numbers as the smallest of
+    uint32/int32 that holds them, else float32."""
+    spec = dict(spec)
+    if spec["source"] == "enum":
+        labels = sorted(found)
+        spec["type"] = "uint8" if len(labels) <= 256 else "uint16" if len(labels) <= 65536 else "uint32"
+        spec["enum_labels"], spec["enum_values"] = labels, list(range(len(labels)))
+    elif spec["type"] == "auto":
+        lo, hi = found
+        whole = spec.pop("integers", True)
+        spec["type"] = ("uint32" if lo >= 0 and hi < 2**32 else "int32" if -2**31 <= lo and hi < 2**31 else "float32") \
+            if whole else "float32"
+    return spec
+
+
+def _level_count(kind: str, lower, upper, span) -> int:
+    """Levels until cells are one unit long; for lines, boxes and ellipsoids, only while the
+    largest one touches at most MAX_CELL_SPAN cells of a level."""
+    levels = ann.spatial_levels(lower, upper)
+    if kind == "point":
+        return len(levels)
+    for i, lv in enumerate(levels):
+        if math.prod(int(s // c) + 2 for s, c in zip(span, lv.chunk)) > MAX_CELL_SPAN:
+            return max(i, 1)
+    return len(levels)
+
+
+# ---- map ---------------------------------------------------------------------------------
+
+
+def plan_map(job: ImportJob, memory: float = 3.5e9) -> Plan:
+    """Phase 1: one task per row range."""
+    tasks_all = list(job.map_tasks())
+    spec = asdict(job)
+
+    def tasks() -> Iterator:
+        for name, i, start, stop in tasks_all:
+            yield partial(annotation_map_task, spec, name, i, start, stop)
+
+    def prepare() -> None:
+        from cloudfiles import CloudFiles
+
+        CloudFiles(f"{job.dest}/{WORK}").put_json("job.json", spec)
+
+    details = {"table": ", ".join(f[0] for f in job.files[:3]) + (" ..." if len(job.files) > 3 else ""),
+               "annotations": f"{job.count} {job.kind}s", "bounds": f"{job.lower} - {job.upper}",
+               "destination": job.dest, "rows per task": job.rows_per_task, "partitions": job.partitions,
+               "spatial levels": f"up to {job.levels}, task cells at level {job.task_level}, limit {job.limit}",
+               "by_id": "sharded" if job.by_id_sharding else "one file per id",
+               "next": "when the map tasks have run: the same command with --merge (twice: counts, then emit)"}
+    return Plan("annotation import (map)", len(tasks_all), tasks, prepare, details)
+
+
+@queueable
+def annotation_map_task(job: dict, name: str, file_index: int, start: int, stop: int) -> None:
+    """Encode one row range once; write its partials for every index."""
+    spec = ImportJob(**job)
+    url, fmt, _, first = spec.files[file_index]
+    rows = concat_rows([parse_batch(spec, b, first + start + offset, url)
+                        for offset, b in _offsets(tables.batches(url, fmt, spec.read_types(), start, stop))])
+    records = ann.encode_records(spec.kind, spec.properties, rows.geometry, rows.values)
+    size = records.dtype.itemsize
+    raw = records.tobytes()
+    recs = np.array([raw[i * size:(i + 1) * size] for i in range(len(records))], dtype=object)
+    levels = spec.spatial_levels()
+    mapreduce.write_partials(spec.layout("counts"), name, _counts(spec, levels, rows))
+    mapreduce.write_partials(spec.layout("spatial"), name, _spatial(spec, levels, rows, recs))
+    tails = ann.relationship_bytes(rows.related)
+    by_id = np.array([r + t for r, t in zip(recs.tolist(), tails)], dtype=object) if tails else recs
+    key = ann.shard_numbers(rows.ids, spec.by_id_sharding) if spec.by_id_sharding else rows.ids
+    mapreduce.write_partials(spec.layout("by_id"), name, {"label": key, "id": rows.ids, "data": by_id})
+    for i, segs in enumerate(rows.related):
+        has = np.flatnonzero(segs)
+        sharding = spec.rel_sharding[i]
+        key = ann.shard_numbers(segs[has], sharding) if sharding else segs[has]
+        mapreduce.write_partials(spec.layout(f"rel{i}"), name,
+                                 {"label": key, "segment": segs[has], "id": rows.ids[has], "data": recs[has]})
+
+
+def concat_rows(parts: list[Rows]) -> Rows:
+    def cat(arrays):
+        return np.concatenate(arrays)
+
+    return Rows(cat([p.ids for p in parts]), cat([p.geometry for p in parts]),
+                [cat([p.values[i] for p in parts]) for i in range(len(parts[0].values))],
+                [cat([p.related[i] for p in parts]) for i in range(len(parts[0].related))],
+                cat([p.lo for p in parts]), cat([p.hi for p in parts]))
+
+
+def _offsets(batches) -> Iterator:
+    offset = 0
+    for b in batches:
+        yield offset, b
+        offset += b.num_rows
+
+
+def _counts(job: ImportJob, levels: list[ann.Level], rows: Rows) -> mapreduce.Table:
+    """Annotations per (level, cell) of this row range: keys level << 59 | morton code."""
+    keys, counts = [], []
+    for i, level in enumerate(levels):
+        a, b = ann.cell_range(level, job.lower, rows.lo, rows.hi)
+        _, cells = ann.expand_ranges(a, b)
+        k, n = np.unique(ann.morton(cells, level.bits) | np.uint64(i << ann.LEVEL_SHIFT), return_counts=True)
+        keys.append(k)
+        counts.append(n.astype(np.int64))
+    return {"label": np.concatenate(keys), "n": np.concatenate(counts)}
+
+
+def _spatial(job: ImportJob, levels: list[ann.Level], rows: Rows, recs: np.ndarray) -> mapreduce.Table:
+    """One row per (annotation, task cell it touches), keyed by the task cell's morton code."""
+    level = levels[job.task_level]
+    a, b = ann.cell_range(level, job.lower, rows.lo, rows.hi)
+    idx, cells = ann.expand_ranges(a, b)
+    table = {"label": ann.morton(cells, level.bits), "id": rows.ids[idx], "prio": ann.priority(rows.ids[idx]),
+             "data": recs[idx]}
+    for d, axis in enumerate("xyz"):
+        table[f"c{axis}"] = cells[:, d]
+        table[f"lo{axis}"] = rows.lo[idx, d]
+        table[f"hi{axis}"] = rows.hi[idx, d]
+    return table
+
+
+# ---- counts ------------------------------------------------------------------------------
+
+
+def _sum_counts(table: mapreduce.Table) -> mapreduce.Table:
+    keys, inv = mapreduce.group(table["label"])
+    return {"label": keys, "n": mapreduce.group_sum(inv, table["n"], len(keys))}
+
+
+def plan_counts(job: ImportJob) -> Plan:
+    """Phase 2: per partition, the fullest cell of each level."""
+    spec = asdict(job)
+
+    def tasks() -> Iterator:
+        for p in range(job.partitions):
+            yield partial(annotation_counts_task, spec, p)
+
+    return Plan("annotation import (counts)", job.partitions, tasks, details={"partitions": job.partitions})
+
+
+@queueable
+def annotation_counts_task(job: dict, partition: int) -> None:
+    from cloudfiles import CloudFiles
+
+    spec = ImportJob(**job)
+    merged = mapreduce.reduce_partition(spec.layout("counts"), spec.map_names(), partition, _sum_counts)
+    fullest = np.zeros(spec.levels, dtype=np.int64)
+    if merged:
+        level = (merged["label"] >> np.uint64(ann.LEVEL_SHIFT)).astype(np.int64)
+        np.maximum.at(fullest, level, merged["n"])
+    CloudFiles(f"{spec.dest}/{WORK}/fullest").put_json(f"p{partition:05d}.json", {"fullest": fullest.tolist()})
+
+
+def read_fullest(job: ImportJob) -> list[int] | None:
+    """maxCount per level over all partitions, or None while a counts task has not run."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(f"{job.dest}/{WORK}/fullest")
+    got = cf.get_json([f"p{p:05d}.json" for p in range(job.partitions)])
+    if any(g is None for g in got):
+        return None
+    return np.max([g["fullest"] for g in got], axis=0).tolist()
+
+
+# ---- coarse and emit ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sampling:
+    thresholds: list
+    last: int
+    first_task_level: int  # levels below this were written by the coarse step
+
+
+def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
+    """Phase 3: the coarse levels here (few annotations), then emit tasks per partition."""
+    thresholds, last = ann.thresholds_from_counts(fullest, job.limit)
+    sampling = Sampling(thresholds, last, min(job.task_level, last + 1))
+    levels = job.spatial_levels()[:last + 1]
+    spec, smp = asdict(job), asdict(sampling)
+    kinds = ["spatial"] * (sampling.first_task_level <= last) + ["by_id"] + [f"rel{i}" for i in range(len(job.relationships))]
+
+    def tasks() -> Iterator:
+        for kind in kinds:
+            for p in range(job.partitions):
+                yield partial(annotation_emit_task, spec, smp, kind, p)
+
+    def prepare() -> None:
+        from cloudfiles import CloudFiles
+
+        write_coarse(job, sampling)
+        rels = [{"id": name, "key": f"rel_{name}", **({"sharding": s} if s else {})}
+                for (name, _), s in zip(job.relationships, job.rel_sharding)]
+        info = ann.info(job.kind, job.resolution, job.lower, job.upper, job.properties, rels, job.by_id_sharding,
+                        levels, job.limit)
+        CloudFiles(job.dest).put("info", json.dumps(info, indent=1).encode(), compress=None,
+                                 content_type="application/json", cache_control="no-cache")
+
+    details = {"spatial levels": f"{last + 1} (fullest cells: {fullest[:last + 1]}, limit {job.limit})",
+               "coarse levels (here)": sampling.first_task_level, "emit tasks": len(kinds) * job.partitions,
+               "relationships": ", ".join(r[0] for r in job.relationships) or "none"}
+    if fullest[last] > job.limit:
+        details["warning"] = f"the finest level still has a cell with {fullest[last]} annotations (> --limit)"
+    return Plan("annotation import (emit)", len(kinds) * job.partitions, tasks, prepare, details)
+
+
+def write_coarse(job: ImportJob, sampling: Sampling) -> None:
+    """Levels 0..K-1 from the annotations whose priority can place them there, read from every
+    spatial partial (one batch of files at a time); records which (annotation, level K-1 cell)
+    pairs remain for the emit tasks."""
+    from cloudfiles import CloudFiles
+
+    k = sampling.first_task_level
+    if k == 0:
+        return
+    cutoff = ann.threshold_value(sampling.thresholds[k - 1])
+    parts = []
+    for p in range(job.partitions):
+        for batch in mapreduce.read_partials(job.layout("spatial"), job.map_names(), p):
+            for t in batch:
+                keep = t["prio"] < cutoff if sampling.thresholds[k - 1] < 1 else np.ones(len(t["id"]), bool)
+                parts.append({c: v[keep] for c, v in t.items()})
+    table = mapreduce.concat(parts)
+    _, first = np.unique(table["id"], return_index=True) if table else (None, np.zeros(0, np.int64))
+    table = {c: v[np.sort(first)] for c, v in table.items()} if table else {}
+    levels = job.spatial_levels()
+    n = len(table.get("id", []))
+    lo, hi = _bounds_of(table, n)
+    emitted, (rows, cells) = ann.sample_levels(levels, job.lower, sampling.thresholds, job.limit, 0, k - 1,
+                                               table.get("prio", np.zeros(0, np.uint64)), lo, hi,
+                                               np.arange(n), np.zeros((n, 3), np.int64))
+    cf = CloudFiles(job.dest)
+    write_cells(cf, levels, emitted, table.get("data", np.zeros(0, object)), table.get("id", np.zeros(0, np.uint64)))
+    survivors = {"label": table["id"][rows] if n else np.zeros(0, np.uint64),
+                 "cell": ann.morton(cells, levels[k - 1].bits)}
+    cf.put(f"{WORK}/survivors.arrow", mapreduce.encode_table(survivors), compress=None)
+
+
+def _bounds_of(table: mapreduce.Table, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if not n:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    return (np.stack([table[f"lo{a}"] for a in "xyz"], axis=1), np.stack([table[f"hi{a}"] for a in "xyz"], axis=1))
+
+
+def write_cells(cf, levels: list[ann.Level], emitted: list[ann.Emitted], data: np.ndarray, ids: np.ndarray) -> None:
+    """One file per non-empty cell: spatial{L}/x_y_z, annotations in priority order."""
+    from igneous_like.storage import put_many
+
+    files = []
+    for e in emitted:
+        key = ann.morton(e.cells, levels[e.level].bits)
+        starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else []
+        for a, b in zip(starts, [*starts[1:], len(key)]):
+            rows = e.rows[a:b]
+            name = "_".join(str(int(c)) for c in e.cells[a])
+            files.append((f"spatial{e.level}/{name}", ann.encode_list(list(data[rows]), ids[rows])))
+    put_many(cf, files, compress=None)
+
+
+@queueable
+def annotation_emit_task(job: dict, sampling: dict, kind: str, partition: int) -> None:
+    """Write one partition of the spatial levels from the task level down, of by_id, or of
+    one relationship index."""
+    from cloudfiles import CloudFiles
+
+    spec, smp = ImportJob(**job), Sampling(**sampling)
+    table = mapreduce.concat([t for batch in mapreduce.read_partials(spec.layout(kind), spec.map_names(), partition)
+                              for t in batch])
+    cf = CloudFiles(spec.dest)
+    if not table or not len(table["id"]):
+        return
+    if kind == "spatial":
+        _emit_spatial(spec, smp, table, cf)
+    elif kind == "by_id":
+        values = dict(zip(table["id"].tolist(), table["data"].tolist()))
+        ann.write_uint64_index(cf, "by_id", values, spec.by_id_sharding)
+    else:
+        i = int(kind[3:])
+        order = np.lexsort((table["id"], table["segment"]))
+        seg, ids, data = table["segment"][order], table["id"][order], table["data"][order]
+        starts = np.flatnonzero(np.concatenate([[True], seg[1:] != seg[:-1]]))
+        values = {int(seg[a]): ann.encode_list(list(data[a:b]), ids[a:b]) for a, b in zip(starts, [*starts[1:], len(seg)])}
+        ann.write_uint64_index(cf, f"rel_{spec.relationships[i][0]}", values, spec.rel_sharding[i])
+
+
+def _emit_spatial(spec: ImportJob, smp: Sampling, table: mapreduce.Table, cf) -> None:
+    k = smp.first_task_level
+    levels = spec.spatial_levels()
+    n = len(table["id"])
+    cells = np.stack([table[f"c{a}"] for a in "xyz"], axis=1).astype(np.int64)
+    remaining = np.ones(n, bool)
+    if k > 0:
+        remaining = table["prio"] >= ann.threshold_value(smp.thresholds[k - 1]) if smp.thresholds[k - 1] < 1 \
+            else np.zeros(n, bool)
+        got = _required(cf, f"{WORK}/survivors.arrow")
+        surv = mapreduce.decode_table(got)
+        shift = np.asarray(levels[k].bits) - np.asarray(levels[k - 1].bits)
+        parent = ann.morton(cells >> shift, levels[k - 1].bits)
+        pairs = set(zip(surv["label"].tolist(), surv["cell"].tolist()))
+        cand = np.flatnonzero(~remaining)
+        remaining[cand] = [(i, c) in pairs for i, c in zip(table["id"][cand].tolist(), parent[cand].tolist())]
+    lo, hi = _bounds_of(table, n)
+    rows = np.flatnonzero(remaining)
+    emitted, _ = ann.sample_levels(levels, spec.lower, smp.thresholds, spec.limit, k, smp.last, table["prio"], lo, hi,
+                                   rows, cells[rows])
+    write_cells(cf, levels, emitted, table["data"], table["id"])
+
+
+def _required(cf, path: str) -> bytes:
+    from igneous_like.errors import TaskError
+
+    data = cf.get(path)
+    if data is None:
+        raise TaskError(f"{cf.cloudpath}/{path} is missing: plan the emit phase again (--merge)")
+    return data
+
+
+def load_job(dest: str) -> ImportJob:
+    """The job the map phase ran with (for --merge)."""
+    from cloudfiles import CloudFiles
+
+    from igneous_like import layers
+
+    dest = layers.normalize_url(dest)
+    spec = CloudFiles(f"{dest}/{WORK}").get_json("job.json")
+    if spec is None:
+        raise UserError(f"no map output at {dest}/{WORK}: run `annotation import` without --merge first")
+    return ImportJob(**spec)
+
+
+def next_phase(job: ImportJob) -> Plan:
+    """For --merge: the counts phase if it has not run, else the emit phase."""
+    missing = mapreduce.missing_maps(job.layout("spatial"), job.map_names())
+    if missing:
+        raise UserError(f"map output incomplete: {len(missing)} of {len(job.map_names())} tasks have not run "
+                        f"(e.g. {missing[0]}); run the queue to the end, then --merge again")
+    fullest = read_fullest(job)
+    return plan_counts(job) if fullest is None else plan_emit(job, fullest)
+
+
+def memory_note(job: ImportJob) -> str:
+    return human_bytes(PROCESS_OVERHEAD + job.rows_per_task * (MAP_ROW_BYTES * job.levels + ROW_BYTES))

@@ -1,0 +1,291 @@
+"""annotation import / from-stats: the real CLI writes layers that a reader written from the
+spec (tests/annotation_reader.py, over tensorstore) and, where its property handling agrees
+with the spec, Neuroglancer's own Python reader read back exactly."""
+from __future__ import annotations
+
+import csv
+import itertools
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annotation_reader import Reader
+from conftest import run_cli, tree_digest, upload_layer
+
+
+def reader(path: Path) -> Reader:
+    return Reader(path)
+
+
+def write_csv(path: Path, header: list[str], rows) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def synapses(n: int, seed: int = 0, ids: bool = True) -> tuple[list[str], list[list]]:
+    """Clustered points (a dense blob plus a uniform background) with every property kind."""
+    rng = np.random.default_rng(seed)
+    blob = rng.normal((30, 20, 10), (3, 3, 1), size=(n // 3, 3))
+    rest = rng.uniform((0, 0, 0), (120, 90, 25), size=(n - n // 3, 3))
+    pts = np.clip(np.concatenate([blob, rest]), 0, [119.9, 89.9, 24.9])
+    header = ["x", "y", "z", "score", "count", "delta", "kind", "colour", "pre", "post"]
+    rows = []
+    for i, (x, y, z) in enumerate(pts):
+        rows.append([f"{x:.3f}", f"{y:.3f}", f"{z:.3f}", f"{rng.random():.5f}", int(rng.integers(0, 60000)),
+                     int(rng.integers(-100, 100)), rng.choice(["excitatory", "inhibitory", "unknown"]),
+                     "#%02x%02x%02x" % tuple(rng.integers(0, 256, 3)), int(rng.integers(1, 2**40)) + 2**33,
+                     int(rng.integers(0, 4))])
+    if ids:
+        header = ["id", *header]
+        rows = [[int(i) * 7919 + 2**35, *r] for i, r in enumerate(rows)]
+    return header, rows
+
+
+PROPS = ["--property", "score:float32", "--property", "count:uint16", "--property", "delta:int8",
+         "--property", "kind:enum", "--property", "colour:rgb", "--relationship", "pre:pre",
+         "--relationship", "post:post"]
+
+
+def spatial_cells(r):
+    """Every (level, cell, annotations) of the spatial index, read cell by cell."""
+    for level, index in enumerate(r.spatial):
+        for cell in np.ndindex(*index.meta["grid_shape"]):
+            try:
+                got = index[cell]
+            except KeyError:
+                continue
+            yield level, cell, got
+
+
+def check_spatial(r, limit: int, ids: set[int]) -> None:
+    """Each cell holds at most `limit`; for points every annotation is in exactly one cell of
+    all levels together, inside that cell."""
+    seen = Counter()
+    lower = np.asarray(r.lower_bound)
+    for level, cell, got in spatial_cells(r):
+        assert len(got) <= limit
+        chunk = np.asarray(r.spatial[level].meta["chunk_size"])
+        for a in got:
+            seen[a.id] += 1
+            if r.annotation_type == "POINT":
+                lo = lower + np.asarray(cell) * chunk
+                assert (a.geometry >= lo).all() and (a.geometry <= lo + chunk).all()
+    assert set(seen) == ids
+    if r.annotation_type == "POINT":
+        assert set(seen.values()) == {1}
+
+
+def compare_by_id(r, header, rows, kinds=("excitatory", "inhibitory", "unknown")):
+    labels = sorted(set(kinds))
+    col = {name: i for i, name in enumerate(header)}
+    for i, row in enumerate(rows):
+        aid = int(row[col["id"]]) if "id" in col else i
+        a = r.by_id[aid]
+        assert np.array_equal(a.geometry, np.float32([float(row[col[k]]) for k in "xyz"]))
+        score, count, delta, kind, colour = a.props
+        assert score == np.float32(row[col["score"]]) and count == int(row[col["count"]])
+        assert delta == int(row[col["delta"]]) and labels[int(kind)] == row[col["kind"]]
+        assert "#%02x%02x%02x" % tuple(int(v) for v in colour) == row[col["colour"]]
+        assert [int(s) for s in a.segments[0]] == [int(row[col["pre"]])]
+        post = int(row[col["post"]])
+        assert [int(s) for s in a.segments[1]] == ([post] if post else [])
+
+
+def test_points_from_csv_read_back(tmp_path):
+    header, rows = synapses(400, ids=False)
+    table = write_csv(tmp_path / "syn.csv", header, rows)
+    out = tmp_path / "syn"
+    run_cli("annotation", "import", table, f"file://{out}", "--resolution", "8,8,40", "--limit", "25", *PROPS)
+    r = reader(out)
+    assert r.metadata["annotation_type"] == "POINT" and "sharding" not in r.metadata["by_id"]
+    assert r.metadata["dimensions"]["z"] == [40e-9, "m"]
+    kind = r.metadata["properties"][3]
+    assert kind["type"] == "uint8" and kind["enum_labels"] == ["excitatory", "inhibitory", "unknown"]
+    compare_by_id(r, header, rows)
+    check_spatial(r, 25, set(range(400)))
+    assert len(r.spatial) >= 3 and r.spatial[0].meta["grid_shape"] == [1, 1, 1]
+    # the clustered blob does not crowd level 0: the sample is uniform in space
+    top = next(got for level, _, got in spatial_cells(r) if level == 0)
+    in_blob = sum(np.linalg.norm(a.geometry - (30, 20, 10)) < 9 for a in top)
+    assert in_blob < 0.6 * len(top)
+    # relationship indexes list exactly the annotations naming each segment
+    post = Counter(int(row[-1]) for row in rows)
+    for seg in (1, 2, 3):
+        assert sorted(a.id for a in r.relationships["post"][seg]) == \
+            [i for i, row in enumerate(rows) if int(row[-1]) == seg]
+    with pytest.raises(KeyError):
+        r.relationships["post"][0]
+    assert sum(post.values()) == 400
+    # Neuroglancer's own reader agrees (these property types are already in size order)
+    from neuroglancer.read_precomputed_annotations import AnnotationReader
+
+    ng = AnnotationReader(f"file://{out}/")
+    for i in (0, 17, 399):
+        mine, theirs = r.by_id[i], ng.by_id[i]
+        assert np.array_equal(mine.geometry, theirs.point) and [list(s) for s in mine.segments] == \
+            [[int(v) for v in s] for s in theirs.segments]
+    assert sorted(int(a.id) for a in ng.get_within_spatial_bounds()) == list(range(400))
+    # deterministic: a re-run writes the same bytes
+    before = tree_digest(out)
+    run_cli("annotation", "import", table, f"file://{out}", "--resolution", "8,8,40", "--limit", "25", *PROPS)
+    assert tree_digest(out) == before
+
+
+@pytest.mark.parametrize("kind", ["line", "box", "ellipsoid"])
+def test_lines_boxes_ellipsoids_from_parquet(tmp_path, kind):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    n = 150
+    a = rng.uniform(5, 60, size=(n, 3))
+    b = a + rng.uniform(-4, 4, size=(n, 3)) if kind != "ellipsoid" else rng.uniform(0.5, 4, size=(n, 3))
+    names = ("x", "y", "z", "rx", "ry", "rz") if kind == "ellipsoid" else ("x1", "y1", "z1", "x2", "y2", "z2")
+    cols = {"id": np.arange(n, dtype=np.uint64) * 3 + 1, "seg": rng.integers(1, 9, n).astype(np.uint64),
+            **{name: v for name, v in zip(names, np.concatenate([a, b], axis=1).T)},
+            "weight": rng.random(n).astype(np.float32)}
+    pq.write_table(pa.table(cols), tmp_path / "t.parquet")
+    out = tmp_path / kind
+    run_cli("annotation", "import", tmp_path / "t.parquet", f"file://{out}", "--type", kind, "--limit", "10",
+            "--property", "weight:float32", "--relationship", "segment:seg", "--bounds", "0,0,0,70,70,70")
+    r = reader(out)
+    for i in range(n):
+        got = r.by_id[int(cols["id"][i])]
+        first, second = got.geometry[:3], got.geometry[3:]
+        assert np.array_equal(first, a[i].astype(np.float32)) and np.array_equal(second, b[i].astype(np.float32))
+        assert got.props[0] == cols["weight"][i] and [int(s) for s in got.segments[0]] == [int(cols["seg"][i])]
+    check_spatial(r, 10, set(cols["id"].tolist()))
+    # an annotation is emitted on every root-to-leaf path through cells it touches at most once
+    levels = r.metadata["spatial"]
+    places: dict[int, list] = {}
+    for level, cell, got in spatial_cells(r):
+        for ann in got:
+            places.setdefault(ann.id, []).append((level, np.asarray(cell)))
+    for aid, where in places.items():
+        for (la, ca), (lb, cb) in itertools.combinations(where, 2):
+            if la == lb:
+                continue
+            (lc, cc), (lf, cf) = ((la, ca), (lb, cb)) if la < lb else ((lb, cb), (la, ca))
+            ratio = np.asarray(levels[lc]["chunk_size"]) / np.asarray(levels[lf]["chunk_size"])
+            assert not ((cf // ratio.astype(int)) == cc).all(), f"{aid} emitted in a cell and its descendant"
+
+
+def test_queued_sharded_equals_unsharded(tmp_path):
+    header, rows = synapses(1200, seed=2)
+    table = write_csv(tmp_path / "syn.csv", header, rows)
+    plain, sharded, q = tmp_path / "plain", tmp_path / "sharded", f"fq://{tmp_path}/q"
+    run_cli("annotation", "import", table, f"file://{plain}", "--limit", "40", *PROPS)
+    common = [table, f"file://{sharded}", "--limit", "40", *PROPS, "--shard-above", "100", "--partitions", "3"]
+    run_cli("annotation", "import", *common, "--queue", q)
+    early = run_cli("annotation", "import", *common, "--queue", q, "--merge", check=False)
+    assert early.returncode == 1 and "have not run" in early.stderr
+    for _ in range(2):  # map, then counts; each --merge plans the next phase
+        run_cli("-p", "2", "execute", q, "-x")
+        run_cli("annotation", "import", *common, "--queue", q, "--merge")
+    run_cli("-p", "2", "execute", q, "-x")
+    a, b = reader(plain), reader(sharded)
+    assert "sharding" in b.metadata["by_id"] and "sharding" in b.metadata["relationships"][0]
+    assert not any("sharding" in x for x in a.metadata["relationships"])
+    assert list((sharded / "by_id").iterdir())[0].name.endswith(".shard")
+    assert a.metadata["spatial"] == b.metadata["spatial"]
+    compare_by_id(b, header, rows)
+    for level, cell, got in spatial_cells(a):  # same cells, same annotations, same order
+        assert [x.id for x in b.spatial[level][cell]] == [x.id for x in got]
+    for seg in {int(row[-2]) for row in rows[:50]}:
+        assert [x.id for x in a.relationships["pre"][seg]] == [x.id for x in b.relationships["pre"][seg]]
+    check_spatial(b, 40, {int(row[0]) for row in rows})
+
+
+def test_from_stats_points_and_boxes(layers, arrays):
+    seg = f"file://{layers}/segmentation"
+    run_cli("image", "stats", seg)
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(layers / "segmentation" / "stats", format="parquet").to_table().to_pydict()
+    for kind in ("point", "box"):
+        out = layers / f"ann-{kind}"
+        run_cli("annotation", "from-stats", seg, f"file://{out}", "--type", kind)
+        r = reader(out)
+        assert r.metadata["lower_bound"] == [0, 0, 0] and r.metadata["upper_bound"] == [230, 210, 100]
+        names = [p["id"] for p in r.metadata["properties"]]
+        assert "voxel_count" in names and "touches_border" in names
+        vc = names.index("voxel_count")
+        for i, label in enumerate(table["label"][:30]):
+            got = r.by_id[label]
+            if kind == "point":
+                expect = [table[f"centroid_{a}"][i] for a in "xyz"]
+                assert np.allclose(got.geometry, expect, rtol=1e-6)
+            else:
+                assert list(got.geometry[:3]) == [table[f"bbox_min_{a}"][i] for a in "xyz"]
+                assert list(got.geometry[3:]) == [table[f"bbox_max_{a}"][i] for a in "xyz"]
+            assert got.props[vc] == table["voxel_count"][i]
+            # selecting segment `label` finds its annotation
+            assert [x.id for x in r.relationships["segment"][label]] == [label]
+        check_spatial(r, 1000, set(table["label"]))
+    assert int(np.unique(arrays["segmentation"]).size) - 1 == len(table["label"])
+
+
+def test_import_to_s3(tmp_path, s3_bucket, moto):
+    from cloudfiles import CloudFiles
+
+    header, rows = synapses(300, seed=4)
+    table = write_csv(tmp_path / "syn.csv", header, rows)
+    upload_layer(tmp_path, f"{s3_bucket}/tables")
+    dest = f"{s3_bucket}/syn"
+    q = f"fq://{tmp_path}/q"
+    run_cli("annotation", "import", f"{s3_bucket}/tables/syn.csv", dest, "--limit", "30", *PROPS, "--queue", q,
+            env=moto)
+    for _ in range(2):
+        run_cli("execute", q, "-x", env=moto)
+        run_cli("annotation", "import", table, dest, "--queue", q, "--merge", env=moto)
+    run_cli("execute", q, "-x", env=moto)
+    local = tmp_path / "copy"
+    cf = CloudFiles(dest)
+    for name in cf.list():
+        if not name.startswith("_work"):
+            (local / name).parent.mkdir(parents=True, exist_ok=True)
+            (local / name).write_bytes(cf.get(name))
+    r = reader(local)
+    compare_by_id(r, header, rows)
+    check_spatial(r, 30, {int(row[0]) for row in rows})
+
+
+@pytest.mark.parametrize("rows, args, expect", [
+    ([["x", "y"], [1, 2]], [], "no column 'z'"),
+    ([["x", "y", "z"], [1, 2, 3], [1, "abc", 3]], [], "column 'y'"),
+    ([["x", "y", "z"], [1, 2, 3], [1, 200, 3]], ["--bounds", "0,0,0,100,100,100"], "outside the bounds"),
+    ([["x", "y", "z", "s"], [1, 2, 3, 1]], ["--property", "s:float64"], "not one the annotation spec allows"),
+    ([["x", "y", "z", "s"], [1, 2, 3, 1]], ["--property", "S:float32"], "must match"),
+    ([["x", "y", "z", "s"], [1, 2, 3, 300]], ["--property", "s:uint8"], "does not fit uint8"),
+    ([["id", "x", "y", "z"], [4, 1, 2, 3], [4, 2, 2, 2]], [], "duplicate annotation id 4"),
+    ([["x", "y", "z"], [1, 2, 3]], ["--columns", "q=x"], "--columns"),
+    ([["x", "y", "z"], [1, 2, 3]], ["--relationship", "pre"], "NAME:COLUMN"),
+    ([["x", "y", "z"]], [], "no annotations"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, rows, args, expect):
+    table = write_csv(tmp_path / "t.csv", rows[0], rows[1:])
+    out = tmp_path / "out"
+    proc = run_cli("annotation", "import", table, f"file://{out}", *args, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("igneous-like: error:") and expect in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_clip_drops_rows_outside_bounds(tmp_path):
+    table = write_csv(tmp_path / "t.csv", ["x", "y", "z"], [[1, 2, 3], [1, 200, 3], [5, 5, 5]])
+    out = tmp_path / "out"
+    run_cli("annotation", "import", table, f"file://{out}", "--bounds", "0,0,0,10,10,10", "--clip")
+    r = reader(out)
+    assert np.array_equal(r.by_id[2].geometry, [5, 5, 5]) and 1 not in r.by_id
+    assert r.metadata["upper_bound"] == [10, 10, 10]
+
+
+def test_help_has_examples():
+    for command in ("annotation import", "annotation from-stats"):
+        assert "Example" in run_cli(*command.split(), "--help").stdout, command

@@ -179,7 +179,7 @@ def test_queued_sharded_equals_unsharded(tmp_path):
     header, rows = synapses(1200, seed=2)
     table = write_csv(tmp_path / "syn.csv", header, rows)
     plain, sharded, q = tmp_path / "plain", tmp_path / "sharded", f"fq://{tmp_path}/q"
-    run_cli("annotation", "import", table, f"file://{plain}", "--limit", "40", *PROPS)
+    run_cli("annotation", "import", table, f"file://{plain}", "--limit", "40", *PROPS, "--shard-above", "1000000000")
     common = [table, f"file://{sharded}", "--limit", "40", *PROPS, "--shard-above", "100", "--partitions", "3"]
     run_cli("annotation", "import", *common, "--queue", q)
     early = run_cli("annotation", "import", *common, "--queue", q, "--merge", check=False)
@@ -192,7 +192,11 @@ def test_queued_sharded_equals_unsharded(tmp_path):
     assert "sharding" in b.metadata["by_id"] and "sharding" in b.metadata["relationships"][0]
     assert not any("sharding" in x for x in a.metadata["relationships"])
     assert list((sharded / "by_id").iterdir())[0].name.endswith(".shard")
-    assert a.metadata["spatial"] == b.metadata["spatial"]
+    strip = [{k: v for k, v in level.items() if k != "sharding"} for level in b.metadata["spatial"]]
+    assert a.metadata["spatial"] == strip
+    sharded_levels = [lv for lv in b.metadata["spatial"] if "sharding" in lv]
+    assert sharded_levels and all(lv["sharding"]["hash"] == "identity" for lv in sharded_levels)
+    assert not any("sharding" in lv for lv in a.metadata["spatial"])
     compare_by_id(b, header, rows)
     for level, cell, got in spatial_cells(a):  # same cells, same annotations, same order
         assert [x.id for x in b.spatial[level][cell]] == [x.id for x in got]
@@ -289,3 +293,16 @@ def test_clip_drops_rows_outside_bounds(tmp_path):
 def test_help_has_examples():
     for command in ("annotation import", "annotation from-stats"):
         assert "Example" in run_cli(*command.split(), "--help").stdout, command
+
+
+def test_fast_shard_hash_is_cloud_volumes():
+    """Shard numbers come from cloud-volume's ShardingSpecification; only its MurmurHash3 is
+    swapped for the mmh3 C extension, which must give the same locations."""
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+
+    from igneous_like import annotations
+
+    spec = annotations.index_sharding(10**6, 4096)
+    fast, slow = annotations.sharding_object(spec), ShardingSpecification.from_dict(spec)
+    keys = np.random.default_rng(1).integers(0, 2**64 - 1, 3000, dtype=np.uint64, endpoint=True)
+    assert [fast.compute_shard_location(int(k)) for k in keys] == [slow.compute_shard_location(int(k)) for k in keys]

@@ -59,6 +59,7 @@ class ImportJob:
     task_level: int
     levels: int
     count: int
+    shard_above: int = ann.SHARD_ABOVE
     by_id_sharding: dict | None = None
     rel_sharding: list = field(default_factory=list)
 
@@ -299,7 +300,7 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
     rel_sharding = [ann.index_sharding(scan.ranges[f"rel:{name}"], shard_above) for name, _ in rels]
     job_files = [[u, f, n, first] for (u, f), (n, first) in zip(files, scan.rows)]
     return ImportJob(dest, kind, job_files, cols, props, rels, [float(r) for r in resolution], lower, upper, clip,
-                     limit, rows_per_task, partitions, task_level, levels, scan.count,
+                     limit, rows_per_task, partitions, task_level, levels, scan.count, shard_above,
                      ann.index_sharding(scan.count, shard_above), rel_sharding)
 
 
@@ -517,13 +518,17 @@ class Sampling:
     thresholds: list
     last: int
     first_task_level: int  # levels below this were written by the coarse step
+    shardings: list  # per spatial level: its sharding spec or None
 
 
 def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
     """Phase 3: the coarse levels here (few annotations), then emit tasks per partition."""
     thresholds, last = ann.thresholds_from_counts(fullest, job.limit)
-    sampling = Sampling(thresholds, last, min(job.task_level, last + 1))
     levels = job.spatial_levels()[:last + 1]
+    first = min(job.task_level, last + 1)
+    shardings = [ann.spatial_sharding(levels, first, i, job.shard_above) if first <= last else None
+                 for i in range(len(levels))]
+    sampling = Sampling(thresholds, last, first, shardings)
     spec, smp = asdict(job), asdict(sampling)
     kinds = ["spatial"] * (sampling.first_task_level <= last) + ["by_id"] + [f"rel{i}" for i in range(len(job.relationships))]
 
@@ -539,7 +544,7 @@ def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
         rels = [{"id": name, "key": f"rel_{name}", **({"sharding": s} if s else {})}
                 for (name, _), s in zip(job.relationships, job.rel_sharding)]
         info = ann.info(job.kind, job.resolution, job.lower, job.upper, job.properties, rels, job.by_id_sharding,
-                        levels, job.limit)
+                        levels, job.limit, sampling.shardings)
         CloudFiles(job.dest).put("info", json.dumps(info, indent=1).encode(), compress=None,
                                  content_type="application/json", cache_control="no-cache")
 
@@ -577,7 +582,8 @@ def write_coarse(job: ImportJob, sampling: Sampling) -> None:
                                                table.get("prio", np.zeros(0, np.uint64)), lo, hi,
                                                np.arange(n), np.zeros((n, 3), np.int64))
     cf = CloudFiles(job.dest)
-    write_cells(cf, levels, emitted, table.get("data", np.zeros(0, object)), table.get("id", np.zeros(0, np.uint64)))
+    write_cells(cf, levels, emitted, table.get("data", np.zeros(0, object)), table.get("id", np.zeros(0, np.uint64)),
+                sampling.shardings)
     survivors = {"label": table["id"][rows] if n else np.zeros(0, np.uint64),
                  "cell": ann.morton(cells, levels[k - 1].bits)}
     cf.put(f"{WORK}/survivors.arrow", mapreduce.encode_table(survivors), compress=None)
@@ -589,18 +595,25 @@ def _bounds_of(table: mapreduce.Table, n: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.stack([table[f"lo{a}"] for a in "xyz"], axis=1), np.stack([table[f"hi{a}"] for a in "xyz"], axis=1))
 
 
-def write_cells(cf, levels: list[ann.Level], emitted: list[ann.Emitted], data: np.ndarray, ids: np.ndarray) -> None:
-    """One file per non-empty cell: spatial{L}/x_y_z, annotations in priority order."""
+def write_cells(cf, levels: list[ann.Level], emitted: list[ann.Emitted], data: np.ndarray, ids: np.ndarray,
+                shardings: list) -> None:
+    """The non-empty cells, annotations in priority order: one file per cell
+    (spatial{L}/x_y_z), or whole shards keyed by compressed morton code."""
     from igneous_like.storage import put_many
 
     files = []
     for e in emitted:
         key = ann.morton(e.cells, levels[e.level].bits)
         starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else []
+        cells = {}
         for a, b in zip(starts, [*starts[1:], len(key)]):
             rows = e.rows[a:b]
-            name = "_".join(str(int(c)) for c in e.cells[a])
-            files.append((f"spatial{e.level}/{name}", ann.encode_list(list(data[rows]), ids[rows])))
+            cells[int(key[a])] = (e.cells[a], ann.encode_list(list(data[rows]), ids[rows]))
+        if shardings[e.level]:
+            ann.write_uint64_index(cf, f"spatial{e.level}", {k: v for k, (_, v) in cells.items()}, shardings[e.level])
+            continue
+        for cell, value in cells.values():
+            files.append((f"spatial{e.level}/{'_'.join(str(int(c)) for c in cell)}", value))
     put_many(cf, files, compress=None)
 
 
@@ -650,7 +663,7 @@ def _emit_spatial(spec: ImportJob, smp: Sampling, table: mapreduce.Table, cf) ->
     rows = np.flatnonzero(remaining)
     emitted, _ = ann.sample_levels(levels, spec.lower, smp.thresholds, spec.limit, k, smp.last, table["prio"], lo, hi,
                                    rows, cells[rows])
-    write_cells(cf, levels, emitted, table["data"], table["id"])
+    write_cells(cf, levels, emitted, table["data"], table["id"], smp.shardings)
 
 
 def _required(cf, path: str) -> bytes:

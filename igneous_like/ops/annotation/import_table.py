@@ -102,7 +102,6 @@ class Rows:
     related: list  # per relationship, uint64 (0: none)
     lo: np.ndarray
     hi: np.ndarray
-    where: str = ""
 
 
 def parse_batch(job: ImportJob, batch, first_row: int, url: str, enums: bool = True) -> Rows:
@@ -394,6 +393,8 @@ def plan_map(job: ImportJob, memory: float = 3.5e9) -> Plan:
                "destination": job.dest, "rows per task": job.rows_per_task, "partitions": job.partitions,
                "spatial levels": f"up to {job.levels}, task cells at level {job.task_level}, limit {job.limit}",
                "by_id": "sharded" if job.by_id_sharding else "one file per id",
+               "peak memory per map task": "~" + human_bytes(PROCESS_OVERHEAD + job.rows_per_task
+                                                             * (MAP_ROW_BYTES * job.levels + ROW_BYTES)),
                "next": "when the map tasks have run: the same command with --merge (twice: counts, then emit)"}
     return Plan("annotation import (map)", len(tasks_all), tasks, prepare, details)
 
@@ -696,7 +697,3 @@ def next_phase(job: ImportJob) -> Plan:
                         f"(e.g. {missing[0]}); run the queue to the end, then --merge again")
     fullest = read_fullest(job)
     return plan_counts(job) if fullest is None else plan_emit(job, fullest)
-
-
-def memory_note(job: ImportJob) -> str:
-    return human_bytes(PROCESS_OVERHEAD + job.rows_per_task * (MAP_ROW_BYTES * job.levels + ROW_BYTES))

@@ -241,13 +241,8 @@ def test_import_to_s3(tmp_path, s3_bucket, moto):
     table = write_csv(tmp_path / "syn.csv", header, rows)
     upload_layer(tmp_path, f"{s3_bucket}/tables")
     dest = f"{s3_bucket}/syn"
-    q = f"fq://{tmp_path}/q"
-    run_cli("annotation", "import", f"{s3_bucket}/tables/syn.csv", dest, "--limit", "30", *PROPS, "--queue", q,
-            env=moto)
-    for _ in range(2):
-        run_cli("execute", q, "-x", env=moto)
-        run_cli("annotation", "import", table, dest, "--queue", q, "--merge", env=moto)
-    run_cli("execute", q, "-x", env=moto)
+    run_cli("-p", "2", "annotation", "import", f"{s3_bucket}/tables/syn.csv", dest, "--limit", "30", *PROPS,
+            "--shard-above", "50", env=moto)
     local = tmp_path / "copy"
     cf = CloudFiles(dest)
     for name in cf.list():
@@ -255,6 +250,7 @@ def test_import_to_s3(tmp_path, s3_bucket, moto):
             (local / name).parent.mkdir(parents=True, exist_ok=True)
             (local / name).write_bytes(cf.get(name))
     r = reader(local)
+    assert "sharding" in r.metadata["by_id"]
     compare_by_id(r, header, rows)
     check_spatial(r, 30, {int(row[0]) for row in rows})
 
@@ -270,6 +266,10 @@ def test_import_to_s3(tmp_path, s3_bucket, moto):
     ([["x", "y", "z"], [1, 2, 3]], ["--columns", "q=x"], "--columns"),
     ([["x", "y", "z"], [1, 2, 3]], ["--relationship", "pre"], "NAME:COLUMN"),
     ([["x", "y", "z"]], [], "no annotations"),
+    ([["x", "y", "z", "s"], [1, 2, 3, "high"]], ["--property", "s:float32"], "column 's'"),
+    ([["x", "y", "z"], [1, "", 3]], [], "is empty"),
+    ([["x", "y", "z"], [1, 2, 3]], ["--queue", "bogus://q"], "queue"),
+    ([["x", "y", "z"], [1, 2, 3]], ["--merge"], "without --merge first"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, rows, args, expect):
     table = write_csv(tmp_path / "t.csv", rows[0], rows[1:])
@@ -279,6 +279,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, rows, args, expect):
     assert proc.stderr.startswith("igneous-like: error:") and expect in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_from_stats_needs_a_stats_table(layers):
+    proc = run_cli("annotation", "from-stats", f"file://{layers}/segmentation", f"file://{layers}/out", check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith("igneous-like: error: no table at")
+    assert not (layers / "out").exists()
 
 
 def test_clip_drops_rows_outside_bounds(tmp_path):

@@ -32,6 +32,8 @@ def table_files(url: str, fmt: str = "auto") -> list[tuple[str, str]]:
             return [(url, _format_of(url, fmt))]
         names = sorted(n for n in CloudFiles(url).list(flat=True)
                        if not n.rsplit("/", 1)[-1].startswith(("_", ".")) and _format_of(n, fmt, strict=False))
+    except FileNotFoundError:
+        names = []
     except Exception as exc:  # unreachable bucket, bad credentials
         raise UserError(f"cannot read table {url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     if not names:

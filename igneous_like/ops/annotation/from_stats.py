@@ -33,7 +33,10 @@ def open_stats_job(layer: str, dest: str, kind: str = "point", stats: str | None
     made = CloudFiles(f"{stats}/_partials").get_json("job.json") or {}
     mip = int(made.get("mip", 0))
     layers.check_mip(info, mip, url)
-    files = [f for f in tables.table_files(stats) if "/part-" in f[0]] or tables.table_files(stats)
+    try:
+        files = tables.table_files(stats)
+    except UserError as exc:
+        raise UserError(f"{exc}; run `igneous-like image stats {url}` first") from None
     schema = tables.schema(*files[0])
     missing = [c for c in GEOMETRY[kind].values() if c not in schema]
     if missing:

@@ -288,11 +288,12 @@ def test_from_stats_needs_a_stats_table(layers):
 
 
 def test_clip_drops_rows_outside_bounds(tmp_path):
-    table = write_csv(tmp_path / "t.csv", ["x", "y", "z"], [[1, 2, 3], [1, 200, 3], [5, 5, 5]])
+    table = write_csv(tmp_path / "t.csv", ["cx", "y", "z", "n"], [[1, 2, 3, 7], [1, 200, 3, 8], [5, 5, 5, 9]])
     out = tmp_path / "out"
-    run_cli("annotation", "import", table, f"file://{out}", "--bounds", "0,0,0,10,10,10", "--clip")
+    run_cli("annotation", "import", table, f"file://{out}", "--bounds", "0,0,0,10,10,10", "--clip",
+            "--columns", "x=cx,id=n")
     r = reader(out)
-    assert np.array_equal(r.by_id[2].geometry, [5, 5, 5]) and 1 not in r.by_id
+    assert np.array_equal(r.by_id[9].geometry, [5, 5, 5]) and 8 not in r.by_id and 7 in r.by_id
     assert r.metadata["upper_bound"] == [10, 10, 10]
 
 

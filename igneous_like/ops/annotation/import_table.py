@@ -29,6 +29,7 @@ from igneous_like import mapreduce
 from igneous_like.errors import UserError
 from igneous_like.formats import tables
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, human_bytes
+from igneous_like.progress import Progress
 
 ROLES = {"point": ("x", "y", "z"), "line": ("x1", "y1", "z1", "x2", "y2", "z2"),
          "box": ("x1", "y1", "z1", "x2", "y2", "z2"), "ellipsoid": ("x", "y", "z", "rx", "ry", "rz")}
@@ -312,26 +313,9 @@ def scan_rows(job: ImportJob) -> Scan:
     ranges: dict = {p["id"]: set() if p["source"] == "enum" else [np.inf, -np.inf] for p in job.properties}
     types = job.read_types()
     first = 0
-    for url, fmt, _, _ in job.files:
-        n = 0
-        for batch in tables.batches(url, fmt, types):
-            rows = parse_batch(job, batch, first + n, url, enums=False)
-            n += batch.num_rows
-            ids.append(rows.ids)
-            for seg, col in zip(segments, rows.related):
-                seg.append(np.unique(col[col != 0]))
-            if len(rows.ids):
-                scan.lo = np.minimum(scan.lo, rows.lo.min(axis=0))
-                scan.hi = np.maximum(scan.hi, rows.hi.max(axis=0))
-                scan.span = np.maximum(scan.span, (rows.hi - rows.lo).max(axis=0))
-            for p, v in zip(job.properties, rows.values):
-                r = ranges[p["id"]]
-                if isinstance(r, set):
-                    r.update(np.unique(v).tolist())
-                elif len(v) and v.ndim == 1:
-                    r[0], r[1] = min(r[0], float(v.min())), max(r[1], float(v.max()))
-        scan.rows.append((n, first))
-        first += n
+    with Progress("Checking the table (row batches)", None) as progress:
+        for url, fmt, _, _ in job.files:
+            first = _scan_file(job, url, fmt, types, first, scan, ids, segments, ranges, progress)
     every = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
     scan.count = len(every)
     every.sort()
@@ -341,6 +325,31 @@ def scan_rows(job: ImportJob) -> Scan:
     scan.ranges = {**ranges, **{f"rel:{name}": len(np.unique(np.concatenate(s))) if s else 0
                                 for (name, _), s in zip(job.relationships, segments)}}
     return scan
+
+
+def _scan_file(job: ImportJob, url: str, fmt: str, types: dict, first: int, scan: Scan, ids: list, segments: list,
+               ranges: dict, progress: Progress) -> int:
+    """Check one file's rows into `scan`; returns the next file's first row number."""
+    n = 0
+    for batch in tables.batches(url, fmt, types):
+        rows = parse_batch(job, batch, first + n, url, enums=False)
+        n += batch.num_rows
+        progress.update()
+        ids.append(rows.ids)
+        for seg, col in zip(segments, rows.related):
+            seg.append(np.unique(col[col != 0]))
+        if len(rows.ids):
+            scan.lo = np.minimum(scan.lo, rows.lo.min(axis=0))
+            scan.hi = np.maximum(scan.hi, rows.hi.max(axis=0))
+            scan.span = np.maximum(scan.span, (rows.hi - rows.lo).max(axis=0))
+        for p, v in zip(job.properties, rows.values):
+            r = ranges[p["id"]]
+            if isinstance(r, set):
+                r.update(np.unique(v).tolist())
+            elif len(v) and v.ndim == 1:
+                r[0], r[1] = min(r[0], float(v.min())), max(r[1], float(v.max()))
+    scan.rows.append((n, first))
+    return first + n
 
 
 def _settle_type(spec: dict, found) -> dict:

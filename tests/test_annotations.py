@@ -134,6 +134,12 @@ def test_points_from_csv_read_back(tmp_path):
     before = tree_digest(out)
     run_cli("annotation", "import", table, f"file://{out}", "--resolution", "8,8,40", "--limit", "25", *PROPS)
     assert tree_digest(out) == before
+    # another table into the same place: nothing of the first import survives
+    small = write_csv(tmp_path / "small.csv", header, rows[:30])
+    run_cli("annotation", "import", small, f"file://{out}", "--resolution", "8,8,40", "--limit", "25", *PROPS)
+    r = reader(out)
+    check_spatial(r, 25, set(range(30)))
+    assert 31 not in r.by_id and sorted(int(p.name) for p in (out / "by_id").iterdir()) == list(range(30))
 
 
 @pytest.mark.parametrize("kind", ["line", "box", "ellipsoid"])

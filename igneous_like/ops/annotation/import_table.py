@@ -395,6 +395,7 @@ def plan_map(job: ImportJob, memory: float = 3.5e9) -> Plan:
     def prepare() -> None:
         from cloudfiles import CloudFiles
 
+        clear_outputs(job.dest)
         CloudFiles(f"{job.dest}/{WORK}").put_json("job.json", spec)
 
     details = {"table": ", ".join(f[0] for f in job.files[:3]) + (" ..." if len(job.files) > 3 else ""),
@@ -406,6 +407,20 @@ def plan_map(job: ImportJob, memory: float = 3.5e9) -> Plan:
                                                              * (MAP_ROW_BYTES * job.levels + ROW_BYTES)),
                "next": "when the map tasks have run: the same command with --merge (twice: counts, then emit)"}
     return Plan("annotation import (map)", len(tasks_all), tasks, prepare, details)
+
+
+def clear_outputs(dest: str) -> None:
+    """Delete an earlier import at DEST (its info, indexes and working files): a stale cell or
+    count file would otherwise join this run's layer."""
+    import re
+
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(dest)
+    ours = re.compile(r"^(info$|by_id/|rel_[^/]+/|spatial\d+/|" + WORK + "/)")
+    stale = [name for name in cf.list() if ours.match(name)]
+    if stale:
+        cf.delete(stale)
 
 
 @queueable

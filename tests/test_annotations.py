@@ -244,7 +244,7 @@ def test_import_to_s3(tmp_path, s3_bucket, moto):
     from cloudfiles import CloudFiles
 
     header, rows = synapses(300, seed=4)
-    table = write_csv(tmp_path / "syn.csv", header, rows)
+    write_csv(tmp_path / "syn.csv", header, rows)
     upload_layer(tmp_path, f"{s3_bucket}/tables")
     dest = f"{s3_bucket}/syn"
     run_cli("-p", "2", "annotation", "import", f"{s3_bucket}/tables/syn.csv", dest, "--limit", "30", *PROPS,

@@ -78,12 +78,13 @@ def import_(ctx, table, dest, kind, columns, resolution, properties, relationshi
     Queued: add --queue fq://q, run the workers, then repeat with --merge (twice).
     """
     from igneous_like.ops.annotation import import_table as op
+    from igneous_like.ops.annotation.rows import parse_property, parse_relationship
 
     job = None
     if not merge:
         job = op.open_job(table, dest, kind=kind, columns=columns,
-                          properties=[op.parse_property(p) for p in properties],
-                          relationships=[op.parse_relationship(r) for r in relationships], resolution=resolution,
+                          properties=[parse_property(p) for p in properties],
+                          relationships=[parse_relationship(r) for r in relationships], resolution=resolution,
                           bounds=bounds, clip=clip, limit=op.DEFAULT_LIMIT if limit is None else limit, fmt=fmt,
                           memory=memory, partitions=partitions, shard_above=shard_above)
     drive(ctx, job, dest, queue, parallel, dry_run, merge)

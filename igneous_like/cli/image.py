@@ -157,3 +157,14 @@ def rm(ctx, layer, mip, num_mips, shape, xrange, yrange, zrange, queue, parallel
 
     plan = plan_delete(layer, mip=mip, num_mips=num_mips, shape=shape, xrange=xrange, yrange=yrange, zrange=zrange)
     submit(ctx, plan, queue, parallel, dry_run)
+
+
+def _add_io_commands() -> None:
+    from igneous_like.cli.image_io import create, export, import_
+
+    image.add_command(import_)
+    image.add_command(create)
+    image.add_command(export)
+
+
+_add_io_commands()

@@ -88,6 +88,7 @@ def import_(ctx, src, dest, dataset, level, axes, order, pad, resolution, offset
 @click.option("--offset", type=TUPLE3, default=None, help="Voxel offset X,Y,Z.")
 @click.option("--seg", is_flag=True, help="A segmentation layer.")
 @click.option("--encoding", default=None, help="Chunk encoding (default raw, or compressed_segmentation with --seg).")
+@click.option("--encoding-level", type=int, default=None, help="jpeg/jxl quality, png level or fpzip precision.")
 @click.option("--compress", default=None, help="File compression: none, gzip, br.")
 @click.option("--chunk-size", type=TUPLE3, default=None, help="Chunk size, default 128,128,64.")
 @click.option("--h5-dataset", default=None, help="Dataset inside an HDF5 file.")
@@ -96,7 +97,7 @@ def import_(ctx, src, dest, dataset, level, axes, order, pad, resolution, offset
 @parallel_option
 @dry_run_option
 @click.pass_context
-def create(ctx, src, dest, resolution, offset, seg, encoding, compress, chunk_size, h5_dataset, memory, queue,
+def create(ctx, src, dest, resolution, offset, seg, encoding, encoding_level, compress, chunk_size, h5_dataset, memory, queue,
            parallel, dry_run):
     """Igneous's `image create` on the import machinery: any SRC `image import` reads.
 
@@ -108,7 +109,8 @@ def create(ctx, src, dest, resolution, offset, seg, encoding, compress, chunk_si
 
     plan = plan_import(
         src, dest, dataset=h5_dataset, resolution=resolution, offset=offset,
-        layer_type="segmentation" if seg else "image", encoding=encoding, compress=compress,
+        layer_type="segmentation" if seg else "image", encoding=encoding, encoding_level=encoding_level,
+        compress=compress,
         chunk_size=chunk_size, memory=memory, operation="image create",
     )
     announce(plan, dry_run)

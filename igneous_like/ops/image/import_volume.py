@@ -86,14 +86,17 @@ def plan_import(
                           shape, full.start)
     finish = top > k and per_slab > 1
     total = grid_count(full, shape, full.start)
-    peak = PROCESS_OVERHEAD + data_memory(clip(shape, size), source, k, method)
+    tile = finish_tile(size, chunk, source, memory)
+    data = max(data_memory(clip(shape, size), source, k, method),
+               data_memory(clip(tile, size), source, 1, method) if finish else 0.0)
+    peak = PROCESS_OVERHEAD + data
 
     def tasks() -> Iterator:
         for box in grid_boxes(full, shape, full.start):
             yield partial(import_task, spec, dest_url, box.to_list(), list(voxel_offset), k,
-                          top if finish else k, per_slab if finish else 0, method, compress_arg)
+                          top if finish else k, per_slab if finish else 0, method, compress_arg, list(tile))
 
-    if data_memory(clip(shape, size), source, k, method) > memory:
+    if data > memory:
         print(f"WARNING: one task needs about {human_bytes(peak)}, above --memory {human_bytes(memory)} plus "
               f"interpreter overhead ({source.format} cannot be split further without re-reading)", file=sys.stderr)
     details = {
@@ -205,6 +208,19 @@ def slab_shape(size: Vec3, chunk: Vec3, source: Source, top: int, memory: float)
     return vec3((chunk[0] if split_x else size[0], chunk[1], chunk[2])), 0
 
 
+def finish_tile(size: Vec3, chunk: Vec3, source: Source, memory: float) -> Vec3:
+    """Tile of the slab-completing task's mip-by-mip pass: 2x2 output chunks, doubled while
+    one mip of it fits in memory."""
+    method = resolve_method("auto", "image")
+    tile = vec3((2 * chunk[0], 2 * chunk[1], chunk[2]))
+    while tile[0] < size[0] or tile[1] < size[1]:
+        bigger = vec3((tile[0] * 2, tile[1] * 2, tile[2]))
+        if data_memory(clip(bigger, size), source, 1, method) > memory:
+            break
+        tile = bigger
+    return tile
+
+
 def access_note(source: Source) -> str:
     return {ACCESS_XYZ: "random access: tiles in x and y", ACCESS_YZ: "strips: full-width bands"}.get(
         source.access, "whole slices")
@@ -251,7 +267,7 @@ def source_box(box: Box, offset: list[int]) -> Box:
 
 @queueable
 def import_task(spec: dict, dest: str, box: list[int], offset: list[int], num_mips: int, top: int,
-                per_slab: int, method: str, compress=False) -> None:
+                per_slab: int, method: str, compress=False, tile: list[int] | None = None) -> None:
     """Read one block of the source, write its chunks and `num_mips` mips; with top > num_mips,
     the task that completes its z-slab builds the slab's mips num_mips+1..top."""
     info = layers.read_info(dest)
@@ -263,13 +279,14 @@ def import_task(spec: dict, dest: str, box: list[int], offset: list[int], num_mi
         volume_io.write_pyramid(dest, info, 0, region, FACTOR, pyramid, compress, False, 0)
     del img
     if top > num_mips:
-        finish_slab(dest, info, region, num_mips, top, per_slab, method, compress)
+        finish_slab(dest, info, region, num_mips, top, per_slab, method, compress, vec3(tile))
 
 
 def finish_slab(dest: str, info: dict, region: Box, mip: int, top: int, per_slab: int, method: str,
-                compress) -> None:
-    """Mark this block done; the task that sees every block of its slab done builds the rest.
-    Two tasks finishing at once may both build them: same bytes, so harmless."""
+                compress, tile: Vec3) -> None:
+    """Mark this block done; the task that sees every block of its slab done builds the
+    slab's mips mip+1..top, one mip at a time in tiles. Two tasks finishing at once may both
+    build them: same bytes, so harmless."""
     from cloudfiles import CloudFiles
 
     cf = CloudFiles(dest)
@@ -278,12 +295,14 @@ def finish_slab(dest: str, info: dict, region: Box, mip: int, top: int, per_slab
     done = list(cf.list(prefix=prefix))
     if len(done) < per_slab:
         return
-    bounds = layers.scale_bounds(info, mip)
-    slab = Box(vec3((bounds.start[0], bounds.start[1], region.start[2])),
-               vec3((bounds.stop[0], bounds.stop[1], region.stop[2])))
-    img = volume_io.read(dest, info, mip, slab, False)
-    pyramid = make_pyramid(img, FACTOR, top - mip, method)
-    volume_io.write_pyramid(dest, info, mip, slab, FACTOR, pyramid, compress, False, 0)
+    for level in range(mip, top):
+        bounds = layers.scale_bounds(info, level)
+        slab = Box(vec3((bounds.start[0], bounds.start[1], region.start[2])),
+                   vec3((bounds.stop[0], bounds.stop[1], region.stop[2])))
+        for part in grid_boxes(slab, tile, bounds.start):
+            img = volume_io.read(dest, info, level, part, False)
+            pyramid = make_pyramid(img, FACTOR, 1, method)
+            volume_io.write_pyramid(dest, info, level, part, FACTOR, pyramid, compress, False, 0)
     cf.delete(done)
     remove_empty_dirs(dest, prefix)
 

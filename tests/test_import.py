@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, tree_digest, ts_read
-from reference import average_pyramid
+from reference import average_pyramid, mode_violations
 
 XYZ = (23, 17, 11)
 MARK = (20, 3, 9)  # x, y, z
@@ -131,6 +131,8 @@ def test_hdf5_segmentation_picks_the_3d_dataset(tmp_path):
     assert info["scales"][0]["resolution"] == [8, 8, 40]
     assert got[0, 0, 0, 0] == 2**40 + 7
     assert_same(got, vol)
+    not_mode, _ = mode_violations(vol, ts_read(tmp_path / "layer", 1)[..., 0], (2, 2, 1))
+    assert not_mode == 0  # segmentation mips take the mode, never an average
 
 
 

@@ -12,9 +12,11 @@ from conftest import run_cli, ts_read
 from test_import import CHUNK, MARK, XYZ, assert_same, s3_env, volume, zyx
 
 
-@pytest.fixture
-def layer(tmp_path):
-    """A 2-channel uint16 layer with an offset and a 3-mip pyramid, from a .npy."""
+@pytest.fixture(scope="module")
+def layer(tmp_path_factory):
+    """A 2-channel uint16 layer with an offset and a 3-mip pyramid, from a .npy (exports only
+    read it, so the tests share one)."""
+    tmp_path = tmp_path_factory.mktemp("export-src")
     vol = volume("uint16", channels=2)
     np.save(tmp_path / "v.npy", vol)
     dest = tmp_path / "layer"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from igneous_like.cli.options import (
-    FLOAT3, TUPLE2, TUPLE3, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit,
+    FLOAT3, TUPLE3, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit,
 )
 
 

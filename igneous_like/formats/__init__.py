@@ -31,7 +31,7 @@ def open_source(spec: dict) -> Source:
         return zarr.open_zarr(path, spec.get("level"), spec.get("dataset"))
     if lower.endswith((".tif", ".tiff", ".btf", ".tf8")):
         return tiff.open_tiff(path)
-    if lower.endswith((".h5", ".hdf5", ".hdf", ".h5ad")):
+    if lower.endswith((".h5", ".hdf5", ".hdf")):
         from igneous_like.formats.hdf5 import open_hdf5
 
         return open_hdf5(path, spec.get("dataset"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from igneous_like.errors import UserError
-from igneous_like.formats.base import ACCESS_XYZ, ACCESS_Z, Source, check_dtype, to_nm
+from igneous_like.formats.base import ACCESS_XYZ, Source, check_dtype, to_nm
 
 
 def list_datasets(path: str) -> dict[str, tuple]:
@@ -62,7 +62,7 @@ def open_hdf5(path: str, dataset: str | None = None) -> Source:
         name = pick_dataset(path, dataset)
         with h5py.File(path, "r") as f:
             ds = f[name]
-            shape, chunks, attrs = ds.shape, ds.chunks, dict(ds.attrs)
+            shape, attrs = ds.shape, dict(ds.attrs)
             dtype = check_dtype(ds.dtype, f"{path}:{name}")
     except UserError:
         raise
@@ -74,11 +74,6 @@ def open_hdf5(path: str, dataset: str | None = None) -> Source:
         raise UserError(f"{path}:{name} is {len(shape)}D; import takes z,y,x or z,y,x,c")
     axes = "zyx" if len(shape) == 3 else "zyxc"
     resolution, where = element_size(attrs)
-    access = ACCESS_XYZ if chunks or ds_is_contiguous(shape) else ACCESS_Z
+    # chunked or contiguous, HDF5 reads any hyperslab without decoding the rest
     return Source(path, f"HDF5 dataset /{name}", H5Array(path, name, shape, dtype), axes, dtype, resolution, where,
-                  access=access)
-
-
-def ds_is_contiguous(shape: tuple) -> bool:
-    """Contiguous datasets read any hyperslab directly, so they are random access too."""
-    return True
+                  access=ACCESS_XYZ)

@@ -9,6 +9,8 @@ from igneous_like.formats.base import ACCESS_XYZ, ACCESS_Z, Source, check_dtype,
 
 
 class NiftiArray:
+    """Lazy slicing of the image's data; values scaled by scl_slope/scl_inter where set."""
+
     def __init__(self, path: str, shape: tuple, dtype: np.dtype):
         self.path, self.shape, self.dtype = path, shape, dtype
 
@@ -19,6 +21,12 @@ class NiftiArray:
         return np.asarray(img.dataobj[index]).astype(self.dtype, copy=False)
 
 
+def is_scaled(img) -> bool:
+    """A header slope or intercept other than 1 and 0 turns stored integers into floats."""
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
+    return not (slope in (1.0, 0.0) or np.isnan(slope)) or not (inter == 0.0 or np.isnan(inter))
+
+
 def open_nifti(path: str) -> Source:
     import nibabel
 
@@ -26,7 +34,7 @@ def open_nifti(path: str) -> Source:
         img = nibabel.load(path)
         header = img.header
         shape = tuple(int(n) for n in img.shape)
-        dtype = check_dtype(header.get_data_dtype(), path)
+        dtype = check_dtype(np.float32 if is_scaled(img) else header.get_data_dtype(), path)
         unit = header.get_xyzt_units()[0]
         zooms = header.get_zooms()[:3]
     except UserError:

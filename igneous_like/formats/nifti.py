@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from igneous_like.errors import UserError
-from igneous_like.formats.base import ACCESS_XYZ, ACCESS_Z, Source, check_dtype, to_nm
+from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, to_nm
 
 
 class NiftiArray:
@@ -49,5 +49,6 @@ def open_nifti(path: str) -> Source:
     unit = {"meter": "m", "mm": "mm", "micron": "um"}.get(unit, unit)
     resolution = to_nm(zooms, unit, path) if unit and unit != "unknown" else None
     where = f"NIfTI header pixdim ({unit})" if resolution else "none"
-    access = ACCESS_Z if path.endswith(".gz") else ACCESS_XYZ
+    # x varies fastest on disk: full-width bands are contiguous runs, x tiles would be scattered
+    access = ACCESS_Z if path.endswith(".gz") else ACCESS_YZ
     return Source(path, "NIfTI", NiftiArray(path, shape, dtype), axes, dtype, resolution, where, access=access)

@@ -18,13 +18,14 @@ def local_source_path(src: str) -> str:
 
 
 def open_source(spec: dict) -> Source:
-    """Open the volume a spec names: {'path', 'dataset', 'level', 'axes', 'order', 'pad'}."""
+    """Open the volume a spec names: {'path', 'dataset', 'level', 'axes', 'order', 'pad'}, plus
+    'stack' (what planning found in a slice stack) in the specs tasks carry."""
     from igneous_like.formats import tiff, zarr
 
     path = spec["path"]
     lower = path.lower().rstrip("/")
     if tiff.is_slice_stack(path) and not zarr.is_zarr(path):
-        return tiff.open_slices(path, spec.get("order") or "natural", bool(spec.get("pad")))
+        return tiff.open_slices(path, spec.get("order") or "natural", bool(spec.get("pad")), spec.get("stack"))
     if not os.path.exists(path):
         raise UserError(f"source {path} does not exist")
     if zarr.is_zarr(path):

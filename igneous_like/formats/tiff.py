@@ -60,23 +60,19 @@ def check_numbering(files: list[str]) -> None:
 
 
 class SliceStack:
-    """z,y,x(,c) array over one 2D image file per z, read lazily per slice."""
+    """z,y,x(,c) array over one 2D image file per z, read lazily per slice. Smaller slices
+    (allowed with --pad) leave zeros beyond their own extent."""
 
-    def __init__(self, files: list[str], shapes: list[tuple], dtype: np.dtype, pad: bool):
-        self.files, self.shapes, self.dtype, self.pad = files, shapes, dtype, pad
-        ny = max(s[0] for s in shapes)
-        nx = max(s[1] for s in shapes)
-        channels = shapes[0][2:]
-        self.shape = (len(files), ny, nx, *channels)
+    def __init__(self, files: list[str], shape: tuple, dtype: np.dtype):
+        self.files, self.dtype = files, dtype
+        self.shape = (len(files), *shape)
 
     def __getitem__(self, index: tuple) -> np.ndarray:
         zs, ys, xs = (s.indices(n) for s, n in zip(index[:3], self.shape))
         out = np.zeros((len(range(*zs)), len(range(*ys)), len(range(*xs)), *self.shape[3:]), self.dtype)
         for i, z in enumerate(range(*zs)):
-            ny, nx = self.shapes[z][:2]
-            y1, x1 = min(ys[1], ny), min(xs[1], nx)
-            if y1 > ys[0] and x1 > xs[0]:
-                out[i, : y1 - ys[0], : x1 - xs[0]] = read_slice(self.files[z], slice(ys[0], y1), slice(xs[0], x1))
+            got = read_slice(self.files[z], slice(ys[0], ys[1]), slice(xs[0], xs[1]))
+            out[i, : got.shape[0], : got.shape[1]] = got
         return out[(slice(None),) * 3 + tuple(index[3:])]
 
 
@@ -150,9 +146,19 @@ def page_access(page: Any) -> str:
     return ACCESS_Z
 
 
-def open_slices(path: str, order: str = "natural", pad: bool = False) -> Source:
+def open_slices(path: str, order: str = "natural", pad: bool = False, known: dict | None = None) -> Source:
+    """A slice stack; planning reads every slice's header (shapes, dtype, readability), tasks
+    pass what planning found as `known` and read only the slices they need."""
     files = list_slices(path, order)
+    if known is not None:
+        if len(files) != known["count"]:
+            raise UserError(f"{path} had {known['count']} slices when the import was planned, now {len(files)}")
+        dtype = np.dtype(known["dtype"])
+        stack = SliceStack(files, tuple(known["shape"]), dtype)
+        return Source(path, known["format"], stack, known["axes"], dtype, access=known["access"])
     check_numbering(files)
+    if len(files) == 1:
+        raise UserError(f"{path}: only one slice, a 2D image; import takes a 3D volume")
     headers = [slice_header(f) for f in files]
     shape0, dtype0, _ = headers[0]
     if len(shape0) not in (2, 3):
@@ -165,13 +171,16 @@ def open_slices(path: str, order: str = "natural", pad: bool = False) -> Source:
                             "(pass --pad to pad smaller slices with zeros)")
     access = min((h[2] for h in headers), key=[ACCESS_Z, ACCESS_YZ, ACCESS_XYZ].index)
     dtype = check_dtype(dtype0, files[0])
-    stack = SliceStack(files, [h[0] for h in headers], dtype, pad)
+    shape = (max(h[0][0] for h in headers), max(h[0][1] for h in headers), *shape0[2:])
     axes = "zyxc" if len(shape0) == 3 else "zyx"
-    src = Source(path, f"{len(files)} 2D slices ({os.path.splitext(files[0])[1].lstrip('.').upper()})",
-                 stack, axes, dtype, access=access)
-    if len(files) == 1:
-        raise UserError(f"{path}: only one slice, a 2D image; import takes a 3D volume")
-    return src
+    kind = f"{len(files)} 2D slices ({os.path.splitext(files[0])[1].lstrip('.').upper()})"
+    return Source(path, kind, SliceStack(files, shape, dtype), axes, dtype, access=access)
+
+
+def known_stack(source: Source) -> dict:
+    """What tasks need to reopen a slice stack without reading every header again."""
+    return {"count": source.array.shape[0], "shape": list(source.array.shape[1:]), "dtype": source.dtype.name,
+            "axes": source.axes, "access": source.access, "format": source.format}
 
 
 def open_tiff(path: str) -> Source:

@@ -22,6 +22,7 @@ from igneous_like import layers, volume_io
 from igneous_like.errors import UserError
 from igneous_like.formats import local_source_path, open_source
 from igneous_like.formats.base import ACCESS_XYZ, ACCESS_YZ, Source, reorder_note
+from igneous_like.formats.tiff import SliceStack, known_stack
 from igneous_like.grid import Box, Vec3, grid_boxes, grid_count, mips_to_top, vec3
 from igneous_like.ops.image.downsample import task_memory
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
@@ -56,6 +57,8 @@ def plan_import(
     spec = {"path": local_source_path(src), "dataset": dataset, "level": level, "axes": axes, "order": order,
             "pad": pad}
     source = open_source(spec)
+    if isinstance(source.array, SliceStack):
+        spec["stack"] = known_stack(source)  # tasks skip re-reading every slice header
     dest_url = layers.normalize_url(dest)
     if layer_type not in ("image", "segmentation"):
         raise UserError(f"--type must be image or segmentation, not {layer_type!r}")

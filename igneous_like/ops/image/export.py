@@ -78,9 +78,8 @@ def plan_export(
 def check_dest(url: str, fmt: str, force: bool) -> None:
     from cloudfiles import CloudFiles
 
-    if fmt != "tiff" and layers.local_path(url) is None:
-        raise UserError(f"--format {fmt} writes to a local path or file:// URL, not {url} "
-                        "(export there, then copy; --format tiff writes to any storage)")
+    if fmt != "tiff" and not url.startswith(("file://", "s3://", "gs://")):
+        raise UserError(f"--format {fmt} writes to file://, s3:// or gs://, not {url}")
     layers.check_writable(url)
     if not force and next(iter(CloudFiles(url).list()), None) is not None:
         raise UserError(f"destination {url} exists and is not empty (pass --force to write into it)")
@@ -149,31 +148,69 @@ def zarr_shape(box: Box, channels: int) -> tuple[int, ...]:
     return (channels, z, y, x) if channels > 1 else (z, y, x)
 
 
+def kvstore(url: str) -> dict:
+    """tensorstore's key-value store for a storage URL (S3 honours AWS_ENDPOINT_URL, as
+    cloud-files does)."""
+    if url.startswith("file://"):
+        return {"driver": "file", "path": layers.local_path(url).rstrip("/") + "/"}
+    scheme, rest = url.split("://", 1)
+    bucket, _, path = rest.partition("/")
+    spec = {"driver": "s3" if scheme == "s3" else "gcs", "bucket": bucket, "path": path.strip("/") + "/"}
+    if scheme == "s3":
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            spec["endpoint"] = os.environ["AWS_ENDPOINT_URL"]
+        spec["aws_region"] = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    return spec
+
+
+def array_spec(dest: str, level: int, version: int) -> dict:
+    kv = kvstore(dest)
+    return {"driver": "zarr3" if version == 3 else "zarr", "kvstore": {**kv, "path": kv["path"] + f"{level}/"}}
+
+
+def array_metadata(shape: tuple, chunks: tuple, dtype: str, version: int, shards: tuple | None,
+                   names: list[str]) -> dict:
+    """Zarr array metadata: v2 with blosc/zstd; v3 with zstd, sharded when `shards` is given."""
+    if version == 2:
+        return {"shape": list(shape), "chunks": list(chunks), "dtype": np.dtype(dtype).str, "fill_value": 0,
+                "order": "C", "compressor": {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1}}
+    inner = [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "zstd", "configuration": {"level": 3}}]
+    codecs = inner if shards is None else [{"name": "sharding_indexed", "configuration": {
+        "chunk_shape": list(chunks), "codecs": inner, "index_location": "end",
+        "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]}}]
+    return {"shape": list(shape), "data_type": dtype, "fill_value": 0, "dimension_names": names,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(shards or chunks)}},
+            "chunk_key_encoding": {"name": "default"}, "codecs": codecs}
+
+
 def prepare(url: str, info: dict, dest: str, fmt: str, mips: list[int], boxes: dict[int, Box],
             shard_shape: Vec3 | None) -> None:
     """Create the Zarr group, its arrays and OME metadata (TIFF directories need nothing)."""
     if fmt == "tiff":
         return
-    import zarr
+    import tensorstore as ts
+    from cloudfiles import CloudFiles
 
     version = 3 if fmt == "ome-zarr-v3" else 2
-    path = layers.local_path(dest)
-    group = zarr.open_group(path, mode="w", zarr_format=version)
     channels = info["num_channels"]
+    names = [a["name"] for a in ome_axes(channels)]
     for i, m in enumerate(mips):
         chunk = tuple(reversed(layers.scale_chunk(info, m)))
         chunks = (channels, *chunk) if channels > 1 else chunk
-        kwargs = {"dimension_names": [a["name"] for a in ome_axes(channels)]} if version == 3 else {}
+        shards = None
         if shard_shape is not None:
             shard = tuple(reversed(shard_shape))
-            kwargs["shards"] = (channels, *shard) if channels > 1 else shard
-        group.create_array(str(i), shape=zarr_shape(boxes[m], channels), chunks=chunks,
-                           dtype=info["data_type"], fill_value=0, **kwargs)
+            shards = (channels, *shard) if channels > 1 else shard
+        meta = array_metadata(zarr_shape(boxes[m], channels), chunks, info["data_type"], version, shards, names)
+        ts.open({**array_spec(dest, i, version), "metadata": meta}, create=True, delete_existing=True).result()
     meta = multiscales(info, mips, boxes, os.path.basename(url))
+    cf = CloudFiles(dest)
     if version == 3:
-        group.attrs["ome"] = {"version": "0.5", "multiscales": [meta]}
+        cf.put_json("zarr.json", {"zarr_format": 3, "node_type": "group",
+                                  "attributes": {"ome": {"version": "0.5", "multiscales": [meta]}}})
     else:
-        group.attrs["multiscales"] = [{"version": "0.4", **meta}]
+        cf.put_json(".zgroup", {"zarr_format": 2})
+        cf.put_json(".zattrs", {"multiscales": [{"version": "0.4", **meta}]})
 
 
 @queueable
@@ -186,15 +223,15 @@ def export_task(layer: str, dest: str, fmt: str, mip: int, level: int, box: list
     if fmt == "tiff":
         write_slices(dest, img, rel[2])
         return
-    import zarr
+    import tensorstore as ts
 
-    arr = zarr.open_array(os.path.join(layers.local_path(dest), str(level)), mode="r+")
-    zyx = np.ascontiguousarray(img.transpose(3, 2, 1, 0))  # c,z,y,x
+    arr = ts.open(array_spec(dest, level, 3 if fmt == "ome-zarr-v3" else 2), open=True).result()
+    zyx = img.transpose(3, 2, 1, 0)  # c,z,y,x
     index = tuple(slice(a, a + n) for a, n in zip(reversed(rel), zyx.shape[1:]))
     if info["num_channels"] > 1:
-        arr[(slice(None), *index)] = zyx
+        arr[(slice(None), *index)].write(zyx).result()
     else:
-        arr[index] = zyx[0]
+        arr[index].write(zyx[0]).result()
 
 
 def write_slices(dest: str, img: np.ndarray, z0: int) -> None:

@@ -109,3 +109,8 @@ def test_export_from_s3_layer(tmp_path, moto, s3_bucket, layer, monkeypatch):
     CloudFiles(f"{s3_bucket}/out.zarr").transfer_to(f"file://{down}")
     assert json.loads((down / "zarr.json").read_text())["attributes"]["ome"]["version"] == "0.5"
     assert np.array_equal(zarr_read(down / "0", "zarr3"), zyx(vol).transpose(3, 0, 1, 2))
+    # and import straight from the OME-Zarr on s3 (metadata through cloud-files, voxels through tensorstore)
+    back = tmp_path / "back"
+    run_cli("image", "import", f"{s3_bucket}/out.zarr", f"file://{back}", "--chunk-size", CHUNK, env=s3_env(moto))
+    assert json.loads((back / "info").read_text())["scales"][0]["voxel_offset"] == [5, 6, 7]
+    assert_same(ts_read(back, 0), vol)

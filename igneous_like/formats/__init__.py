@@ -9,11 +9,14 @@ from igneous_like.formats.base import Source
 
 
 def local_source_path(src: str) -> str:
-    """A plain path or file:// URL, made absolute so workers elsewhere agree."""
+    """A plain path or file:// URL, made absolute so workers elsewhere agree; s3:// and gs://
+    URLs (Zarr and N5 only) stay as they are."""
+    if src.startswith(("s3://", "gs://")):
+        return src.rstrip("/")
     if src.startswith("file://"):
         src = src[len("file://"):]
     elif "://" in src:
-        raise UserError(f"import reads local files (a path or file:// URL), not {src!r}")
+        raise UserError(f"import reads a path, file://, or (Zarr, N5) s3:// and gs:// URLs, not {src!r}")
     return os.path.abspath(os.path.expanduser(src))
 
 
@@ -24,6 +27,11 @@ def open_source(spec: dict) -> Source:
 
     path = spec["path"]
     lower = path.lower().rstrip("/")
+    if path.startswith(("s3://", "gs://")):
+        if not zarr.is_zarr(path):
+            raise UserError(f"{path}: only Zarr and N5 sources are read from object storage (no .zarray, .zgroup, "
+                            "zarr.json or attributes.json there); copy other formats to a local path")
+        return zarr.open_zarr(path, spec.get("level"), spec.get("dataset"))
     if tiff.is_slice_stack(path) and not zarr.is_zarr(path):
         return tiff.open_slices(path, spec.get("order") or "natural", bool(spec.get("pad")), spec.get("stack"))
     if not os.path.exists(path):

@@ -148,23 +148,10 @@ def zarr_shape(box: Box, channels: int) -> tuple[int, ...]:
     return (channels, z, y, x) if channels > 1 else (z, y, x)
 
 
-def kvstore(url: str) -> dict:
-    """tensorstore's key-value store for a storage URL (S3 honours AWS_ENDPOINT_URL, as
-    cloud-files does)."""
-    if url.startswith("file://"):
-        return {"driver": "file", "path": layers.local_path(url).rstrip("/") + "/"}
-    scheme, rest = url.split("://", 1)
-    bucket, _, path = rest.partition("/")
-    spec = {"driver": "s3" if scheme == "s3" else "gcs", "bucket": bucket, "path": path.strip("/") + "/"}
-    if scheme == "s3":
-        if os.environ.get("AWS_ENDPOINT_URL"):
-            spec["endpoint"] = os.environ["AWS_ENDPOINT_URL"]
-        spec["aws_region"] = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
-    return spec
-
-
 def array_spec(dest: str, level: int, version: int) -> dict:
-    kv = kvstore(dest)
+    from igneous_like.storage import tensorstore_kvstore
+
+    kv = tensorstore_kvstore(dest)
     return {"driver": "zarr3" if version == 3 else "zarr", "kvstore": {**kv, "path": kv["path"] + f"{level}/"}}
 
 

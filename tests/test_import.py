@@ -87,15 +87,15 @@ def test_png_slices_and_lexical_order(tmp_path):
     assert_same(got, vol)
 
 
-def test_multipage_tiled_rgb(tmp_path):
+def test_bigtiff_tiled_rgb(tmp_path):
     import tifffile
 
     vol = volume("uint8", channels=3)
     path = tmp_path / "rgb.tif"
-    tifffile.imwrite(path, zyx(vol), photometric="rgb", tile=(16, 16))
+    tifffile.imwrite(path, zyx(vol), photometric="rgb", tile=(16, 16), bigtiff=True)
     out = run_cli("image", "import", str(path), f"file://{tmp_path}/layer", "--chunk-size", CHUNK,
                   "--resolution", "8,8,8", "--dry-run")
-    assert "random access" in out.stdout and "3 channel(s)" in out.stdout
+    assert "BigTIFF" in out.stdout and "random access" in out.stdout and "3 channel(s)" in out.stdout
     got, info = imported(tmp_path, str(path), "--resolution", "8,8,8")
     assert info["num_channels"] == 3
     assert_same(got, vol)

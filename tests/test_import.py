@@ -296,3 +296,8 @@ def test_sharded_import_one_task_per_shard(tmp_path):
     shards = list((dest / info["scales"][0]["key"]).glob("*.shard"))
     assert len(shards) == tasks > 1  # one task per shard file
     assert_same(ts_read(dest, 0), vol)
+    # the last shard task queued the sharded pyramid into the same queue: one execute built it
+    assert len(info["scales"]) > 1 and all(s.get("sharding") for s in info["scales"])
+    not_mode, _ = mode_violations(vol, ts_read(dest, 1)[..., 0], (2, 2, 1))
+    assert not_mode == 0
+    assert not (dest / "import-markers").exists()

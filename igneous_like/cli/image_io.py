@@ -69,13 +69,14 @@ def import_(ctx, src, dest, dataset, level, axes, order, pad, resolution, offset
       igneous-like execute fq://q -p 4 -x
       igneous-like image import stack.ome.tif s3://bucket/em --memory 256MB --dry-run
     """
+    from igneous_like import queues
     from igneous_like.ops.image.import_volume import plan_import
 
     plan = plan_import(
         src, dest, dataset=dataset, level=level, axes=axes, order=order, pad=pad, resolution=resolution,
         offset=offset, layer_type="segmentation" if seg else (layer_type or "image"), encoding=encoding,
         encoding_level=encoding_level, compress=compress, chunk_size=chunk_size, sharded=sharded, memory=memory,
-        downsample=downsample, force=force,
+        downsample=downsample, force=force, queue=queues.normalize_queue_url(queue) if queue else None,
     )
     announce(plan, dry_run)
     submit(ctx, plan, queue, parallel, dry_run)

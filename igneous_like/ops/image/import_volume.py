@@ -53,6 +53,7 @@ def plan_import(
     downsample: bool = True,
     force: bool = False,
     operation: str = "image import",
+    queue: str | None = None,
 ) -> Plan:
     spec = {"path": local_source_path(src), "dataset": dataset, "level": level, "axes": axes, "order": order,
             "pad": pad}
@@ -78,7 +79,9 @@ def plan_import(
     full = layers.scale_bounds(info, 0)
     summary = detection(source, spec, res, res_from, voxel_offset, layer_type)
     if sharded:
-        return plan_sharded(spec, dest_url, info, source, full, memory, summary, operation)
+        # downsample's budget counts the interpreter and a 1.3 margin; give its tasks >= 64 MB of data
+        follow = {"queue": queue, "memory": 1.3 * (PROCESS_OVERHEAD + max(memory, 64e6))} if downsample else None
+        return plan_sharded(spec, dest_url, info, source, full, memory, summary, operation, follow)
     top = mips_to_top(size, chunk, FACTOR) if downsample else 0
     shape, k = slab_shape(size, chunk, source, top, memory)
     for level_ in range(1, top + 1):
@@ -238,8 +241,10 @@ def pyramid_note(k: int, top: int, finish: bool) -> str:
     return f"0 to {top}: {own}, {k + 1} to {top} by the task that completes each z-slab (from mip {k})"
 
 
-def plan_sharded(spec, dest_url, info, source, full, memory, summary, operation) -> Plan:
-    """One task per shard of mip 0 (no two tasks touch one shard file); no mips here."""
+def plan_sharded(spec, dest_url, info, source, full, memory, summary, operation, follow: dict | None) -> Plan:
+    """One task per shard of mip 0 (no two tasks touch one shard file). With `follow`, the task
+    that finds every shard written plans the sharded pyramid (`image downsample --sharded`)
+    into the same queue (or runs it, without one)."""
     from igneous_like.ops.image.sharded import image_sharding, shard_shape
 
     scale = info["scales"][0]
@@ -251,13 +256,15 @@ def plan_sharded(spec, dest_url, info, source, full, memory, summary, operation)
 
     def tasks() -> Iterator:
         for box in grid_boxes(full, shape, full.start):
-            yield partial(import_shard_task, spec, dest_url, box.to_list(), list(full.start))
+            yield partial(import_shard_task, spec, dest_url, box.to_list(), list(full.start),
+                          {**follow, "total": total} if follow else None)
 
     details = {
         **summary,
         "destination": f"{dest_url} (sharded, {scale['encoding']}, chunks {fmt_vec(chunk)})",
         "shard shape (= task shape)": fmt_vec(shape),
-        "mips": "0 only: build sharded mips with `image downsample --sharded`",
+        "mips": ("0 by these tasks; then the task that writes the last shard plans the sharded pyramid "
+                 "(image downsample --sharded) into the same queue" if follow else "0 only (--no-downsample)"),
         "peak memory per task": f"~{human_bytes(PROCESS_OVERHEAD + data)} (limit {human_bytes(memory)} "
                                 "plus interpreter)",
     }
@@ -324,8 +331,9 @@ def remove_empty_dirs(url: str, prefix: str) -> None:
 
 
 @queueable
-def import_shard_task(spec: dict, dest: str, box: list[int], origin: list[int]) -> None:
-    """Read the source block of one shard of mip 0 and write that shard whole."""
+def import_shard_task(spec: dict, dest: str, box: list[int], origin: list[int], follow: dict | None = None) -> None:
+    """Read the source block of one shard of mip 0 and write that shard whole; with `follow`,
+    the task that completes mip 0 starts its sharded pyramid."""
     from cloudfiles import CloudFiles
 
     from igneous_like.ops.image.sharded import encode_shard
@@ -336,3 +344,36 @@ def import_shard_task(spec: dict, dest: str, box: list[int], origin: list[int]) 
     img = open_source(spec).read(source_box(region, offset))
     name, data = encode_shard(dest, info, 0, region, img)
     CloudFiles(dest).put(name, data, compress=None)
+    del img
+    if follow:
+        follow_with_pyramid(dest, region, follow)
+
+
+def follow_with_pyramid(dest: str, region: Box, follow: dict) -> None:
+    """Mark this shard done; once all are, plan the sharded pyramid into the import's queue, so
+    the workers draining it build the mips too (or run it here, without a queue). Two tasks
+    seeing the last marker at once would queue the same idempotent tasks twice: harmless."""
+    from cloudfiles import CloudFiles
+
+    from igneous_like import queues
+    from igneous_like.errors import TaskError
+    from igneous_like.ops.image.downsample import plan_downsample
+
+    cf = CloudFiles(dest)
+    prefix = f"{MARKERS}/shards/"
+    cf.put(prefix + str(region).replace(",", "_"), b"", compress=None)
+    done = list(cf.list(prefix=prefix))
+    if len(done) < follow["total"]:
+        return
+    try:
+        plan = plan_downsample(dest, mip=0, sharded=True, memory=follow["memory"])
+    except UserError as exc:
+        raise TaskError(f"mip 0 is written, but its sharded pyramid cannot be planned: {exc}") from None
+    plan.prepare()
+    if follow.get("queue"):
+        queues.insert_tasks(follow["queue"], plan.tasks(), plan.total)
+    else:
+        for task in plan.tasks():
+            task()
+    cf.delete(done)
+    remove_empty_dirs(dest, prefix)

@@ -54,6 +54,11 @@ def test_ome_zarr_levels_metadata_and_reimport(tmp_path, layer, fmt):
         driver = "zarr3"
         shard_index = json.loads((out / "0" / "zarr.json").read_text())["codecs"][0]
         assert shard_index["name"] == "sharding_indexed"
+    import zarr
+    from ome_zarr_models import open_ome_zarr
+
+    model = open_ome_zarr(zarr.open_group(str(out), mode="r"))  # validated against the spec's models
+    assert type(model).__module__ == f"ome_zarr_models.{'v04' if fmt == 'ome-zarr' else 'v05'}.image"
     assert [a["name"] for a in meta["axes"]] == ["c", "z", "y", "x"]
     assert all(a.get("unit") == "nanometer" for a in meta["axes"][1:])
     assert len(meta["datasets"]) == len(info["scales"]) == 3

@@ -186,7 +186,6 @@ def known_stack(source: Source) -> dict:
 def open_tiff(path: str) -> Source:
     """A multi-page TIFF, BigTIFF or OME-TIFF file: its first series, level 0."""
     import tifffile
-    import zarr
 
     try:
         with tifffile.TiffFile(path) as tif:

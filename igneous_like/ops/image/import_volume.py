@@ -55,6 +55,8 @@ def plan_import(
     operation: str = "image import",
     queue: str | None = None,
 ) -> Plan:
+    """Detect the source, check every option, and plan z-slab tasks into a new layer at DEST.
+    Nothing is written until the plan's prepare (the info) and its tasks run."""
     spec = {"path": local_source_path(src), "dataset": dataset, "level": level, "axes": axes, "order": order,
             "pad": pad}
     source = open_source(spec)

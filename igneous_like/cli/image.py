@@ -163,7 +163,8 @@ def rm(ctx, layer, mip, num_mips, shape, xrange, yrange, zrange, queue, parallel
 
 # command families of the image group that live in their own modules
 from igneous_like.cli.contrast import contrast  # noqa: E402
+from igneous_like.cli.image_io import create, export, import_  # noqa: E402
 from igneous_like.cli.image_stats import stats, voxels  # noqa: E402
 
-for _command in (contrast, stats, voxels):
+for _command in (import_, create, export, contrast, stats, voxels):
     image.add_command(_command)

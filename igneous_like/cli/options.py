@@ -47,7 +47,7 @@ class ByteSize(click.ParamType):
             value = str(value)
         import re
 
-        match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        match = re.fullmatch(r"\s*(-?[0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
         unit = match and self.UNITS.get(match.group(2).lower())
         try:
             size = float(match.group(1)) * unit if match and unit is not None else None
@@ -56,7 +56,7 @@ class ByteSize(click.ParamType):
         if size is None:
             self.fail(f"{value!r} is not a size in bytes (e.g. 3.5e9, 256MB, 2GiB)", param, ctx)
         if size <= 0:
-            self.fail(f"{value!r} must be above 0", param, ctx)
+            self.fail(f"{size!r} is not in the range x>0", param, ctx)
         return size
 
 

@@ -124,7 +124,8 @@ def moto():
         proc.kill()
         pytest.fail("moto server did not start")
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_SESSION_TOKEN": "testing"}  # cloud-files reads key and secret from env only with a token
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # in-process readers (cloud-files, boto3) in tests see the server too
     yield env

@@ -14,6 +14,7 @@ from igneous_like.cli.image import image
 from igneous_like.cli.mesh import mesh
 from igneous_like.cli.skeleton import skeleton
 from igneous_like.cli.queue import execute, queue
+from igneous_like.cli.view import view
 from igneous_like.errors import UserError
 
 
@@ -59,6 +60,7 @@ cli.add_command(mesh)
 cli.add_command(skeleton)
 cli.add_command(execute)
 cli.add_command(queue)
+cli.add_command(view)
 
 
 def main() -> None:

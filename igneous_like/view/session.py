@@ -1,0 +1,107 @@
+"""`view`: local layers over HTTP plus the Neuroglancer client bundled in the `neuroglancer`
+package (driven through its Python viewer), both on 127.0.0.1, until Ctrl-C."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from igneous_like import layers
+from igneous_like.errors import UserError
+from igneous_like.view.fileserver import bind_free_port, serve_layers
+from igneous_like.view.state import LayerSpec, viewer_state
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Session:
+    """A running view: the file server, the Neuroglancer viewer and its URL."""
+
+    url: str
+    data_port: int
+    viewer_port: int
+    state: dict
+    _file_server: object
+    _viewer: object
+
+    def stop(self) -> None:
+        """Close both servers and free their ports."""
+        import neuroglancer
+
+        self._file_server.shutdown()
+        self._file_server.server_close()
+        neuroglancer.server.stop()
+
+
+def mount_name(index: int, spec: LayerSpec) -> str:
+    return f"{index}-{spec.name}"
+
+
+def remote_source(url: str) -> str:
+    """Where Neuroglancer reads a non-local layer itself. An S3 endpoint override
+    (AWS_ENDPOINT_URL, e.g. an S3-compatible store) is addressed by path over HTTP."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if url.startswith("s3://") and endpoint:
+        return f"precomputed://{endpoint.rstrip('/')}/{url[len('s3://'):]}"
+    if url.startswith("mem://"):
+        raise UserError(f"{url} lives in one process's memory: a viewer cannot read it")
+    return f"precomputed://{url}"
+
+
+def sources(specs: list[LayerSpec], data_port: int) -> tuple[dict[str, str], dict[str, Path]]:
+    """Each layer's Neuroglancer source, and the local directories the file server mounts."""
+    out, mounts = {}, {}
+    for i, spec in enumerate(specs):
+        local = layers.local_path(spec.url)
+        if local is None:
+            out[spec.url] = remote_source(spec.url)
+            continue
+        name = mount_name(i, spec)
+        mounts[name] = Path(local)
+        out[spec.url] = f"precomputed://http://{HOST}:{data_port}/{name}"
+    return out, mounts
+
+
+def start(specs: list[LayerSpec], port: int, segments: list[int] | None = None,
+          pos: tuple[float, float, float] | None = None, say: Callable[[str], None] = print) -> Session:
+    """Serve the local layers on `port` (or the next free one) and the viewer on the next free
+    port after that; the viewer's state shows every layer."""
+    import neuroglancer
+
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port} is not a TCP port (1-65535)")
+    sock, data_port = bind_free_port(HOST, port)
+    if data_port != port:
+        say(f"port {port} is in use; serving the layers on port {data_port}")
+    srcs, mounts = sources(specs, data_port)
+    for spec in specs:
+        if layers.local_path(spec.url) is None:
+            say(f"{spec.url} is read by Neuroglancer itself: it must allow anonymous reads and CORS")
+    files = serve_layers(mounts, sock)
+    sock, viewer_port = bind_free_port(HOST, data_port + 1)
+    sock.close()  # neuroglancer binds it itself, right below
+    neuroglancer.set_server_bind_address(HOST, bind_port=viewer_port)
+    viewer = neuroglancer.Viewer()
+    state = viewer_state(specs, srcs, segments, pos)
+    viewer.set_state(neuroglancer.ViewerState(state))
+    url = viewer.get_viewer_url()
+    return Session(url, data_port, viewer_port, state, files, viewer)
+
+
+def wait_for_interrupt(session: Session) -> None:
+    """Block until Ctrl-C (SIGINT) or SIGTERM, then stop both servers."""
+    import signal
+
+    done = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        session.stop()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from igneous_like.cli.options import TUPLE3, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+from igneous_like.cli.options import TUPLE3, MipOrAuto, forge_mip, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
 
 
 def label_list(value):
@@ -22,7 +22,8 @@ def mesh() -> None:
 
 @mesh.command()
 @click.argument("layer")
-@click.option("--mip", type=int, default=0, show_default=True, help="Mesh at this mip.")
+@click.option("--mip", type=MipOrAuto(), default=0, show_default=True,
+              help="Mesh at this mip; auto: the finest near-isotropic one (max/min resolution at most 2).")
 @click.option("--shape", type=TUPLE3, default=None, help="Task shape in voxels (default from --memory, at most 448^3).")
 @click.option("--simplify/--skip-simplify", default=True, show_default=True, help="Simplify meshes.")
 @click.option("--max-error", type=float, default=40, show_default=True, help="Simplification error limit, physical units.")
@@ -58,7 +59,7 @@ def forge(ctx, layer, mip, shape, simplify, max_error, dust_threshold, dust_glob
     from igneous_like.ops.mesh.forge import plan_mesh_forge
 
     plan = plan_mesh_forge(
-        layer, mip=mip, shape=shape, simplify=simplify, max_error=max_error, dust_threshold=dust_threshold,
+        layer, mip=forge_mip(layer, mip, "meshes"), shape=shape, simplify=simplify, max_error=max_error, dust_threshold=dust_threshold,
         dust_global=dust_global, fill_missing=fill_missing, fill_holes=fill_holes, labels=label_list(labels),
         exclude_labels=label_list(exclude_labels), closed_edge=closed_edge, mesh_dir=mesh_dir,
         spatial_index=spatial_index, sharded=sharded, memory=memory, xrange=xrange, yrange=yrange, zrange=zrange,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from igneous_like.cli.mesh import label_list
-from igneous_like.cli.options import TUPLE3, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+from igneous_like.cli.options import TUPLE3, MipOrAuto, forge_mip, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
 
 
 @click.group()
@@ -14,7 +14,8 @@ def skeleton() -> None:
 
 @skeleton.command()
 @click.argument("layer")
-@click.option("--mip", type=int, default=0, show_default=True, help="Skeletonize at this mip.")
+@click.option("--mip", type=MipOrAuto(), default=0, show_default=True,
+              help="Skeletonize at this mip; auto: the finest near-isotropic one (max/min resolution at most 2).")
 @click.option("--shape", type=TUPLE3, default=None, help="Task shape in voxels (default from --memory, at most 512^3).")
 @click.option("--scale", type=float, default=4, show_default=True, help="TEASAR: invalidation radius multiplier.")
 @click.option("--const", type=float, default=10, show_default=True, help="TEASAR: invalidation radius constant (physical).")
@@ -58,7 +59,7 @@ def forge(ctx, layer, mip, shape, scale, const, soma_detect, soma_accept, soma_s
     from igneous_like.ops.skeleton.forge import plan_skeleton_forge
 
     plan = plan_skeleton_forge(
-        layer, mip=mip, shape=shape, scale=scale, const=const, soma_detect=soma_detect, soma_accept=soma_accept,
+        layer, mip=forge_mip(layer, mip, "skeletons"), shape=shape, scale=scale, const=const, soma_detect=soma_detect, soma_accept=soma_accept,
         soma_scale=soma_scale, soma_const=soma_const, max_paths=max_paths, dust_threshold=dust_threshold,
         dust_global=dust_global, fill_holes=fill_holes, fix_branching=fix_branching, fix_borders=fix_borders,
         fix_avocados=fix_avocados, cross_section=cross_section, labels=label_list(labels), sharded=sharded,

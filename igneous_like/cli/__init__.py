@@ -15,6 +15,7 @@ from igneous_like.cli.mesh import mesh
 from igneous_like.cli.skeleton import skeleton
 from igneous_like.cli.queue import execute, queue
 from igneous_like.cli.view import view
+from igneous_like.cli.design import design
 from igneous_like.errors import UserError
 
 
@@ -61,6 +62,7 @@ cli.add_command(skeleton)
 cli.add_command(execute)
 cli.add_command(queue)
 cli.add_command(view)
+cli.add_command(design)
 
 
 def main() -> None:

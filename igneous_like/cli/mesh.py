@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from igneous_like.cli.spatial_index import spatial_index_group
 from igneous_like.cli.options import TUPLE3, MipOrAuto, forge_mip, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
 
 
@@ -142,12 +143,14 @@ def rm(ctx, layer, mesh_dir, queue, parallel, dry_run):
 @shard_options
 @click.option("--min-chunk-size", type=TUPLE3, default=(256, 256, 256), show_default=True,
               help="Smallest octree node of the finest level of detail, in voxels.")
+@click.option("--spatial-index-db", default=None,
+              help="Plan from this database (see `mesh spatial-index db`) instead of listing forge files.")
 @queue_option
 @parallel_option
 @dry_run_option
 @click.pass_context
 def merge_sharded(ctx, layer, mesh_dir, nlod, vqb, compress_level, shard_index_bytes, minishard_index_bytes,
-                  min_shards, max_labels_per_shard, min_chunk_size, queue, parallel, dry_run):
+                  min_shards, max_labels_per_shard, min_chunk_size, spatial_index_db, queue, parallel, dry_run):
     """(2) Build multi-resolution Draco meshes into shards (parameters sized from the label count).
 
     \b
@@ -163,6 +166,7 @@ def merge_sharded(ctx, layer, mesh_dir, nlod, vqb, compress_level, shard_index_b
         layer, mesh_dir=mesh_dir, nlod=nlod, vqb=vqb, compress_level=compress_level,
         shard_index_bytes=shard_index_bytes, minishard_index_bytes=minishard_index_bytes, min_shards=min_shards,
         max_labels_per_shard=max_labels_per_shard, min_chunk_size=min_chunk_size,
+        spatial_index_db=spatial_index_db,
     )
     submit(ctx, plan, queue, parallel, dry_run)
 
@@ -196,3 +200,6 @@ def xfer(ctx, src, dest, sharded, mesh_dir, magnitude, nlod, vqb, min_shards, ma
     plan = plan_mesh_xfer(src, dest, sharded=sharded, mesh_dir=mesh_dir, magnitude=magnitude, nlod=nlod, vqb=vqb,
                           min_shards=min_shards, max_labels_per_shard=max_labels_per_shard)
     submit(ctx, plan, queue, parallel, dry_run)
+
+
+mesh.add_command(spatial_index_group("mesh"))

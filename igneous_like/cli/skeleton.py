@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from igneous_like.cli.mesh import label_list
+from igneous_like.cli.spatial_index import spatial_index_group
 from igneous_like.cli.options import TUPLE3, MipOrAuto, forge_mip, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
 
 
@@ -115,12 +116,14 @@ def merge(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_cable_leng
 @click.argument("layer")
 @merge_options
 @shard_options
+@click.option("--spatial-index-db", default=None,
+              help="Plan from this database (see `skeleton spatial-index db`) instead of listing forge files.")
 @queue_option
 @parallel_option
 @dry_run_option
 @click.pass_context
 def merge_sharded(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_cable_length, shard_index_bytes,
-                  minishard_index_bytes, min_shards, max_labels_per_shard, queue, parallel, dry_run):
+                  minishard_index_bytes, min_shards, max_labels_per_shard, spatial_index_db, queue, parallel, dry_run):
     """(2) Join fragments into skeletons packed in shards (one task writes each shard whole).
 
     \b
@@ -133,6 +136,7 @@ def merge_sharded(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_ca
         layer, skel_dir=skel_dir, sharded=True, tick_threshold=tick_threshold, min_cable_length=min_cable_length,
         max_cable_length=max_cable_length, shard_index_bytes=shard_index_bytes,
         minishard_index_bytes=minishard_index_bytes, min_shards=min_shards, max_labels_per_shard=max_labels_per_shard,
+        spatial_index_db=spatial_index_db,
     )
     submit(ctx, plan, queue, parallel, dry_run)
 
@@ -217,3 +221,6 @@ def convert(src, dest, labels):
 
     n = convert_to_swc(src, dest, label_list(labels))
     click.echo(f"wrote {n} SWC file(s) to {dest}")
+
+
+skeleton.add_command(spatial_index_group("skeletons"))

@@ -24,10 +24,15 @@ def break_info(layer) -> dict:
 def test_bounds_repairs_a_broken_info_only_when_told(layers, arrays):
     layer = layers / "image"
     good = break_info(layer)
-    proc = run_cli("design", "bounds", layer, check=False)  # no terminal: the confirmation says no
+    proc = run_cli("design", "bounds", layer, check=False)  # nothing answers the confirmation: no
     assert proc.returncode in (0, 1) and "differs: size: info [100, 100, 10] -> files [230, 210, 100]" in proc.stdout
     assert json.loads((layer / "info").read_text())["scales"][0]["size"] == [100, 100, 10]
-    out = run_cli("design", "bounds", layer, "--yes").stdout
+    import subprocess
+    import sys
+
+    answered = subprocess.run([sys.executable, "-m", "igneous_like", "design", "bounds", str(layer)],
+                              input="y\n", capture_output=True, text=True, timeout=120)  # the confirmation, said yes
+    out = answered.stdout
     assert "Bounds: 0,0,0 - 230,210,100" in out and "Chunks: 64,64,64" in out and "fixed mip 0" in out
     assert json.loads((layer / "info").read_text()) == good
     assert np.array_equal(ts_read(layer, 0)[..., 0], arrays["image"])  # tensorstore reads it whole again

@@ -37,7 +37,32 @@ def viewed(tmp_path_factory):
                  ["skeleton", "forge", layer], ["skeleton", "merge-sharded", layer]):
         run_cli(*args)
     labels, counts = np.unique(seg[seg != 0], return_counts=True)
-    return root, int(labels[counts.argmax()])
+    label = int(labels[counts.argmax()])
+    add_segment_properties(root / "seg", label)
+    write_points(root / "points", [[40, 50, 20], [10, 10, 5]])
+    return root, label
+
+
+def add_segment_properties(layer: Path, label: int) -> None:
+    """An inline segment-properties directory named by the info, as the spec describes."""
+    props = {"@type": "neuroglancer_segment_properties",
+             "inline": {"ids": [str(label)], "properties": [{"id": "name", "type": "label", "values": ["big one"]}]}}
+    (layer / "segment_properties").mkdir()
+    (layer / "segment_properties" / "info").write_text(json.dumps(props))
+    info = json.loads((layer / "info").read_text())
+    (layer / "info").write_text(json.dumps({**info, "segment_properties": "segment_properties"}))
+
+
+def write_points(path: Path, points: list[list[float]]) -> None:
+    """A Precomputed annotation layer, written by neuroglancer's own writer."""
+    import neuroglancer
+    from neuroglancer.write_annotations import AnnotationWriter
+
+    space = neuroglancer.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=[8, 8, 40])
+    writer = AnnotationWriter(coordinate_space=space, annotation_type="point")
+    for point in points:
+        writer.add_point(point)
+    writer.write(str(path))
 
 
 class View:
@@ -187,18 +212,19 @@ def test_neuroglancer_loads_every_layer_in_a_real_browser(viewed, moto, s3_bucke
     broken = tmp_path / "broken"
     shutil.copytree(root / "seg", broken)
     (broken / "skeletons" / "info").unlink()  # Neuroglancer drops such a layer: the check must see it
-    view = View(str(root / "image"), str(root / "seg"), f"{s3_bucket}/em", str(broken),
+    view = View(str(root / "image"), str(root / "seg"), f"{s3_bucket}/em", str(broken), str(root / "points"),
                 "--port", str(free_port()), "--segments", str(label), "--pos", "40,50,20", env=moto)
     try:
         with Browser(free_port()) as browser:
             browser.goto(view.url)
-            states = wait_loaded(browser, 4)
+            states = wait_loaded(browser, 5)
             by_name = {s["name"]: s for s in states}
             assert by_name["image"]["type"] == "image" and by_name["em"]["type"] == "image"
             assert by_name["seg"]["type"] == "segmentation"
-            for name in ("image", "seg", "em"):
+            assert by_name["points"]["type"] == "annotation"
+            for name in ("image", "seg", "em", "points"):
                 assert all(s.startswith("ok") for s in by_name[name]["sources"]), json.dumps(states)
-            assert "mesh" in by_name["seg"]["sources"][0] and "skeletons" in by_name["seg"]["sources"][0]
+            assert all(sub in by_name["seg"]["sources"][0] for sub in ("mesh", "skeletons", "properties")), states
             assert by_name["broken"]["sources"][0].startswith("error"), states
             state = json.loads(browser.evaluate("JSON.stringify(viewer.state.toJSON())"))
             assert state["position"] == [40.5, 50.5, 20.5] or state["position"] == [40, 50, 20], state["position"]
@@ -214,3 +240,18 @@ def test_neuroglancer_loads_every_layer_in_a_real_browser(viewed, moto, s3_bucke
     assert code == 0
     assert coloured_pixels(png, (0, 0.08, 0.35, 0.5)) > 500  # the selected segment in a cross-section
     assert coloured_pixels(png, (0, 0.55, 0.35, 1.0)) > 500  # its mesh (or skeleton) in the 3D view
+
+
+def test_state_centres_on_the_first_layer_and_types_each_layer(viewed):
+    from igneous_like.view.state import read_layer, unique_names, viewer_state
+
+    root, label = viewed
+    specs = unique_names([read_layer(str(root / n)) for n in ("seg", "image", "points", "seg")])
+    sources = {s.url: f"precomputed://{s.url}" for s in specs}
+    state = viewer_state(specs, sources, segments=[label])
+    assert state["position"] == [48.0, 48.0, 24.0]  # middle of 96x96x48
+    assert state["dimensions"] == {"x": [8e-9, "m"], "y": [8e-9, "m"], "z": [40e-9, "m"]}
+    assert [(ly["name"], ly["type"]) for ly in state["layers"]] == [
+        ("seg", "segmentation"), ("image", "image"), ("points", "annotation"), ("seg-2", "segmentation")]
+    assert state["layers"][0]["segments"] == [str(label)] and "segments" not in state["layers"][1]
+    assert viewer_state(specs[2:3], sources, pos=(1, 2, 3))["position"] == [1.0, 2.0, 3.0]

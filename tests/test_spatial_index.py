@@ -93,6 +93,65 @@ def test_db_lists_every_label_and_plans_merges_equal_to_files(forged, tmp_path, 
     assert any(k.endswith(".shard") for k in files_out) and files_out == db_out
 
 
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1 (initdb + pg_ctl, as the postgres user when
+    root); skipped where PostgreSQL or psycopg is not installed."""
+    import os
+    import pwd
+    import subprocess
+
+    from conftest import free_port
+
+    pytest.importorskip("psycopg")
+    import glob
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))  # Debian keeps them off the PATH
+    path = os.pathsep.join([os.environ.get("PATH", ""), *bins])
+    initdb, pg_ctl = shutil.which("initdb", path=path), shutil.which("pg_ctl", path=path)
+    if not (initdb and pg_ctl):
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl)")
+    import tempfile
+    from pathlib import Path
+
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="igneous-like-pg-"))  # pytest's tmp dirs are root-only
+    if os.getuid() == 0:  # postgres refuses to run as root
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a postgres user")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    data = root / "data"
+    subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True, timeout=120)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True,
+                   capture_output=True, timeout=120)
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True, timeout=60)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgresql_plans_the_same_merge(forged, postgres_url, tmp_path):
+    src, _ = forged
+    from_files, from_db = tmp_path / "files" / "seg", tmp_path / "db" / "seg"
+    shutil.copytree(src, from_files)
+    shutil.copytree(src, from_db)
+    run_cli("skeleton", "spatial-index", "db", from_db, postgres_url)
+    run_cli("skeleton", "spatial-index", "db", from_db, postgres_url)  # reloading replaces, never doubles
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM spatial_tasks").fetchone()[0] == 8
+    run_cli("skeleton", "merge-sharded", from_files)
+    run_cli("skeleton", "merge-sharded", from_db, "--spatial-index-db", postgres_url)
+    files_out = merged_outputs(from_files / "skeletons")
+    assert any(k.endswith(".shard") for k in files_out) and files_out == merged_outputs(from_db / "skeletons")
+
+
 def test_spatial_index_on_s3(forged, moto, s3_bucket, tmp_path):
     src, _ = forged
     layer = f"{s3_bucket}/seg"

@@ -92,16 +92,16 @@ def start(specs: list[LayerSpec], port: int, segments: list[int] | None = None,
 
 
 def wait_for_interrupt(session: Session) -> None:
-    """Block until Ctrl-C (SIGINT) or SIGTERM, then stop both servers."""
+    """Block until Ctrl-C (SIGINT) or SIGTERM, then stop both servers. The handlers are set
+    explicitly: a shell starting `view &` hands it SIGINT ignored."""
     import signal
 
     done = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not done.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         session.stop()

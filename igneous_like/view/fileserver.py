@@ -69,6 +69,8 @@ class LayerFiles:
         path = root / rel
         if path.is_file():
             return path, None
+        if path.is_dir():
+            return None, None
         from cloudfiles import CloudFiles
 
         data = CloudFiles(root.as_uri()).get(rel)  # finds NAME.gz/.br/.zstd and decompresses
@@ -101,7 +103,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
 
     def _serve(self, body: bool) -> None:
-        path, data = self.files.read(self.path)
+        try:
+            path, data = self.files.read(self.path)
+        except OSError:  # unreadable or corrupt file: an HTTP error, not a server traceback
+            return self._status(500)
         if path is None and data is None:
             return self._status(404)
         size = path.stat().st_size if path is not None else len(data)

@@ -10,8 +10,7 @@ from typing import Any, Iterator
 
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, vec3
-
-PROTOCOLS = ("file://", "gs://", "s3://", "http://", "https://", "mem://", "matrix://", "precomputed://")
+from igneous_like.validate import FLOATS as _FLOATS, INTS as _INTS
 
 ENCODING_ALIASES = {
     "raw": "raw",
@@ -31,8 +30,6 @@ ENCODING_ALIASES = {
     "zfpc": "zfpc",
 }
 
-_INTS = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64")
-_FLOATS = ("float32", "float64")
 ENCODING_DTYPES = {
     "raw": _INTS + _FLOATS,
     "png": ("uint8", "uint16"),
@@ -64,15 +61,10 @@ SCALE_KEYS = ("key", "size", "resolution", "voxel_offset", "chunk_sizes", "encod
 
 
 def normalize_url(path: str) -> str:
-    """A bare path means file:// (made absolute so workers elsewhere agree)."""
-    path = str(path)
-    if path.startswith("precomputed://"):
-        path = path[len("precomputed://") :]
-    if "://" not in path:
-        return "file://" + os.path.abspath(os.path.expanduser(path))
-    if not path.startswith(PROTOCOLS):
-        raise UserError(f"unsupported storage protocol in {path!r}: use file://, gs://, s3://, http(s):// or mem://")
-    return path.rstrip("/")
+    """A bare path means file://; other URLs must parse as cloud-files and cloud-volume parse them."""
+    from igneous_like.urls import normalize_url as parse
+
+    return parse(path)
 
 
 def local_path(url: str) -> str | None:
@@ -98,27 +90,10 @@ def read_info(url: str) -> dict[str, Any]:
 
 
 def check_info(info: Any, url: str) -> None:
-    where = f"malformed info file at {url}/info"
-    if not isinstance(info, dict):
-        raise UserError(f"{where}: expected a JSON object")
-    for key in ("type", "data_type", "num_channels", "scales"):
-        if key not in info:
-            raise UserError(f"{where}: missing {key!r}")
-    if info["type"] not in ("image", "segmentation"):
-        raise UserError(f"{where}: type must be 'image' or 'segmentation', not {info['type']!r}")
-    if info["data_type"] not in _INTS + _FLOATS:
-        raise UserError(f"{where}: unsupported data_type {info['data_type']!r}")
-    if not isinstance(info["scales"], list) or not info["scales"]:
-        raise UserError(f"{where}: 'scales' must be a non-empty list")
-    for i, scale in enumerate(info["scales"]):
-        missing = [k for k in SCALE_KEYS if k not in scale]
-        if missing:
-            raise UserError(f"{where}: scale {i} lacks {', '.join(missing)}")
-        for key in ("size", "resolution", "voxel_offset"):
-            if len(scale[key]) != 3:
-                raise UserError(f"{where}: scale {i} {key} must have 3 values")
-        if not scale["chunk_sizes"] or any(c <= 0 for c in scale["chunk_sizes"][0]):
-            raise UserError(f"{where}: scale {i} chunk_sizes must be positive")
+    """Refuse an info file that cloud-volume or a task would choke on (see validate.check_info)."""
+    from igneous_like import validate
+
+    validate.check_info(info, url, ENCODING_DTYPES)
 
 
 def check_mip(info: dict, mip: int, url: str) -> None:

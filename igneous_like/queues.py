@@ -236,7 +236,9 @@ def _insert_parallel(tq, tasks: Iterator, workers: int, prog: Progress) -> int:
 
 
 def _call(task) -> None:
-    task()
+    from igneous_like.retries import run_task
+
+    run_task(task)
 
 
 def run_local(tasks: Iterable, total: int | None, parallel: int) -> None:
@@ -246,9 +248,11 @@ def run_local(tasks: Iterable, total: int | None, parallel: int) -> None:
     failures: list[str] = []
     with Progress("Executing", total) as prog:
         if parallel <= 1:
+            from igneous_like.retries import run_task
+
             for task in tasks:
                 try:
-                    task()
+                    run_task(task)
                 except Exception as exc:  # a task failed: keep going, report at the end
                     failures.append(_describe(task, exc))
                 prog.update()
@@ -356,6 +360,8 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
     """Lease, run, delete until a stop condition; a failing task is recorded and left leased."""
     from taskqueue import QueueEmptyError
 
+    from igneous_like.retries import run_task
+
     stop = stop or threading.Event()
     tq = open_queue(opts.queue_url, create=False)
     records = failures_url(tq, opts.failures)
@@ -385,7 +391,7 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
         try:
             fn = load_task(task)
             with LeaseKeeper(tq, task, int(opts.lease_sec)):
-                fn()
+                run_task(fn)  # transient storage errors are retried here, not charged to the queue
         except Exception as exc:
             result.failed += 1
             attempts = record_failure(tq, task, exc, records)

@@ -23,6 +23,7 @@ def open_for_forge(layer: str, mip: int, fill_holes: int, what: str) -> tuple[st
         raise UserError(f"{url} has {info['num_channels']} channels: {what} need one")
     if not 0 <= fill_holes <= 3:
         raise UserError(f"--fill-holes must be 0, 1, 2 or 3, got {fill_holes}")
+    volume_io.check_opens(url, info, mip)
     return url, info, layers.scale_bounds(info, mip)
 
 

@@ -57,10 +57,53 @@ def fragment_is_sound(v, f, open_planes, tol=1e-3):
     return bool(ok.all())
 
 
-def split_nonmanifold_vertices(v, f, nudge=0.05):
+def sheet_pairs(v, f, e, und, bad) -> dict[int, list[tuple[int, int]]]:
+    """Where simplification pinched two sheets of surface together along an edge (an edge with
+    4, 6, ... faces), pair the faces around it into manifold pairs: sorted by angle around the
+    edge, neighbours of opposite direction along it. Joining fans through these pairs keeps each
+    sheet one fan at both ends of the edge (and along chains of such edges), so splitting the
+    vertices separates the sheets without opening holes."""
+    m = len(f)
+    out: dict[int, list[tuple[int, int]]] = {}
+    idx = np.flatnonzero(bad)
+    order = np.argsort(und[idx], kind="stable")
+    idx = idx[order]
+    keys = und[idx]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    for s0, s1 in zip(starts, np.r_[starts[1:], len(idx)]):
+        ks = idx[s0:s1]
+        if len(ks) % 2:
+            continue
+        faces = ks % m
+        a, b = e[ks[0]]
+        forward = e[ks, 0] == a
+        axis = v[b] - v[a]
+        axis = axis / (np.linalg.norm(axis) or 1.0)
+        third = f[faces].sum(axis=1) - a - b
+        w = v[third] - v[a]
+        w = w - np.outer(w @ axis, axis)
+        ref = w[0] / (np.linalg.norm(w[0]) or 1.0)
+        angle = np.arctan2(np.cross(ref, w) @ axis, w @ ref)
+        ring = np.argsort(angle, kind="stable")
+        tri = v[f[faces]]
+        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        # a face whose outward normal turns clockwise (around the edge) opens a solid wedge
+        # that runs counter-clockwise to the next face: pair the faces that bound solid wedges
+        opens = np.einsum("ij,ij->i", normal, np.cross(axis, w)) < 0
+        n = len(ring)
+        for shift in (0, 1):
+            pairs = [(ring[(i + shift) % n], ring[(i + shift + 1) % n]) for i in range(0, n, 2)]
+            if all(opens[p] and not opens[q] and forward[p] != forward[q] for p, q in pairs):
+                out[int(keys[s0])] = [(int(faces[p]), int(faces[q])) for p, q in pairs]
+                break
+    return out
+
+
+def split_nonmanifold_vertices(v, f, nudge=0.05, pair_sheets=False):
     """For each vertex on an edge shared by >2 faces, group its faces into fans joined through
-    manifold edges; every extra fan gets its own copy of the vertex, moved `nudge` (physical
-    units, << voxel) toward the fan so that position-based welding keeps the copies apart."""
+    manifold edges (and with pair_sheets, through the sheet pairs of non-manifold edges); every
+    extra fan gets its own copy of the vertex, moved `nudge` (physical units, << voxel) toward
+    the fan so that position-based welding keeps the copies apart."""
     nv = np.int64(len(v))
     e, und, _ = _edge_keys(f, nv)
     uk, inv, cnt = np.unique(und, return_inverse=True, return_counts=True)
@@ -68,6 +111,7 @@ def split_nonmanifold_vertices(v, f, nudge=0.05):
     if not bad.any():
         return v, f
     manifold = set(uk[cnt == 2].tolist())
+    paired = sheet_pairs(v, f, e, und, bad) if pair_sheets else {}
     bad_verts = np.unique(e[bad])
     vert_of = f.T.ravel()
     face_of = np.tile(np.arange(len(f)), 3)
@@ -95,8 +139,11 @@ def split_nonmanifold_vertices(v, f, nudge=0.05):
                 if b != a:
                     across.setdefault(b, []).append(fi)
         for b, fl in across.items():
-            if len(fl) == 2 and (min(a, b) * nv + max(a, b)) in manifold:
+            key = min(a, b) * nv + max(a, b)
+            if len(fl) == 2 and key in manifold:
                 parent[root(fl[0])] = root(fl[1])
+            for f0, f1 in paired.get(key, ()):
+                parent[root(f0)] = root(f1)
         fans = {}
         for fi in faces:
             fans.setdefault(root(fi), []).append(fi)
@@ -113,14 +160,30 @@ def split_nonmanifold_vertices(v, f, nudge=0.05):
     return v[:n0 + n_new], f
 
 
-def simplify_fragment(vertices, faces, open_planes, reduction_factor=100,
-                      aggressiveness=7.0, fallback=None):
-    """Simplify one forge fragment so that it still stitches exactly with its neighbours.
+# pyfqmr collapses, at iteration i, every edge whose quadric error is below
+# ALPHA * (i + K) ** AGGRESSIVENESS. The quadric error of a vertex is the sum of its squared
+# distances to the (unweighted, unit-normal) planes of every original face merged into it, so
+# stopping before that threshold passes max_error**2 keeps each simplified vertex within
+# max_error of the planes of the faces it replaces.
+ALPHA, K, AGGRESSIVENESS = 1e-9, 3, 7.0
+
+
+def iterations_for(max_error: float) -> int:
+    """pyfqmr iterations whose collapse threshold stays within max_error**2."""
+    if max_error <= 0:
+        return 0
+    return max(int((max_error * max_error / ALPHA) ** (1 / AGGRESSIVENESS)) - K + 1, 0)
+
+
+def simplify_fragment(vertices, faces, open_planes, reduction_factor=100, max_error=40.0, fallback=None):
+    """Simplify one forge fragment so that it still stitches exactly with its neighbours, no
+    vertex moving farther than max_error (physical units) from the planes of the faces it
+    replaces.
 
     vertices: (N,3) float physical coords; faces: (M,3) int.
     open_planes: list of (axis, coordinate) for task faces that are NOT on the dataset edge
                  (coordinate = physical position of the shared voxel plane).
-    fallback: callable () -> (vertices, faces) used when the fast result is not sound,
+    fallback: callable () -> (vertices, faces) used when no pyfqmr result is sound,
               e.g. lambda: zmesh mesher.get(label, reduction_factor=100, max_error=40)
               (then offset the same way as the input vertices).
     Returns (vertices float64, faces int64).
@@ -129,27 +192,50 @@ def simplify_fragment(vertices, faces, open_planes, reduction_factor=100,
     f = np.asarray(faces, dtype=np.int64)
     if len(f) < 8:
         return v, f
+    # Where collapsing pinched two sheets of surface together beyond repair, a smaller error
+    # bound usually avoids the pinch; it costs a fraction of the zmesh fallback.
+    for scale in RETRY_SCALES:
+        result = _pyfqmr_sound(v, f, open_planes, max(len(f) // reduction_factor, 4), max_error * scale)
+        if result is not None:
+            return _compact(*result)
+    if fallback is not None:
+        v2, f2 = fallback()
+        f2 = drop_cancelling_faces(f2)
+        if len(f2):
+            return _compact(np.asarray(v2, dtype=np.float64), f2)
+    return v, f  # keep the unsimplified fragment
+
+
+RETRY_SCALES = (1.0, 0.75, 0.5, 0.25)
+
+
+def _pyfqmr_sound(v, f, open_planes, target: int, max_error: float):
+    """pyfqmr within max_error, repaired where it left non-manifold edges; None if unsound."""
     import pyfqmr
 
     s = pyfqmr.Simplify()
     s.setMesh(v, f.astype(np.int32))
     # preserve_border=True: pyfqmr never collapses an edge touching an open-edge vertex, so the
     # vertices on the task cut planes are bit-identical to marching cubes output.
-    s.simplify_mesh(target_count=max(len(f) // reduction_factor, 4), aggressiveness=aggressiveness,
-                    preserve_border=True, verbose=False)
+    s.simplify_mesh(target_count=target, aggressiveness=AGGRESSIVENESS, max_iterations=iterations_for(max_error),
+                    alpha=ALPHA, K=K, preserve_border=True, verbose=False)
     v2, f2, _ = s.getMesh()
     v2 = v2.astype(np.float64)
     f2 = drop_cancelling_faces(f2)
-    if not fragment_is_sound(v2, f2, open_planes):
-        v2, f2 = split_nonmanifold_vertices(v2, f2)
-        if not fragment_is_sound(v2, f2, open_planes):
-            if fallback is not None:
-                v2, f2 = fallback()
-                v2 = np.asarray(v2, dtype=np.float64)
-                f2 = drop_cancelling_faces(f2)
-            else:
-                return v, f  # keep the unsimplified fragment
-    used = np.unique(f2)
-    remap = np.full(len(v2), -1, dtype=np.int64)
+    if len(f2) == 0:  # a thin object squashed flat: its cancelling faces took all of it
+        return None
+    if fragment_is_sound(v2, f2, open_planes):
+        return v2, f2
+    for pair_sheets in (False, True):  # pinched at single edges; along chains of edges
+        v3, f3 = split_nonmanifold_vertices(v2, f2, pair_sheets=pair_sheets)
+        if fragment_is_sound(v3, f3, open_planes):
+            return v3, f3
+    return None
+
+
+def _compact(v, f):
+    """Drop unreferenced vertices."""
+    used = np.unique(f)
+    remap = np.full(len(v), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
-    return v2[used], remap[f2]
+    return v[used], remap[f]

@@ -77,14 +77,17 @@ def from_osteoid(sk, attributes: list[str]) -> Skel:
     return Skel(np.asarray(sk.vertices, np.float32), np.asarray(sk.edges, np.uint32), attrs)
 
 
-def merge_fragments(parts: list[Skel], label: int, attributes: list[str], tick_threshold: float) -> Skel:
-    """Join fragments at the vertices they share on task borders, remove loops and ticks, and
-    bridge gaps so each connected object gives one tree."""
+def merge_fragments(parts: list[Skel], label: int, attributes: list[str], tick_threshold: float,
+                    min_cable_length: float = 0) -> Skel:
+    """Join fragments at the vertices they share on task borders, drop pieces shorter than
+    min_cable_length (as Igneous's merge does: stray bits cut off at task borders that would
+    otherwise leave one object as several trees), remove loops and ticks, and bridge gaps so each
+    connected object gives one tree."""
     import kimimaro
     from osteoid import Skeleton
 
     skel = Skeleton.simple_merge([to_osteoid(p, label) for p in parts]).consolidate()
-    skel = kimimaro.postprocess(skel, dust_threshold=0, tick_threshold=tick_threshold)
+    skel = kimimaro.postprocess(skel, dust_threshold=min_cable_length, tick_threshold=tick_threshold)
     return from_osteoid(skel, attributes)
 
 

@@ -37,3 +37,17 @@ def put_many(cf, files, **kwargs) -> None:
         return
     for path, content in files:
         cf.put(path, content, **kwargs)
+
+
+def configure_environment() -> None:
+    """Fill what cloud-files needs from the environment before any storage call.
+
+    cloud-files 6 reads AWS_SESSION_TOKEN unconditionally when it takes S3 keys from the
+    environment (a KeyError without it); an empty token means none to boto3. botocore's
+    "standard" retry mode knows more throttling codes than its legacy default (see retries.py)."""
+    import os
+
+    if "AWS_ACCESS_KEY_ID" in os.environ and "AWS_SECRET_ACCESS_KEY" in os.environ:
+        os.environ.setdefault("AWS_SESSION_TOKEN", "")
+    os.environ.setdefault("AWS_RETRY_MODE", "standard")
+    os.environ.setdefault("AWS_MAX_ATTEMPTS", "5")

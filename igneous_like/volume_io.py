@@ -12,7 +12,20 @@ from igneous_like.grid import Box, Vec3, downsampled
 def open_volume(url: str, info: dict, mip: int, **kwargs):
     from cloudvolume import CloudVolume
 
-    return CloudVolume(url, mip=mip, info=info, provenance={}, progress=False, **kwargs)
+    from igneous_like.urls import volume_path
+
+    return CloudVolume(volume_path(url), mip=mip, info=info, provenance={}, progress=False, **kwargs)
+
+
+def check_opens(url: str, info: dict, mip: int) -> None:
+    """Construct the layer at plan time exactly as the tasks will, so a layer they could not
+    open is refused before anything is queued."""
+    from igneous_like.errors import UserError
+
+    try:
+        open_volume(url, info, mip)
+    except Exception as exc:
+        raise UserError(f"cloud-volume cannot open {url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
 
 
 def read(url: str, info: dict, mip: int, box: Box, fill_missing: bool, renumber: bool = False):
@@ -30,6 +43,10 @@ def read(url: str, info: dict, mip: int, box: Box, fill_missing: bool, renumber:
             "(pass --fill-missing to read missing chunks as background)".replace("\n", " ")
         ) from None
     except Exception as exc:
+        from igneous_like.retries import is_transient
+
+        if is_transient(exc):  # a storage hiccup, not a corrupt chunk: let run_task retry it
+            raise
         bad = find_bad_chunk(url, info, mip, box)
         where = f"chunk {bad}" if bad else f"block {box}"
         raise TaskError(f"cannot decode {where} of {url} at mip {mip}: {type(exc).__name__}: {exc}".splitlines()[0]) from None

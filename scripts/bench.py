@@ -11,7 +11,10 @@ What it does
   1. Makes sure `.venv-reference` (the reference tool, PyPI `igneous-pipeline`) exists at the
      repository root, creating it with `python3 -m venv` + `pip install` if it does not.
   2. Writes the sample `image` (uint8) and `segmentation` (uint64) layers once, raw, 64^3
-     chunks, into OUT/pristine (igneous_like.sample.make_sample).
+     chunks, into OUT/KIND/pristine (igneous_like.sample.make_sample), for each volume kind of
+     --volumes: "easy" (z-elongated Voronoi cells at 8x8x40 nm) and "hard" (neuron-like: somata
+     with dendrites, thin branching axons crossing many tasks, ~120 fragments under 100 voxels
+     per 256x256x128, ids above 2^32, 16x16x40 nm). Every stage runs on each; a table per kind.
   3. For every stage, repeat and tool, copies the needed layer into a fresh directory and runs
      the stage as a user would type it: a producer command that plans tasks into a FileQueue,
      then one worker (`execute -x`) that drains it. Both tools get the same options: the same
@@ -52,6 +55,13 @@ names) plus: every scale they write holds .shard files, and a child process read
 sharded scales with tensorstore (`neuroglancer_precomputed`, `fill_missing_data_reads: false`),
 warning when one cannot be read or when the arrays differ (for xfer, each must equal the source;
 for downsample, ours must equal theirs).
+
+Contrast stages run on the image: `image contrast histogram --coverage 1`; `image contrast
+equalize --shape CONTRAST_SHAPE` after an untimed full-coverage histogram by the same tool (both
+then build the mips that task shape holds); `image contrast clahe --shape CONTRAST_SHAPE
+--tile-grid-size CLAHE_GRID`. A child process checks that every histogram equals numpy's, that
+the two equalized mip 0s agree within one grey level, and that our CLAHE equals OpenCV's CLAHE of
+each whole slice (Igneous's per-task CLAHE differs from it; its mean difference is printed).
 
 The figures, per command (producer, execute) and for the stage as a whole (their sum):
   cpu s   user + system CPU seconds of the command's process tree (os.wait4 on the child, which
@@ -101,6 +111,8 @@ SKEL_MAGNITUDE = 2  # skeleton merge: ~10^2 label-suffix tasks
 SKEL_MAX_LABELS_PER_SHARD = 2000  # skeleton merge-sharded: Igneous's default, explicit for both
 SKEL_LABELS = 3  # forge only this many labels (those spanning every task); 0 = every label
 SETUP_WORKERS = min(2, os.cpu_count() or 1)  # untimed forge before a merge stage
+CONTRAST_SHAPE = "256,256,64"  # equalize and clahe task shape, both tools
+CLAHE_GRID = "8,8"  # clahe --tile-grid-size, both tools
 
 TARGET_CPU = 1.0  # ours/theirs, whole stage
 TARGET_WALL = 0.5  # ours/theirs, whole stage
@@ -121,6 +133,7 @@ class Stage:
     build_mips: bool = True  # xfer only: build mips while transferring (--max-mips NUM_MIPS)
     sharded: bool = False  # mesh/skeleton: forge --sharded, then merge-sharded; image: --sharded output
     labels: tuple[int, ...] = ()  # skeleton forge only: --labels (empty: every label)
+    grid: str = CLAHE_GRID  # contrast-clahe only: --tile-grid-size
 
     @property
     def is_mesh(self) -> bool:
@@ -137,6 +150,8 @@ class Stage:
             return forge_args(src, queue, tool, self.sharded)
         if self.kind == "skel-merge":
             return skeleton_forge_args(src, queue, self.sharded, self.labels)
+        if self.kind == "contrast-equalize":
+            return ["image", "contrast", "histogram", src, "--coverage", "1", "--queue", queue]
         return None
 
     def producer_args(self, work: Path, queue: str, tool: str) -> list[str]:
@@ -155,6 +170,8 @@ class Stage:
                     "--max-labels-per-shard", str(SKEL_MAX_LABELS_PER_SHARD), "--queue", queue]
         if self.kind == "skel-merge":
             return ["skeleton", "merge", src, "--magnitude", str(SKEL_MAGNITUDE), *SKEL_MERGE, "--queue", queue]
+        if self.kind.startswith("contrast-"):
+            return contrast_args(self.kind, src, f"file://{work / 'out'}", queue, self.grid)
         sharded = ["--sharded"] if self.sharded else []
         if self.kind == "downsample":
             return ["image", "downsample", src, "--num-mips", str(NUM_MIPS), "--compress", "none", *sharded,
@@ -164,7 +181,7 @@ class Stage:
                 "--compress", "none", *mips, *sharded, "--queue", queue]
 
     def output_dir(self, work: Path) -> Path:
-        return work / (self.layer if self.kind != "xfer" else "out")
+        return work / (self.layer if self.kind not in ("xfer", "contrast-equalize", "contrast-clahe") else "out")
 
     def expected_scales(self) -> int | None:
         """Scales the output should have; None when it depends on the tool's task shape."""
@@ -177,6 +194,16 @@ class Stage:
         if not self.sharded or self.kind not in ("downsample", "xfer"):
             return range(0)
         return range(1, 1 + NUM_MIPS) if self.kind == "downsample" else range(1)
+
+
+def contrast_args(kind: str, src: str, dest: str, queue: str, grid: str) -> list[str]:
+    """The same for both tools: full-coverage histograms; equalize and clahe with one task shape."""
+    if kind == "contrast-histogram":
+        return ["image", "contrast", "histogram", src, "--coverage", "1", "--queue", queue]
+    if kind == "contrast-equalize":
+        return ["image", "contrast", "equalize", src, dest, "--shape", CONTRAST_SHAPE, "--queue", queue]
+    return ["image", "contrast", "clahe", src, dest, "--shape", CONTRAST_SHAPE, "--tile-grid-size", grid,
+            "--queue", queue]
 
 
 def forge_args(src: str, queue: str, tool: str, sharded: bool) -> list[str]:
@@ -213,6 +240,10 @@ STAGES = [
     Stage("skel-forge", "segmentation", "skel-forge"),
     Stage("skel-merge", "segmentation", "skel-merge"),
     Stage("skel-merge-sharded", "segmentation", "skel-merge", sharded=True),
+    Stage("contrast-histogram", "image", "contrast-histogram"),
+    Stage("contrast-equalize", "image", "contrast-equalize"),
+    Stage("contrast-clahe", "image", "contrast-clahe"),
+    Stage("contrast-clahe-7", "image", "contrast-clahe", grid="7,7"),
 ]
 STAGE_HELP = {
     "ds-image": f"image downsample, {NUM_MIPS} mips",
@@ -237,6 +268,13 @@ STAGE_HELP = {
     "skel-merge": f"skeleton merge --magnitude {SKEL_MAGNITUDE} {' '.join(SKEL_MERGE)}, after an untimed forge",
     "skel-merge-sharded": f"skeleton merge-sharded {' '.join(SKEL_MERGE)} --max-labels-per-shard "
                           f"{SKEL_MAX_LABELS_PER_SHARD}, after an untimed forge --sharded (both tools)",
+    "contrast-histogram": "image contrast histogram --coverage 1 (a histogram per z slice); levels compared",
+    "contrast-equalize": f"image contrast equalize --shape {CONTRAST_SHAPE} (mips from the task shape), after an "
+                         "untimed histogram --coverage 1 by the same tool; mip 0 compared",
+    "contrast-clahe": f"image contrast clahe --shape {CONTRAST_SHAPE} --tile-grid-size {CLAHE_GRID}; mip 0 of each "
+                      "compared with OpenCV's CLAHE of whole slices",
+    "contrast-clahe-7": f"image contrast clahe --shape {CONTRAST_SHAPE} --tile-grid-size 7,7 (tiles of no power-of-two "
+                        "size: ours computes OpenCV's arithmetic itself); compared with OpenCV",
 }
 NAME_WIDTH = max(15, *(len(s.name) for s in STAGES))  # stage column of the table and --list-stages
 
@@ -365,6 +403,8 @@ def verify(stage: Stage, outputs: dict[str, Path]) -> list[str]:
         return verify_mesh(stage, outputs)
     if stage.is_skeleton:
         return verify_skeleton(stage, outputs)
+    if stage.kind.startswith("contrast-"):
+        return verify_contrast(stage, outputs)
     problems = []
     listings = {tool: scale_listing(path) for tool, path in outputs.items()}
     for tool, listing in listings.items():
@@ -388,6 +428,64 @@ def verify(stage: Stage, outputs: dict[str, Path]) -> list[str]:
     if stage.sharded_scales():
         problems += verify_shards(stage, outputs, listings)
     return problems
+
+
+# Runs in a child process. argv: JSON {"kind", "layers": {tool: dir}, "source": dir}. Prints a JSON
+# list of problems: histograms must equal numpy's; equalize outputs must agree within one grey
+# level; clahe outputs are compared with OpenCV's CLAHE of each whole slice (x across, y down).
+CONTRAST_CHECK = r"""
+import json, os, sys
+import numpy as np
+from cloudvolume import CloudVolume
+job = json.loads(sys.argv[1])
+src = CloudVolume("file://" + job["source"], progress=False)[:, :, :][..., 0]
+problems = []
+if job["kind"] == "contrast-histogram":
+    for tool, path in job["layers"].items():
+        bad = 0
+        for z in range(src.shape[2]):
+            try:
+                levels = json.load(open(os.path.join(path, "levels", "0", str(z))))["levels"]
+            except OSError:
+                bad += 1
+                continue
+            bad += levels[:256] != np.bincount(src[:, :, z].ravel(), minlength=256).tolist()
+        if bad:
+            problems.append(f"{tool}: {bad} of {src.shape[2]} slice histograms differ from numpy's")
+else:
+    out = {tool: CloudVolume("file://" + path, progress=False, fill_missing=False)[:, :, :][..., 0]
+           for tool, path in job["layers"].items()}
+    if job["kind"] == "contrast-equalize":
+        diff = np.abs(out["ours"].astype(int) - out["theirs"]).max()
+        if diff > 1:
+            problems.append(f"equalize: mip 0 of ours and theirs differ by up to {diff} grey levels")
+    else:
+        import cv2
+        grid = tuple(int(v) for v in job["grid"].split(","))
+        want = np.stack([cv2.createCLAHE(40.0, grid).apply(np.ascontiguousarray(src[:, :, z].T)).T
+                         for z in range(src.shape[2])], axis=2)
+        for tool, img in out.items():
+            diff = np.abs(img.astype(int) - want)
+            if diff.max():
+                print(f"{tool} clahe vs OpenCV on whole slices: mean |diff| {diff.mean():.2f}, max {diff.max()}", file=sys.stderr)
+            if tool == "ours" and diff.max():
+                problems.append(f"ours: clahe differs from OpenCV's whole-slice CLAHE in {(diff > 0).sum()} voxels")
+print(json.dumps(problems))
+"""
+
+
+def verify_contrast(stage: Stage, outputs: dict[str, Path]) -> list[str]:
+    """Contrast stages: see CONTRAST_CHECK (run in a child to keep this process small)."""
+    source = outputs["ours"].parent / stage.layer
+    job = json.dumps({"kind": stage.kind, "layers": {t: str(p) for t, p in outputs.items()},
+                      "source": str(source), "grid": stage.grid})
+    proc = subprocess.run([sys.executable, "-c", CONTRAST_CHECK, job], capture_output=True, text=True)
+    if proc.stderr.strip():
+        print("\n".join("  " + line for line in proc.stderr.strip().splitlines()[-2:]), flush=True)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return [f"contrast check failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"]
 
 
 def verify_shards(stage: Stage, outputs: dict[str, Path], listings: dict[str, dict[str, set[str]] | None]) -> list[str]:
@@ -592,23 +690,25 @@ class StageResult:
         return out
 
 
-def prepare_sample(out: Path, shape: tuple[int, int, int]) -> Path:
-    """OUT/pristine with both sample layers, reused when it was made for the same shape.
+def prepare_sample(out: Path, shape: tuple[int, int, int], kind: str = "easy") -> Path:
+    """OUT/pristine with both sample layers, reused when it was made for the same shape and kind
+    (easy: z-elongated Voronoi cells at 8x8x40 nm; hard: igneous_like.sample.neurons at 16x16x40).
 
     The sample is written by a child process: on Linux a forked child starts with its parent's
     peak RSS, so this process must stay small or it would inflate every measured ru_maxrss."""
     pristine = out / "pristine"
     marker = pristine / "sample.json"
-    if marker.exists() and json.loads(marker.read_text()).get("shape") == list(shape):
-        print(f"reusing sample volume {pristine} {shape}", flush=True)
+    wanted = {"shape": list(shape), "kind": kind}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        print(f"reusing {kind} sample volume {pristine} {shape}", flush=True)
         return pristine
     shutil.rmtree(pristine, ignore_errors=True)
-    print(f"writing sample volume {shape} to {pristine} ...", flush=True)
+    print(f"writing {kind} sample volume {shape} to {pristine} ...", flush=True)
     t0 = time.perf_counter()
     code = ("import sys; from igneous_like.sample import make_sample; "
-            "make_sample(sys.argv[1], tuple(int(v) for v in sys.argv[2].split(',')))")
-    subprocess.run([sys.executable, "-c", code, f"file://{pristine}", ",".join(map(str, shape))], check=True)
-    marker.write_text(json.dumps({"shape": list(shape)}))
+            "make_sample(sys.argv[1], tuple(int(v) for v in sys.argv[2].split(',')), kind=sys.argv[3])")
+    subprocess.run([sys.executable, "-c", code, f"file://{pristine}", ",".join(map(str, shape)), kind], check=True)
+    marker.write_text(json.dumps(wanted))
     print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
     return pristine
 
@@ -770,8 +870,9 @@ def print_verdict(verdict: dict[str, dict]) -> None:
     print("ALL TARGETS HOLD" if every else "NOT ALL TARGETS HOLD")
 
 
-def write_json(path: Path, args, shape, versions, floor: float, results: list[StageResult], verdict,
-               labels: tuple[int, ...]) -> None:
+def write_json(path: Path, args, shape, versions, floor: float,
+               volumes: dict[str, tuple[list[StageResult], dict, tuple[int, ...]]]) -> None:
+    """Every figure, per volume kind: {kind: (results, verdict, skeleton labels)}."""
     doc = {
         "shape": list(shape),
         "repeat": args.repeat,
@@ -781,14 +882,20 @@ def write_json(path: Path, args, shape, versions, floor: float, results: list[St
                  "setup_workers": SETUP_WORKERS},
         "skeleton": {"shape": SKEL_SHAPE, "teasar": list(SKEL_TEASAR), "merge": list(SKEL_MERGE),
                      "magnitude": SKEL_MAGNITUDE, "max_labels_per_shard": SKEL_MAX_LABELS_PER_SHARD,
-                     "labels": list(labels), "setup_workers": SETUP_WORKERS},
+                     "setup_workers": SETUP_WORKERS},
         "versions": versions,
         "rss_floor_mib": floor,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "targets": {"cpu_ratio_max": TARGET_CPU, "wall_ratio_max": TARGET_WALL, "rss_ratio_max": TARGET_RSS},
-        "verdict": verdict,
-        "stages": {},
+        "volumes": {},
     }
+    for kind, (results, verdict, labels) in volumes.items():
+        doc["volumes"][kind] = {"verdict": verdict, "skeleton_labels": list(labels), "stages": stage_figures(results)}
+    path.write_text(json.dumps(doc, indent=2))
+
+
+def stage_figures(results: list[StageResult]) -> dict:
+    stages = {}
     for res in results:
         entry = {"description": STAGE_HELP[res.stage.name], "problems": res.problems, "tools": {}}
         for tool in TOOLS:
@@ -803,8 +910,8 @@ def write_json(path: Path, args, shape, versions, floor: float, results: list[St
                   for k in ("cpu", "wall", "rss_mib")}
             for cmd in ("producer", "execute", "whole")
         }
-        doc["stages"][res.stage.name] = entry
-    path.write_text(json.dumps(doc, indent=2))
+        stages[res.stage.name] = entry
+    return stages
 
 
 # ---------------------------------------------------------------- main
@@ -823,6 +930,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skeleton-all-labels", action="store_true",
                     help=f"Skeletonize every label instead of up to {SKEL_LABELS} that span every forge task "
                          "(over a minute per tool and forge at 512x512x128).")
+    ap.add_argument("--volumes", default="easy,hard",
+                    help="Sample volumes, comma-separated (default both): easy (z-elongated Voronoi cells, "
+                         "8x8x40 nm) and hard (neuron-like: somata, thin branching axons across tasks, "
+                         "small fragments, 16x16x40 nm).")
     ap.add_argument("--list-stages", action="store_true", help="Describe the stages and exit.")
     args = ap.parse_args(argv)
     if args.list_stages:
@@ -839,6 +950,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     args.stage_list = [s for s in STAGES if s.name in wanted]
+    args.kinds = [k.strip() for k in args.volumes.split(",") if k.strip()]
+    if not args.kinds or any(k not in ("easy", "hard") for k in args.kinds):
+        ap.error(f"--volumes {args.volumes!r}: choose easy, hard or easy,hard")
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
     return args
@@ -860,24 +974,30 @@ def main(argv: list[str] | None = None) -> int:
           f"Igneous {versions[REFERENCE_PACKAGE]} ({theirs_exe}); {os.cpu_count()} cpus")
     tools = {"ours": Tool("ours", str(ours_exe)), "theirs": Tool("theirs", str(theirs_exe))}
 
-    pristine = prepare_sample(out, args.shape)
-    labels: tuple[int, ...] = ()
-    if any(s.is_skeleton for s in args.stage_list):
-        labels = skeleton_labels(pristine, 0 if args.skeleton_all_labels else SKEL_LABELS)
-        if not labels and not args.skeleton_all_labels:
-            print(f"no label spans every {SKEL_SHAPE} skeleton task: skeletonizing every label (slow)")
-        args.stage_list = [replace(s, labels=labels) if s.is_skeleton else s for s in args.stage_list]
     warm_up(ours_exe, theirs_exe)
     floor = measure([sys.executable, "-c", "pass"], out / "logs" / "floor.log").rss_mib
     print(f"peak RSS reported for an empty python child (the floor of every rss figure): {floor:.0f} MiB")
     t0 = time.perf_counter()
-    results = [run_stage(s, tools, pristine, out, args.repeat, args.keep) for s in args.stage_list]
+    volumes = {}
+    for kind in args.kinds:
+        print(f"\n=== {kind} volume {args.shape}", flush=True)
+        pristine = prepare_sample(out / kind, args.shape, kind)
+        labels: tuple[int, ...] = ()
+        stages = args.stage_list
+        if any(s.is_skeleton for s in stages):
+            labels = skeleton_labels(pristine, 0 if args.skeleton_all_labels else SKEL_LABELS)
+            if not labels and not args.skeleton_all_labels:
+                print(f"no label spans every {SKEL_SHAPE} skeleton task: skeletonizing every label (slow)")
+            stages = [replace(s, labels=labels) if s.is_skeleton else s for s in stages]
+        results = [run_stage(s, tools, pristine, out / kind, args.repeat, args.keep) for s in stages]
+        volumes[kind] = (results, judge(results), labels)
 
-    print_table(results)
-    verdict = judge(results)
-    print_verdict(verdict)
-    write_json(out / "bench.json", args, args.shape, versions, floor, results, verdict, labels)
-    print(f"\nfigures in {out / 'bench.json'}, logs in {out / 'logs'}; stages took {time.perf_counter() - t0:.0f}s")
+    for kind, (results, verdict, _) in volumes.items():
+        print(f"\n## {kind} volume {args.shape}")
+        print_table(results)
+        print_verdict(verdict)
+    write_json(out / "bench.json", args, args.shape, versions, floor, volumes)
+    print(f"\nfigures in {out / 'bench.json'}, logs in {out}/{{{','.join(args.kinds)}}}/logs; stages took {time.perf_counter() - t0:.0f}s")
     return 0
 
 

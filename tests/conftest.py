@@ -156,6 +156,9 @@ def upload_layer(local: Path, url: str, compress: str | None = None) -> None:
     optionally gzip'ing every object (stored with Content-Encoding: gzip)."""
     from cloudfiles import CloudFiles
 
+    from igneous_like.storage import configure_environment
+
+    configure_environment()  # cloud-files needs AWS_SESSION_TOKEN beside keys from the environment
     src = CloudFiles(f"file://{local}")
     dest = CloudFiles(url)
     for name in src.list():

@@ -219,3 +219,21 @@ def test_cross_section_and_labels(neurites, tmp_path):
     # a tube of radius ~4 voxels of 16 nm: about pi * 64^2 nm^2 in the middle of the tube
     middle = area[(verts[:, 0] > 40 * 16) & (verts[:, 0] < 130 * 16)]
     assert len(middle) and 0.5 < np.median(middle) / (np.pi * 64**2) < 1.6
+
+
+def test_min_cable_length_drops_short_pieces_of_a_label(tmp_path):
+    """A label in two pieces, a long tube and a small blob apart from it: the blob's short
+    skeleton goes (as with Igneous's merge), leaving one tree, not a label split in two."""
+    from igneous_like import sample
+
+    seg = np.zeros((170, 60, 40), dtype=np.uint64, order="F")
+    x, y, z = np.meshgrid(np.arange(170), np.arange(60), np.arange(40), indexing="ij", sparse=True)
+    seg[(((y - 20) ** 2 + (z - 20) ** 2) <= 16) & (x >= 10) & (x < 160)] = TUBE
+    seg[100:112, 40:52, 20:32] = TUBE  # 1728 voxels, over the forge's dust threshold
+    sample.write_layer(f"file://{tmp_path}/seg", seg, "segmentation", resolution=tuple(RES.astype(int)))
+    pipeline(tmp_path, "seg", "merge", "--min-cable-length", "1000")
+    sdir = tmp_path / "seg" / "skeletons"
+    info = json.loads((sdir / "info").read_text())
+    verts, edges, _ = parse_skeleton((sdir / str(TUBE)).read_bytes(), info["vertex_attributes"])
+    assert components_and_cycles(len(verts), edges) == (1, False)
+    assert abs(cable(verts, edges) / (150 * 16) - 1) < 0.10

@@ -17,10 +17,26 @@ from igneous_like.cli.queue import execute, queue
 from igneous_like.cli.view import view
 from igneous_like.cli.design import design
 from igneous_like.errors import UserError
+from igneous_like.validate import NONNEG_INT
+
+
+def _usage_error(exc: click.UsageError) -> None:
+    """A bad option value or a missing argument: one line and exit 1, like any other bad input."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: click shows its help
+        raise exc
+    where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+    click.echo(f"igneous-like: error: {exc.format_message()}{where}".replace("\n", " "), err=True)
+    sys.exit(1)
 
 
 class Root(click.Group):
     """Turns expected failures into one line and an exit code, never a traceback."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # the root's own options
+            _usage_error(exc)
 
     def invoke(self, ctx):
         try:
@@ -28,6 +44,8 @@ class Root(click.Group):
         except UserError as exc:
             click.echo(f"igneous-like: error: {exc}", err=True)
             sys.exit(1)
+        except click.UsageError as exc:
+            _usage_error(exc)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -39,7 +57,7 @@ class Root(click.Group):
 
 
 @click.group(cls=Root, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-p", "--parallel", type=int, default=1, show_default=True,
+@click.option("-p", "--parallel", type=NONNEG_INT, default=1, show_default=True,
               help="Processes for `execute` and for commands run without --queue (0: all cores).")
 @click.version_option(__version__)
 @click.pass_context
@@ -53,6 +71,9 @@ def cli(ctx: click.Context, parallel: int) -> None:
     Without --queue, tasks run right here:
       igneous-like -p 2 image downsample file://data/img
     """
+    from igneous_like.storage import configure_environment
+
+    configure_environment()
     ctx.obj = {"parallel": parallel}
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import click
 
 from igneous_like.cli.options import (
-    TUPLE3, downsample_method_option, dry_run_option, encoding_options, memory_option,
+    POSITIVE3, TUPLE3, downsample_method_option, dry_run_option, encoding_options, memory_option,
     parallel_option, queue_option, range_options, submit,
 )
+
+from igneous_like.validate import NONNEG_INT, POSITIVE_INT
 
 
 @click.group()
@@ -16,16 +18,16 @@ def image() -> None:
 
 @image.command()
 @click.argument("layer")
-@click.option("--mip", type=int, default=0, show_default=True, help="Build upward from this mip.")
-@click.option("--num-mips", type=int, default=None,
+@click.option("--mip", type=NONNEG_INT, default=0, show_default=True, help="Build upward from this mip.")
+@click.option("--num-mips", type=POSITIVE_INT, default=None,
               help="Mips to add. Default: as many as fit --memory, up to a one-chunk top.")
-@click.option("--factor", type=TUPLE3, default=None, help="Downsample factor per mip (default 2,2,1).")
+@click.option("--factor", type=POSITIVE3, default=None, help="Downsample factor per mip (default 2,2,1).")
 @click.option("--volumetric", is_flag=True, help="Use 2,2,2 downsampling.")
 @downsample_method_option("--method")
 @click.option("--sparse", is_flag=True, help="Ignore background (0) voxels in avg and mode.")
 @click.option("--fill-missing", is_flag=True, help="Read missing chunks as background instead of failing.")
 @encoding_options
-@click.option("--chunk-size", type=TUPLE3, default=None, help="Chunk size of the new mips, e.g. 128,128,64.")
+@click.option("--chunk-size", type=POSITIVE3, default=None, help="Chunk size of the new mips, e.g. 128,128,64.")
 @memory_option
 @range_options
 @click.option("--delete-bg", is_flag=True, help="Delete background chunks instead of writing them.")
@@ -63,23 +65,23 @@ def downsample(ctx, layer, mip, num_mips, factor, volumetric, method, sparse, fi
 @image.command()
 @click.argument("src")
 @click.argument("dest")
-@click.option("--mip", type=int, default=0, show_default=True, help="Transfer this mip.")
+@click.option("--mip", type=NONNEG_INT, default=0, show_default=True, help="Transfer this mip.")
 @click.option("--translate", type=TUPLE3, default=(0, 0, 0), show_default=True,
               help="Shift the data by X,Y,Z voxels in DEST.")
 @click.option("--dest-voxel-offset", type=TUPLE3, default=None, help="Voxel offset of DEST at --mip.")
-@click.option("--chunk-size", type=TUPLE3, default=None, help="Chunk size of DEST, e.g. 128,128,64.")
+@click.option("--chunk-size", type=POSITIVE3, default=None, help="Chunk size of DEST, e.g. 128,128,64.")
 @encoding_options
 @click.option("--downsample/--skip-downsample", default=True, show_default=True,
               help="Build mips of DEST while transferring (one read of SRC).")
-@click.option("--num-mips", type=int, default=None, help="Mips to build while transferring.")
-@click.option("--max-mips", type=int, default=5, show_default=True, help="Upper limit on mips built.")
-@click.option("--factor", type=TUPLE3, default=None, help="Downsample factor per mip (default 2,2,1).")
+@click.option("--num-mips", type=NONNEG_INT, default=None, help="Mips to build while transferring.")
+@click.option("--max-mips", type=NONNEG_INT, default=5, show_default=True, help="Upper limit on mips built.")
+@click.option("--factor", type=POSITIVE3, default=None, help="Downsample factor per mip (default 2,2,1).")
 @click.option("--volumetric", is_flag=True, help="Use 2,2,2 downsampling.")
 @downsample_method_option("--downsample-method")
 @click.option("--sparse", is_flag=True, help="Ignore background (0) voxels in avg and mode.")
 @click.option("--fill-missing", is_flag=True, help="Read missing chunks as background instead of failing.")
 @memory_option
-@click.option("--shape", type=TUPLE3, default=None, help="Task shape in voxels (overrides --memory).")
+@click.option("--shape", type=POSITIVE3, default=None, help="Task shape in voxels (overrides --memory).")
 @range_options
 @click.option("--clean-info", is_flag=True, help="Drop mesh and skeleton entries from DEST's info.")
 @click.option("--sharded", is_flag=True,
@@ -138,9 +140,9 @@ def _json_option(text: str | None, name: str):
 
 @image.command("rm")
 @click.argument("layer")
-@click.option("--mip", type=int, default=0, show_default=True, help="First mip to delete.")
-@click.option("--num-mips", type=int, default=None, help="How many mips to delete (default: all from --mip).")
-@click.option("--shape", type=TUPLE3, default=None, help="Task shape at --mip (a multiple of the chunk size).")
+@click.option("--mip", type=NONNEG_INT, default=0, show_default=True, help="First mip to delete.")
+@click.option("--num-mips", type=POSITIVE_INT, default=None, help="How many mips to delete (default: all from --mip).")
+@click.option("--shape", type=POSITIVE3, default=None, help="Task shape at --mip (a multiple of the chunk size).")
 @range_options
 @queue_option
 @parallel_option
@@ -182,3 +184,11 @@ def roi(layer, mip, suppress_faint, dust, max_axial_len, z_step):
         click.echo(str(box))
     write_rois(url, info, boxes)
     click.echo(f"{len(boxes)} ROI(s) detected; written into {url}/info", err=True)
+
+
+# command families of the image group that live in their own modules
+from igneous_like.cli.contrast import contrast  # noqa: E402
+from igneous_like.cli.image_stats import stats, voxels  # noqa: E402
+
+for _command in (contrast, stats, voxels):
+    image.add_command(_command)

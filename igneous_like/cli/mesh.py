@@ -4,7 +4,9 @@ from __future__ import annotations
 import click
 
 from igneous_like.cli.spatial_index import spatial_index_group
-from igneous_like.cli.options import TUPLE3, MipOrAuto, forge_mip, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+from igneous_like.cli.options import POSITIVE3, MipOrAuto, forge_mip, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+
+from igneous_like.validate import DRACO_LEVEL, FILL_HOLES, MAGNITUDE, NONNEG_FLOAT, NONNEG_INT, POSITIVE_INT, VQB
 
 
 def label_list(value):
@@ -25,14 +27,14 @@ def mesh() -> None:
 @click.argument("layer")
 @click.option("--mip", type=MipOrAuto(), default=0, show_default=True,
               help="Mesh at this mip; auto: the finest near-isotropic one (max/min resolution at most 2).")
-@click.option("--shape", type=TUPLE3, default=None, help="Task shape in voxels (default from --memory, at most 448^3).")
+@click.option("--shape", type=POSITIVE3, default=None, help="Task shape in voxels (default from --memory, at most 448^3).")
 @click.option("--simplify/--skip-simplify", default=True, show_default=True, help="Simplify meshes.")
-@click.option("--max-error", type=float, default=40, show_default=True, help="Simplification error limit, physical units.")
-@click.option("--dust-threshold", type=int, default=0, show_default=True, help="Skip labels with fewer voxels in a task.")
+@click.option("--max-error", type=NONNEG_FLOAT, default=40, show_default=True, help="Simplification error limit, physical units.")
+@click.option("--dust-threshold", type=NONNEG_INT, default=0, show_default=True, help="Skip labels with fewer voxels in a task.")
 @click.option("--dust-global/--dust-local", default=False, show_default=True,
               help="Apply --dust-threshold to whole objects (voxels counted by forge, applied by merge) or per task.")
 @click.option("--fill-missing", is_flag=True, help="Read missing chunks as background.")
-@click.option("--fill-holes", type=int, default=0, show_default=True,
+@click.option("--fill-holes", type=FILL_HOLES, default=0, show_default=True,
               help="0 none, 1 fill holes, 2 also fix borders, 3 also morphological closing.")
 @click.option("--labels", default=None, help="Mesh only these labels, e.g. 12,57.")
 @click.option("--exclude-labels", default=None, help="Do not mesh these labels.")
@@ -70,11 +72,11 @@ def forge(ctx, layer, mip, shape, simplify, max_error, dust_threshold, dust_glob
 
 @mesh.command()
 @click.argument("layer")
-@click.option("--magnitude", type=int, default=2, show_default=True, help="Split labels into ~10^magnitude tasks by prefix.")
-@click.option("--nlod", type=int, default=0, show_default=True,
+@click.option("--magnitude", type=MAGNITUDE, default=2, show_default=True, help="Split labels into ~10^magnitude tasks by prefix.")
+@click.option("--nlod", type=NONNEG_INT, default=0, show_default=True,
               help="0: legacy single-resolution meshes. N: unsharded multi-resolution with N extra levels.")
-@click.option("--vqb", type=int, default=16, show_default=True, help="(multires) Vertex quantization bits: 10 or 16.")
-@click.option("--min-chunk-size", type=TUPLE3, default=(256, 256, 256), show_default=True,
+@click.option("--vqb", type=VQB, default=16, show_default=True, help="(multires) Vertex quantization bits: 10 or 16.")
+@click.option("--min-chunk-size", type=POSITIVE3, default=(256, 256, 256), show_default=True,
               help="(multires) Smallest octree node of the finest level of detail, in voxels.")
 @click.option("--dir", "mesh_dir", default=None, help="Mesh directory (default: the info's).")
 @queue_option
@@ -98,7 +100,7 @@ def merge(ctx, layer, magnitude, nlod, vqb, min_chunk_size, mesh_dir, queue, par
 @mesh.command()
 @click.argument("layer")
 @click.option("--dir", "mesh_dir", default=None, help="Mesh directory (default: the info's).")
-@click.option("--magnitude", type=int, default=1, show_default=True, help="Split the work by label prefix.")
+@click.option("--magnitude", type=MAGNITUDE, default=1, show_default=True, help="Split the work by label prefix.")
 @queue_option
 @parallel_option
 @dry_run_option
@@ -137,11 +139,11 @@ def rm(ctx, layer, mesh_dir, queue, parallel, dry_run):
 @mesh.command("merge-sharded")
 @click.argument("layer")
 @click.option("--dir", "mesh_dir", default=None, help="Mesh directory (default: the info's).")
-@click.option("--nlod", type=int, default=1, show_default=True, help="Extra levels of detail.")
-@click.option("--vqb", type=int, default=16, show_default=True, help="Vertex quantization bits: 10 or 16.")
-@click.option("--compress-level", type=int, default=7, show_default=True, help="Draco compression level 0-10.")
+@click.option("--nlod", type=NONNEG_INT, default=1, show_default=True, help="Extra levels of detail.")
+@click.option("--vqb", type=VQB, default=16, show_default=True, help="Vertex quantization bits: 10 or 16.")
+@click.option("--compress-level", type=DRACO_LEVEL, default=7, show_default=True, help="Draco compression level 0-10.")
 @shard_options
-@click.option("--min-chunk-size", type=TUPLE3, default=(256, 256, 256), show_default=True,
+@click.option("--min-chunk-size", type=POSITIVE3, default=(256, 256, 256), show_default=True,
               help="Smallest octree node of the finest level of detail, in voxels.")
 @click.option("--spatial-index-db", default=None,
               help="Plan from this database (see `mesh spatial-index db`) instead of listing forge files.")
@@ -176,11 +178,11 @@ def merge_sharded(ctx, layer, mesh_dir, nlod, vqb, compress_level, shard_index_b
 @click.argument("dest")
 @click.option("--sharded", is_flag=True, help="Write DEST as sharded multires meshes.")
 @click.option("--dir", "mesh_dir", default=None, help="Mesh directory in DEST (default: DEST's info, else SRC's).")
-@click.option("--magnitude", type=int, default=2, show_default=True, help="Split unsharded copies by label prefix.")
-@click.option("--nlod", type=int, default=0, show_default=True, help="(to sharded, from legacy) Extra levels of detail.")
-@click.option("--vqb", type=int, default=16, show_default=True, help="(to sharded, from legacy) Vertex quantization bits.")
-@click.option("--min-shards", type=int, default=1, show_default=True, help="(to sharded) At least this many shards.")
-@click.option("--max-labels-per-shard", type=int, default=None, help="(to sharded) At most this many labels per shard.")
+@click.option("--magnitude", type=MAGNITUDE, default=2, show_default=True, help="Split unsharded copies by label prefix.")
+@click.option("--nlod", type=NONNEG_INT, default=0, show_default=True, help="(to sharded, from legacy) Extra levels of detail.")
+@click.option("--vqb", type=VQB, default=16, show_default=True, help="(to sharded, from legacy) Vertex quantization bits.")
+@click.option("--min-shards", type=POSITIVE_INT, default=1, show_default=True, help="(to sharded) At least this many shards.")
+@click.option("--max-labels-per-shard", type=POSITIVE_INT, default=None, help="(to sharded) At most this many labels per shard.")
 @queue_option
 @parallel_option
 @dry_run_option

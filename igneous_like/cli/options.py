@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import click
 
+from igneous_like.validate import NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT
+
 
 class TupleN(click.ParamType):
-    """Comma-separated integers, e.g. 128,128,64."""
+    """Comma-separated integers, e.g. 128,128,64 (each at least `minimum`, if given)."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, minimum: int | None = None):
         self.n = n
+        self.minimum = minimum
         self.name = f"INT{n}"
 
     def convert(self, value, param, ctx):
@@ -22,11 +25,14 @@ class TupleN(click.ParamType):
             self.fail(f"{value!r} is not {self.n} comma-separated integers", param, ctx)
         if len(nums) != self.n:
             self.fail(f"{value!r} needs exactly {self.n} comma-separated integers", param, ctx)
+        if self.minimum is not None and any(v < self.minimum for v in nums):
+            self.fail(f"{value!r}: every value must be at least {self.minimum}", param, ctx)
         return nums
 
 
 TUPLE2 = TupleN(2)
 TUPLE3 = TupleN(3)
+POSITIVE3 = TupleN(3, minimum=1)  # shapes, chunk sizes, factors
 
 
 def queue_option(fn):
@@ -40,7 +46,7 @@ def queue_option(fn):
 
 def parallel_option(fn):
     return click.option(
-        "-p", "--parallel", type=int, default=None,
+        "-p", "--parallel", type=NONNEG_INT, default=None,
         help="Worker processes when running without --queue (default: the root -p, else 1).",
     )(fn)
 
@@ -54,7 +60,7 @@ def dry_run_option(fn):
 
 def memory_option(fn):
     return click.option(
-        "--memory", type=float, default=3.5e9, show_default=True,
+        "--memory", type=POSITIVE_FLOAT, default=3.5e9, show_default=True,
         help="Memory budget of one task in bytes; the task shape is chosen to fit it.",
     )(fn)
 
@@ -97,11 +103,12 @@ def downsample_method_option(name: str = "--method"):
 def shard_options(fn):
     """How merge-sharded and xfer --sharded size shards for labelled objects."""
     for deco in reversed([
-        click.option("--shard-index-bytes", type=int, default=2**13, show_default=True, help="Target shard index size."),
-        click.option("--minishard-index-bytes", type=int, default=2**15, show_default=True,
+        click.option("--shard-index-bytes", type=POSITIVE_INT, default=2**13, show_default=True,
+                     help="Target shard index size."),
+        click.option("--minishard-index-bytes", type=POSITIVE_INT, default=2**15, show_default=True,
                      help="Target minishard index size."),
-        click.option("--min-shards", type=int, default=1, show_default=True, help="At least this many shards."),
-        click.option("--max-labels-per-shard", type=int, default=None, help="At most this many labels per shard."),
+        click.option("--min-shards", type=POSITIVE_INT, default=1, show_default=True, help="At least this many shards."),
+        click.option("--max-labels-per-shard", type=POSITIVE_INT, default=None, help="At most this many labels per shard."),
     ]):
         fn = deco(fn)
     return fn
@@ -146,12 +153,15 @@ class MipOrAuto(click.ParamType):
     name = "MIP|auto"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int) or str(value) == "auto":
+        if str(value) == "auto":
             return value
         try:
-            return int(value)
+            mip = int(value)
         except ValueError:
             self.fail(f"{value!r} is neither a mip number nor 'auto'", param, ctx)
+        if mip < 0:
+            self.fail(f"{mip} is negative: mips count from 0", param, ctx)
+        return mip
 
 
 def forge_mip(layer: str, mip, what: str) -> int:

@@ -7,17 +7,19 @@ import time
 
 import click
 
+from igneous_like.validate import NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, RUN_SECONDS, TASK_COUNT
+
 
 @click.command()
 @click.argument("queue")
-@click.option("-p", "--parallel", type=int, default=None, help="Worker processes (default: the root -p).")
-@click.option("--lease-sec", type=int, default=lambda: int(os.environ.get("LEASE_SECONDS", 600)),
+@click.option("-p", "--parallel", type=NONNEG_INT, default=None, help="Worker processes (default: the root -p).")
+@click.option("--lease-sec", type=POSITIVE_INT, default=lambda: int(os.environ.get("LEASE_SECONDS", 600)),
               show_default="600, or env LEASE_SECONDS", help="Seconds a task is leased for (renewed while it runs).")
 @click.option("-x", "--exit-on-empty", is_flag=True, help="Exit when no task can be leased.")
-@click.option("--min-sec", type=float, default=-1, show_default=True,
+@click.option("--min-sec", type=RUN_SECONDS, default=-1, show_default=True,
               help="Run at least this long, then stop after the current task. 0: one task. -1: forever.")
-@click.option("-n", "--num-tasks", type=int, default=-1, show_default=True, help="Stop after this many tasks (-1: no limit).")
-@click.option("--max-attempts", type=int, default=3, show_default=True,
+@click.option("-n", "--num-tasks", type=TASK_COUNT, default=-1, show_default=True, help="Stop after this many tasks (-1: no limit).")
+@click.option("--max-attempts", type=NONNEG_INT, default=3, show_default=True,
               help="After this many failures a task leaves the queue for the failure record (0: never).")
 @click.option("--failures", default=None,
               help="Storage URL for failure records (default: beside a FileQueue; env IGNEOUS_LIKE_FAILURES).")
@@ -36,8 +38,6 @@ def execute(ctx, queue, parallel, lease_sec, exit_on_empty, min_sec, num_tasks, 
     from igneous_like import queues
     from igneous_like.cli.options import resolve_parallel
 
-    if lease_sec <= 0:
-        raise click.BadParameter("must be positive", param_hint="--lease-sec")
     opts = queues.WorkerOptions(
         queue_url=queues.normalize_queue_url(queue), lease_sec=lease_sec, exit_on_empty=exit_on_empty,
         min_sec=min_sec, num_tasks=num_tasks, quiet=quiet, max_attempts=max_attempts, failures=failures,
@@ -53,7 +53,7 @@ def queue() -> None:
 
 @queue.command()
 @click.argument("queue")
-@click.option("--eta", type=float, default=0, show_default=True, help="Watch this many seconds to estimate rate and ETA.")
+@click.option("--eta", type=NONNEG_FLOAT, default=0, show_default=True, help="Watch this many seconds to estimate rate and ETA.")
 @click.option("--failures", default=None, help="Failure records URL (default: beside a FileQueue).")
 def status(queue, eta, failures):
     """Counts of a queue: inserted, enqueued, leased, completed, failed.
@@ -170,8 +170,8 @@ def purge(queue):
 
 @queue.command()
 @click.argument("queue")
-@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between checks.")
-@click.option("--quiet-for", type=float, default=0.0, show_default=True, help="Seconds the queue must stay empty.")
+@click.option("--interval", type=POSITIVE_FLOAT, default=2.0, show_default=True, help="Seconds between checks.")
+@click.option("--quiet-for", type=NONNEG_FLOAT, default=0.0, show_default=True, help="Seconds the queue must stay empty.")
 def wait(queue, interval, quiet_for):
     """Block until the queue is empty, without executing anything.
 

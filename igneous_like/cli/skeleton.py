@@ -5,7 +5,9 @@ import click
 
 from igneous_like.cli.mesh import label_list
 from igneous_like.cli.spatial_index import spatial_index_group
-from igneous_like.cli.options import TUPLE3, MipOrAuto, forge_mip, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+from igneous_like.cli.options import POSITIVE3, MipOrAuto, forge_mip, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+
+from igneous_like.validate import FILL_HOLES, MAGNITUDE, NONNEG_FLOAT, NONNEG_INT, POSITIVE_INT
 
 
 @click.group()
@@ -17,23 +19,23 @@ def skeleton() -> None:
 @click.argument("layer")
 @click.option("--mip", type=MipOrAuto(), default=0, show_default=True,
               help="Skeletonize at this mip; auto: the finest near-isotropic one (max/min resolution at most 2).")
-@click.option("--shape", type=TUPLE3, default=None, help="Task shape in voxels (default from --memory, at most 512^3).")
-@click.option("--scale", type=float, default=4, show_default=True, help="TEASAR: invalidation radius multiplier.")
-@click.option("--const", type=float, default=10, show_default=True, help="TEASAR: invalidation radius constant (physical).")
-@click.option("--soma-detect", type=float, default=1100, show_default=True, help="Soma candidates above this boundary distance.")
-@click.option("--soma-accept", type=float, default=3500, show_default=True, help="Accept somata above this boundary distance.")
-@click.option("--soma-scale", type=float, default=1.0, show_default=True, help="Soma invalidation scale.")
-@click.option("--soma-const", type=float, default=300, show_default=True, help="Soma invalidation constant.")
-@click.option("--max-paths", type=int, default=None, help="Stop tracing an object after this many paths.")
-@click.option("--dust-threshold", type=int, default=1000, show_default=True, help="Skip objects with fewer voxels in a task.")
+@click.option("--shape", type=POSITIVE3, default=None, help="Task shape in voxels (default from --memory, at most 512^3).")
+@click.option("--scale", type=NONNEG_FLOAT, default=4, show_default=True, help="TEASAR: invalidation radius multiplier.")
+@click.option("--const", type=NONNEG_FLOAT, default=10, show_default=True, help="TEASAR: invalidation radius constant (physical).")
+@click.option("--soma-detect", type=NONNEG_FLOAT, default=1100, show_default=True, help="Soma candidates above this boundary distance.")
+@click.option("--soma-accept", type=NONNEG_FLOAT, default=3500, show_default=True, help="Accept somata above this boundary distance.")
+@click.option("--soma-scale", type=NONNEG_FLOAT, default=1.0, show_default=True, help="Soma invalidation scale.")
+@click.option("--soma-const", type=NONNEG_FLOAT, default=300, show_default=True, help="Soma invalidation constant.")
+@click.option("--max-paths", type=POSITIVE_INT, default=None, help="Stop tracing an object after this many paths.")
+@click.option("--dust-threshold", type=NONNEG_INT, default=1000, show_default=True, help="Skip objects with fewer voxels in a task.")
 @click.option("--dust-global/--dust-local", default=False, show_default=True, help="Count dust per task (local).")
-@click.option("--fill-holes", type=int, default=0, show_default=True, help="0 none, 1 fill, 2 +borders, 3 +closing.")
+@click.option("--fill-holes", type=FILL_HOLES, default=0, show_default=True, help="0 none, 1 fill, 2 +borders, 3 +closing.")
 @click.option("--fix-branching/--no-fix-branching", default=True, show_default=True, help="Better branch points, slower.")
 @click.option("--fix-borders/--no-fix-borders", default=True, show_default=True,
               help="Trace to shared border targets so neighbouring tasks' fragments meet.")
 @click.option("--fix-avocados/--no-fix-avocados", default=False, show_default=True,
               help="Merge nuclei segmented apart from their soma.")
-@click.option("--cross-section", type=int, default=0, show_default=True,
+@click.option("--cross-section", type=NONNEG_INT, default=0, show_default=True,
               help="Compute cross-sectional area per vertex with this smoothing window (0: off).")
 @click.option("--labels", default=None, help="Skeletonize only these labels, e.g. 12,57.")
 @click.option("--sharded", is_flag=True, help="Accepted for Igneous compatibility: fragments are always one file per task.")
@@ -73,11 +75,12 @@ def forge(ctx, layer, mip, shape, scale, const, soma_detect, soma_accept, soma_s
 def merge_options(fn):
     for deco in reversed([
         click.option("--dir", "skel_dir", default=None, help="Skeleton directory (default: the info's)."),
-        click.option("--tick-threshold", type=float, default=0, show_default=True,
+        click.option("--tick-threshold", type=NONNEG_FLOAT, default=0, show_default=True,
                      help="Remove side branches shorter than this (physical units)."),
-        click.option("--min-cable-length", type=float, default=1000, show_default=True,
-                     help="Drop skeletons shorter than this (physical units); they get no file."),
-        click.option("--max-cable-length", type=float, default=None, help="Drop skeletons longer than this."),
+        click.option("--min-cable-length", type=NONNEG_FLOAT, default=1000, show_default=True,
+                     help="Drop skeleton pieces shorter than this (physical units); a label with "
+                     "nothing left gets no file."),
+        click.option("--max-cable-length", type=NONNEG_FLOAT, default=None, help="Drop skeletons longer than this."),
     ]):
         fn = deco(fn)
     return fn
@@ -86,7 +89,7 @@ def merge_options(fn):
 @skeleton.command()
 @click.argument("layer")
 @merge_options
-@click.option("--magnitude", type=int, default=2, show_default=True, help="Split labels into 10^magnitude tasks (by their last digits).")
+@click.option("--magnitude", type=MAGNITUDE, default=2, show_default=True, help="Split labels into 10^magnitude tasks (by their last digits).")
 @click.option("--delete-fragments", is_flag=True, help="Delete forge fragments once every merge task ran (in-process runs).")
 @queue_option
 @parallel_option
@@ -184,9 +187,9 @@ def rm(ctx, layer, skel_dir, queue, parallel, dry_run):
 @click.argument("dest")
 @click.option("--sharded", is_flag=True, help="Write DEST sharded (from sharded SRC without it: one file per label).")
 @click.option("--dir", "skel_dir", default=None, help="Skeleton directory in DEST.")
-@click.option("--magnitude", type=int, default=2, show_default=True, help="Split plain copies into 10^magnitude tasks.")
-@click.option("--min-shards", type=int, default=1, show_default=True, help="(to sharded) At least this many shards.")
-@click.option("--max-labels-per-shard", type=int, default=None, help="(to sharded) At most this many labels per shard.")
+@click.option("--magnitude", type=MAGNITUDE, default=2, show_default=True, help="Split plain copies into 10^magnitude tasks.")
+@click.option("--min-shards", type=POSITIVE_INT, default=1, show_default=True, help="(to sharded) At least this many shards.")
+@click.option("--max-labels-per-shard", type=POSITIVE_INT, default=None, help="(to sharded) At most this many labels per shard.")
 @queue_option
 @parallel_option
 @dry_run_option

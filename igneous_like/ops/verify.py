@@ -42,7 +42,9 @@ def verify_layer(layer: str, decode: bool = True) -> Report:
 def _cloudvolume(url: str):
     from cloudvolume import CloudVolume
 
-    return CloudVolume(url, progress=False)
+    from igneous_like.urls import volume_path
+
+    return CloudVolume(volume_path(url), progress=False)
 
 
 def _missing_in_shards(source, subdir: str, labels: set[int]) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 from taskqueue import queueable
 
-from igneous_like import layers
+from igneous_like import layers, validate
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, downsampled, expand_to_grid, grid_boxes, grid_count, lcm3, mips_to_top, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
@@ -82,12 +82,15 @@ def plan_downsample(
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
     layers.check_mip(info, mip, url)
+    volume_io.check_opens(url, info, mip)
     method = resolve_method(method, info["type"])
     if method not in METHODS:
         raise UserError(f"unknown --method {method!r}: choose auto, {', '.join(METHODS)}")
     if any(f < 1 for f in factor) or math.prod(factor) == 1:
         raise UserError(f"--factor {fmt_vec(factor)} must be at least 1 in every axis and above 1 in one")
     encoding = layers.normalize_encoding(encoding, info["data_type"], info["type"])
+    validate.check_encoding_level(encoding or info["scales"][mip]["encoding"], encoding_level, info["data_type"])
+    validate.check_fits_dtype(bg_color, info["data_type"], "--bg-color")
     compress_arg = layers.normalize_compress(compress, url)
     chunk = layers.check_chunk_size(chunk_size) or layers.scale_chunk(info, mip)
     full = layers.scale_bounds(info, mip)

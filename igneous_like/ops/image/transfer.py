@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 from taskqueue import queueable
 
-from igneous_like import layers, volume_io
+from igneous_like import layers, validate, volume_io
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, downsampled, expand_to_grid, grid_boxes, grid_count, mips_to_top, vec3
 from igneous_like.ops.image.downsample import task_memory, task_shape
@@ -63,6 +63,8 @@ def plan_transfer(
     if method not in METHODS:
         raise UserError(f"unknown --downsample-method {method!r}")
     enc = layers.normalize_encoding(encoding, info["data_type"], info["type"])
+    validate.check_encoding_level(enc or info["scales"][mip]["encoding"], encoding_level, info["data_type"])
+    validate.check_fits_dtype(bg_color, info["data_type"], "--bg-color")
     compress_arg = layers.normalize_compress(compress, dest_url)
     src_chunk = layers.scale_chunk(info, mip)
     chunk = layers.check_chunk_size(chunk_size) or src_chunk
@@ -74,7 +76,9 @@ def plan_transfer(
         translate = vec3(d - s for d, s in zip(dest_voxel_offset, src_full.start))
     layers.check_writable(dest_url)
 
-    dest_info = _dest_info(info, dest_url, mip, translate, chunk, enc, encoding_level, clean_info)
+    dest_info = dest_info_for(info, dest_url, mip, translate, chunk, enc, encoding_level, clean_info)
+    volume_io.check_opens(src_url, info, mip)
+    volume_io.check_opens(dest_url, dest_info, mip)
     dest_full = layers.scale_bounds(dest_info, mip)
     dest_chunk = layers.scale_chunk(dest_info, mip)
     region = Box(vec3(a + t for a, t in zip(region.start, translate)), vec3(b + t for b, t in zip(region.stop, translate)))
@@ -101,7 +105,7 @@ def plan_transfer(
         top = mips_to_top(dest_full.shape, dest_chunk, factor)
         limit = min(max_mips, num_mips if num_mips is not None else top)
         if shape is not None:
-            k = _mips_in_shape(shape, dest_chunk, factor, limit)
+            k = mips_in_shape(shape, dest_chunk, factor, limit)
         else:
             for j in range(1, limit + 1):
                 s = task_shape(dest_chunk, [dest_chunk] * j, factor)
@@ -232,7 +236,7 @@ def sharded_transfer_task(src: str, dest: str, mip: int, box: list[int], transla
     CloudFiles(dest).put(name, data, compress=None)
 
 
-def _mips_in_shape(shape: Vec3, chunk: Vec3, factor: Vec3, limit: int) -> int:
+def mips_in_shape(shape: Vec3, chunk: Vec3, factor: Vec3, limit: int) -> int:
     """How many mips a user-given task shape supports (each output chunk must be whole)."""
     k = 0
     while k < limit:
@@ -252,7 +256,7 @@ def _copy_shape(chunk: Vec3, dtype: str, channels: int, memory: float) -> Vec3:
     return vec3((chunk[0] * grow, chunk[1] * grow, chunk[2]))
 
 
-def _dest_info(info, dest_url, mip, translate, chunk, enc, encoding_level, clean_info) -> dict:
+def dest_info_for(info, dest_url, mip, translate, chunk, enc, encoding_level, clean_info) -> dict:
     """DEST's info: its existing one (checked for compatibility) or SRC's, adapted."""
     from cloudfiles import CloudFiles
 

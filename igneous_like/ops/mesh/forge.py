@@ -170,7 +170,7 @@ def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options
                                reduction_factor=REDUCTION_FACTOR, max_error=max_error)
                 return m.vertices.astype(np.float64) + origin, m.faces
 
-            verts, faces = simplify_fragment(verts, faces, planes, REDUCTION_FACTOR, fallback=fallback)
+            verts, faces = simplify_fragment(verts, faces, planes, REDUCTION_FACTOR, max_error, fallback=fallback)
         mesher.erase(small_id)
         if len(faces) == 0:
             continue

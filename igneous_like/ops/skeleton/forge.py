@@ -43,6 +43,8 @@ def plan_skeleton_forge(
         raise UserError("--dust-global is not available for skeletons (it needs global voxel counts): use --dust-local")
     if cross_section < 0 or dust_threshold < 0:
         raise UserError("--cross-section and --dust-threshold must not be negative")
+    if scale <= 0 and const <= 0:
+        raise UserError("--scale and --const are both 0: TEASAR needs a positive invalidation radius")
     bounds = layers.bounds_from_ranges(full, xrange, yrange, zrange, url, mip)
     width = np.dtype(info["data_type"]).itemsize
     if shape is None:

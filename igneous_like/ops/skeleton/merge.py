@@ -42,6 +42,9 @@ def plan_skeleton_merge(
 ) -> Plan:
     from cloudfiles import CloudFiles
 
+    if max_cable_length is not None and max_cable_length < min_cable_length:
+        raise UserError(f"--max-cable-length {max_cable_length} is below --min-cable-length {min_cable_length}: "
+                        "every skeleton would be dropped")
     url = layers.normalize_url(layer)
     info = layers.read_info(url)
     sdir, sinfo = _skeleton_dir(url, info, skel_dir)
@@ -104,7 +107,8 @@ def skeleton_merge_task(layer: str, skel_dir: str, group: str, options: dict) ->
     for key in sorted(worklist, key=int):
         label = int(key)
         parts = [skeletons.decode(data, attributes) for data in fragments.fetch_frags(cf, worklist[key])]
-        skel = skeletons.merge_fragments(parts, label, attributes, options["tick_threshold"])
+        skel = skeletons.merge_fragments(parts, label, attributes, options["tick_threshold"],
+                                         options["min_cable_length"])
         length = skeletons.cable_length(skel)
         if length < options["min_cable_length"] or (options["max_cable_length"] and length > options["max_cable_length"]):
             filtered.append(label)  # no file at all, never an empty skeleton

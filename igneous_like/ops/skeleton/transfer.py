@@ -129,7 +129,9 @@ def convert_to_swc(src: str, dest: str, labels: list[int] | None) -> int:
     from cloudvolume import CloudVolume
 
     url, _, sdir, sinfo = _source(src)
-    vol = CloudVolume(url, progress=False)
+    from igneous_like.urls import volume_path
+
+    vol = CloudVolume(volume_path(url), progress=False)
     if labels is None:
         if sinfo.get("sharding"):
             raise UserError("name the LABELS to convert from sharded skeletons (shards cannot be listed by label)")

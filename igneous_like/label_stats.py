@@ -1,0 +1,273 @@
+"""Per-label shape and intensity statistics as mergeable sufficient statistics (pure numpy).
+
+`block_stats` turns one task's block into one row per label: voxel count, exact integer
+coordinate sums, second moments about the task's own mean, bounding box, voxel-face counts
+per axis and, with an image, intensity sum, second moment, min and max. `merge` combines rows
+of the same label from many tasks (Chan's parallel formula for the moments, so nothing is
+lost to cancellation); `columns` turns merged rows into the published table.
+
+Faces: a task owns the faces whose low voxel lies inside it. It sees one extra voxel past its
+high faces (or the outside, as background, at the edge of the bounds) and, at the low edge of
+the bounds, the outside before its first voxel; so each face is counted exactly once.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from igneous_like.mapreduce import Table, group, group_max, group_min, group_sum
+
+AXES = "xyz"
+PAIRS = ("xx", "yy", "zz", "xy", "xz", "yz")
+SLAB_VOXELS = 1 << 22  # voxels per z slab: bounds the temporaries of a large task
+
+SHAPE_COLUMNS = (
+    "label", "voxel_count", "bbox_min_x", "bbox_min_y", "bbox_min_z", "bbox_max_x", "bbox_max_y", "bbox_max_z",
+    "centroid_x", "centroid_y", "centroid_z", "volume_nm3", "surface_area_nm2", "touches_border",
+    "axis_major_nm", "axis_minor_nm",
+)
+INTENSITY_COLUMNS = ("intensity_mean", "intensity_std", "intensity_min", "intensity_max")
+
+PARTIAL_COLUMNS = (
+    "label", "n", "sx", "sy", "sz", *(f"c{p}" for p in PAIRS), *(f"min_{a}" for a in AXES),
+    *(f"max_{a}" for a in AXES), *(f"faces_{a}" for a in AXES), "i_sum", "i_m2", "i_min", "i_max",
+)
+INT_MAX = np.iinfo(np.int64).max
+INT_MIN = np.iinfo(np.int64).min
+
+
+class Accumulator:
+    """Per-id running sums over the slabs of one block (ids are the block's renumbered labels)."""
+
+    def __init__(self, ids: int, with_image: bool):
+        zeros = lambda: np.zeros(ids, dtype=np.int64)  # noqa: E731
+        self.n = zeros()
+        self.s = {a: zeros() for a in AXES}
+        self.ss = {p: zeros() for p in PAIRS}  # raw second sums, local coordinates: exact int64
+        self.lo = {a: np.full(ids, INT_MAX, dtype=np.int64) for a in AXES}
+        self.hi = {a: np.full(ids, INT_MIN, dtype=np.int64) for a in AXES}
+        self.faces = {a: zeros() for a in AXES}
+        self.image = with_image
+        if with_image:
+            self.i_sum = np.zeros(ids, dtype=np.float64)
+            self.i_sq = np.zeros(ids, dtype=np.float64)
+            self.i_min = np.full(ids, np.inf)
+            self.i_max = np.full(ids, -np.inf)
+
+    def add_runs(self, seg: np.ndarray, z0: int) -> None:
+        """Runs of equal ids along x give counts, sums and second sums in closed form: far
+        fewer updates than voxels for real objects."""
+        sx, sy = seg.shape[:2]
+        flat = seg.ravel(order="F")
+        change = np.empty(flat.size, dtype=bool)
+        change[0] = True
+        np.not_equal(flat[1:], flat[:-1], out=change[1:])
+        change[::sx] = True  # every row starts a run
+        starts = np.flatnonzero(change)
+        ids = flat[starts].astype(np.intp)
+        length = np.diff(np.append(starts, flat.size)).astype(np.int64)
+        keep = ids != 0
+        starts, ids, length = starts[keep], ids[keep], length[keep]
+        x = (starts % sx).astype(np.int64)
+        row = starts // sx
+        y = (row % sy).astype(np.int64)
+        z = (row // sy).astype(np.int64) + z0
+        sum_x = length * x + length * (length - 1) // 2
+        sum_xx = _sum_squares(x + length) - _sum_squares(x)
+        add = np.add.at
+        add(self.n, ids, length)
+        for axis, values in (("x", sum_x), ("y", y * length), ("z", z * length)):
+            add(self.s[axis], ids, values)
+        for pair, values in (("xx", sum_xx), ("yy", y * y * length), ("zz", z * z * length),
+                             ("xy", y * sum_x), ("xz", z * sum_x), ("yz", y * z * length)):
+            add(self.ss[pair], ids, values)
+        for axis, lo, hi in (("x", x, x + length), ("y", y, y + 1), ("z", z, z + 1)):
+            np.minimum.at(self.lo[axis], ids, lo)
+            np.maximum.at(self.hi[axis], ids, hi)
+
+    def add_faces(self, axis: str, low: np.ndarray, high: np.ndarray) -> None:
+        """Faces between each voxel of `low` and its neighbour in `high` along one axis."""
+        differ = low != high
+        ids = len(self.n)
+        for side in (low[differ], high[differ]):
+            self.faces[axis] += np.bincount(side, minlength=ids)
+
+    def add_image(self, seg: np.ndarray, img: np.ndarray) -> None:
+        ids = seg.ravel(order="F").astype(np.intp)
+        values = img.ravel(order="F").astype(np.float64)
+        keep = ids != 0
+        ids, values = ids[keep], values[keep]
+        np.add.at(self.i_sum, ids, values)
+        np.add.at(self.i_sq, ids, values * values)
+        np.minimum.at(self.i_min, ids, values)
+        np.maximum.at(self.i_max, ids, values)
+
+
+def _sum_squares(m: np.ndarray) -> np.ndarray:
+    """0^2 + 1^2 + ... + (m-1)^2."""
+    return (m - 1) * m * (2 * m - 1) // 6
+
+
+def block_stats(
+    seg: np.ndarray,
+    original: np.ndarray,
+    shape: Sequence[int],
+    origin: Sequence[int],
+    low_edge: Sequence[bool],
+    high_edge: Sequence[bool],
+    image: np.ndarray | None = None,
+) -> Table:
+    """Sufficient statistics of one task. `seg` (x, y, z; ids with 0 = background,
+    original[id] = label) covers the task's `shape` plus one voxel past each high face that is
+    not a high edge; `origin` is the task's first voxel in global coordinates; `image`, if
+    given, covers `shape` exactly."""
+    sx, sy, sz = (int(s) for s in shape)
+    acc = Accumulator(len(original), image is not None)
+    step = max(1, SLAB_VOXELS // max(sx * sy, 1))
+    for z0 in range(0, sz, step):
+        z1 = min(z0 + step, sz)
+        own = np.asfortranarray(seg[:sx, :sy, z0:z1])
+        acc.add_runs(own, z0)
+        for axis in range(3):
+            low, high = _face_pair(seg, own, (sx, sy, sz), axis, z0, z1, low_edge[axis], high_edge[axis])
+            acc.add_faces(AXES[axis], low, high)
+        if image is not None:
+            acc.add_image(own, image[:sx, :sy, z0:z1])
+    return _rows(acc, original, origin)
+
+
+def _face_pair(seg, own, shape, axis, z0, z1, low_edge, high_edge):
+    """Arrays whose elementwise pairs are the faces along `axis` owned by this slab: the slab
+    extended by the next voxel layer (outside = 0 at a high edge) and, at a low edge, by the
+    outside before the first layer."""
+    sx, sy, sz = shape
+    if axis < 2:
+        start, stop = 0, shape[axis]
+    else:
+        start, stop = z0, z1
+    if high_edge and stop == shape[axis]:
+        nxt = np.zeros_like(_plane(own, axis, 0))
+    else:
+        idx = [slice(0, sx), slice(0, sy), slice(z0, z1)]
+        idx[axis] = slice(stop, stop + 1)
+        nxt = seg[tuple(idx)]
+    parts = [own, nxt]
+    if low_edge and start == 0:
+        parts.insert(0, np.zeros_like(nxt))
+    ext = np.concatenate(parts, axis=axis)
+    lo = [slice(None)] * 3
+    hi = [slice(None)] * 3
+    lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+    return ext[tuple(lo)], ext[tuple(hi)]
+
+
+def _plane(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
+    idx = [slice(None)] * 3
+    idx[axis] = slice(index, index + 1)
+    return arr[tuple(idx)]
+
+
+def _rows(acc: Accumulator, original: np.ndarray, origin: Sequence[int]) -> Table:
+    """One row per label present (voxels or owned faces), in global coordinates. Accumulators
+    are released as their columns are made: a million-label task holds one copy, not two."""
+    faces = acc.faces["x"] + acc.faces["y"] + acc.faces["z"]
+    keep = np.flatnonzero((acc.n > 0) | (faces > 0))
+    del faces
+    keep = keep[keep != 0]
+    n = acc.n[keep]
+    safe = np.maximum(n, 1).astype(np.float64)
+    cols: Table = {"label": original[keep].astype(np.uint64), "n": n}
+    mean = {a: acc.s[a][keep].astype(np.float64) for a in AXES}
+    for pair in PAIRS:
+        a, b = pair
+        cols[f"c{pair}"] = acc.ss.pop(pair)[keep].astype(np.float64) - mean[a] * mean[b] / safe
+    del mean
+    for axis, o in zip(AXES, origin):
+        cols[f"s{axis}"] = acc.s.pop(axis)[keep] + n * int(o)
+        cols[f"min_{axis}"] = np.where(n > 0, acc.lo.pop(axis)[keep] + int(o), INT_MAX)
+        cols[f"max_{axis}"] = np.where(n > 0, acc.hi.pop(axis)[keep] + int(o), INT_MIN)
+        cols[f"faces_{axis}"] = acc.faces.pop(axis)[keep]
+    if acc.image:
+        i_sum = acc.i_sum[keep]
+        cols["i_sum"] = i_sum
+        cols["i_m2"] = np.maximum(acc.i_sq[keep] - i_sum * i_sum / safe, 0.0)
+        cols["i_min"] = acc.i_min[keep]
+        cols["i_max"] = acc.i_max[keep]
+    return {name: cols[name] for name in PARTIAL_COLUMNS if name in cols}
+
+
+def merge(table: Table) -> Table:
+    """Rows with repeated labels -> one row per label, sorted (associative: its output merges
+    again). Moments combine about the merged mean, as in Chan et al.'s parallel variance."""
+    keys, inv = group(table["label"])
+    g = len(keys)
+    n_rows = table["n"]
+    n = group_sum(inv, n_rows, g)
+    out: Table = {"label": keys, "n": n}
+    for axis in AXES:
+        out[f"s{axis}"] = group_sum(inv, table[f"s{axis}"], g)
+    rows_safe = np.maximum(n_rows, 1).astype(np.float64)
+    safe = np.maximum(n, 1).astype(np.float64)
+    # each row's mean minus its label's merged mean (0 for rows without voxels)
+    delta = {a: np.where(n_rows > 0, table[f"s{a}"] / rows_safe - (out[f"s{a}"] / safe)[inv], 0.0) for a in AXES}
+    for pair in PAIRS:
+        a, b = pair
+        out[f"c{pair}"] = group_sum(inv, table[f"c{pair}"] + n_rows * delta[a] * delta[b], g)
+    for axis in AXES:
+        out[f"min_{axis}"] = group_min(inv, table[f"min_{axis}"], g)
+        out[f"max_{axis}"] = group_max(inv, table[f"max_{axis}"], g)
+    for axis in AXES:
+        out[f"faces_{axis}"] = group_sum(inv, table[f"faces_{axis}"], g)
+    if "i_sum" in table:
+        i_sum = group_sum(inv, table["i_sum"], g)
+        d = np.where(n_rows > 0, table["i_sum"] / rows_safe - (i_sum / safe)[inv], 0.0)
+        out["i_sum"] = i_sum
+        out["i_m2"] = group_sum(inv, table["i_m2"] + n_rows * d * d, g)
+        out["i_min"] = group_min(inv, table["i_min"], g)
+        out["i_max"] = group_max(inv, table["i_max"], g)
+    return out
+
+
+def columns(merged: Table, resolution: Sequence[float], start: Sequence[int], stop: Sequence[int]) -> Table:
+    """The published table from merged rows: labels with voxels only, columns as documented.
+    `start`/`stop` are the dataset's bounds (for touches_border). Consumes `merged` (its
+    columns are released as they are used)."""
+    keep = merged["n"] > 0
+    m = merged if keep.all() else {k: v[keep] for k, v in merged.items()}
+    n = m["n"]
+    nf = n.astype(np.float64)
+    res = [float(r) for r in resolution]
+    out: Table = {"label": m["label"].astype(np.uint64), "voxel_count": n.astype(np.uint64)}
+    for axis in AXES:
+        out[f"bbox_min_{axis}"] = m[f"min_{axis}"]
+    for axis in AXES:
+        out[f"bbox_max_{axis}"] = m[f"max_{axis}"]
+    for axis in AXES:
+        out[f"centroid_{axis}"] = m.pop(f"s{axis}") / nf + 0.5
+    out["volume_nm3"] = nf * (res[0] * res[1] * res[2])
+    out["surface_area_nm2"] = (m.pop("faces_x") * (res[1] * res[2]) + m.pop("faces_y") * (res[0] * res[2])
+                               + m.pop("faces_z") * (res[0] * res[1]))
+    border = np.zeros(len(n), dtype=bool)
+    for i, axis in enumerate(AXES):
+        border |= (m[f"min_{axis}"] <= start[i]) | (m[f"max_{axis}"] >= stop[i])
+    out["touches_border"] = border
+    major, minor = _axes(m, nf, res)
+    out["axis_major_nm"], out["axis_minor_nm"] = major, minor
+    if "i_sum" in m:
+        out["intensity_mean"] = m.pop("i_sum") / nf
+        out["intensity_std"] = np.sqrt(np.maximum(m.pop("i_m2") / nf, 0.0))
+        out["intensity_min"] = m["i_min"]
+        out["intensity_max"] = m["i_max"]
+    return out
+
+
+def _axes(m: Table, nf: np.ndarray, res: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """4 sqrt(largest, smallest eigenvalue) of the population covariance of voxel centres, nm."""
+    scale = {p: res[AXES.index(p[0])] * res[AXES.index(p[1])] for p in PAIRS}
+    c = {p: m.pop(f"c{p}") * (scale[p] / nf) for p in PAIRS}
+    rows = [c["xx"], c["xy"], c["xz"], c["xy"], c["yy"], c["yz"], c["xz"], c["yz"], c["zz"]]
+    cov = np.stack(rows, axis=-1).reshape(len(nf), 3, 3)
+    eig = np.linalg.eigvalsh(cov) if len(nf) else np.zeros((0, 3))
+    eig = np.maximum(eig, 0.0)
+    return 4 * np.sqrt(eig[:, -1]), 4 * np.sqrt(eig[:, 0])

@@ -1,0 +1,216 @@
+"""Map, then reduce by partition: the shared shape of label statistics, voxel counts,
+connected-component equivalences and annotation counts.
+
+A job has a storage root and a fixed number of partitions P. Each **map** task turns its box
+into a table (columns of equal length, keyed by a uint64 column), splits the rows by
+`partition_of(key, P)` and writes one Arrow IPC file per (box, partition) -- empty ones too,
+so a re-run overwrites every name it ever wrote -- then a small `done/` marker. Each
+**reduce** task owns one partition: it reads that partition's file of every box of the grid
+(names come from the grid, never from a listing, so stale files are never read) and folds
+them with the operation's `merge`, a few hundred files at a time, so it holds one partition's
+keys, never the whole key space. `missing_maps` lists what map output is absent before a
+reduce is planned. Operations supply only their map table and their merge function.
+
+    layout = Layout("s3://b/layer/stats/_partials", partitions=8)
+    write_partials(layout, box, table)                      # in a map task
+    missing = missing_maps(layout, boxes)                   # when planning the reduce
+    merged = reduce_partition(layout, boxes, p, merge)      # in reduce task p
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from igneous_like.grid import Box
+
+Table = dict[str, np.ndarray]  # column name -> 1-D array, all of one length
+Merge = Callable[[Table], Table]  # rows with repeated keys -> one row per key, sorted by key
+
+KEY = "label"
+MAX_PARTITIONS = 4096
+READ_BATCH = 256  # partial files folded per merge call in a reduce
+
+
+def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
+    """The partition of each uint64 key: the splitmix64 finalizer mod P, the same on every
+    machine and version (Python's hash() is salted per process; a plain mod clusters ids)."""
+    z = np.asarray(keys, dtype=np.uint64).copy()
+    with np.errstate(over="ignore"):
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return (z % np.uint64(partitions)).astype(np.int64)
+
+
+def choose_partitions(estimated_rows: float, row_bytes: float, memory: float) -> int:
+    """Enough partitions that one reduce holds its rows (with ~3x working copies) in memory."""
+    need = math.ceil(3 * estimated_rows * row_bytes / max(memory, 1))
+    return int(min(max(need, 1), MAX_PARTITIONS))
+
+
+def box_name(box: Box) -> str:
+    """x0-x1_y0-y1_z0-z1, as Precomputed names chunks."""
+    return "_".join(f"{a}-{b}" for a, b in zip(box.start, box.stop))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one job's partials live, and how many partitions split its keys."""
+
+    root: str
+    partitions: int
+
+    def partial_path(self, box: Box, partition: int) -> str:
+        return f"p{partition:05d}/{box_name(box)}.arrow"
+
+    def done_path(self, box: Box) -> str:
+        return f"done/{box_name(box)}.json"
+
+
+def encode_table(table: Table) -> bytes:
+    """Arrow IPC file bytes (lz4: fast; partials are short-lived): the same table always gives the same bytes."""
+    import pyarrow as pa
+
+    batch = pa.table({name: pa.array(col) for name, col in table.items()})
+    sink = io.BytesIO()
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.ipc.new_file(sink, batch.schema, options=options) as writer:
+        writer.write_table(batch)
+    return sink.getvalue()
+
+
+def decode_table(data: bytes) -> Table:
+    import pyarrow as pa
+
+    table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+def write_partials(layout: Layout, box: Box, table: Table, key: str = KEY) -> None:
+    """A map task's output: its rows split by partition, one file per partition (empty ones
+    included), then the done marker (written last: its presence means the task finished)."""
+    from cloudfiles import CloudFiles
+
+    from igneous_like.storage import put_many
+
+    parts = partition_of(table[key], layout.partitions)
+    counts = np.bincount(parts, minlength=layout.partitions)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    order = np.lexsort((table[key], parts))  # by partition, then by key: deterministic files
+    if not (order[1:] > order[:-1]).all():
+        table = {name: col[order] for name, col in table.items()}
+    files = []
+    for p in range(layout.partitions):
+        rows = slice(int(bounds[p]), int(bounds[p + 1]))
+        files.append((layout.partial_path(box, p), encode_table({n: c[rows] for n, c in table.items()})))
+    cf = CloudFiles(layout.root)
+    put_many(cf, files, compress=None)
+    done = {"box": box.to_list(), "rows": [int(c) for c in counts]}
+    cf.put(layout.done_path(box), json.dumps(done, sort_keys=True).encode(), compress=None)
+
+
+def read_partials(layout: Layout, boxes: Iterable[Box], partition: int, batch: int = READ_BATCH) -> Iterator[list[Table]]:
+    """One partition's partial tables, `batch` files at a time; a missing file is an error."""
+    from cloudfiles import CloudFiles
+
+    from igneous_like.errors import TaskError
+    from igneous_like.storage import get_many
+
+    cf = CloudFiles(layout.root)
+    names: list[str] = []
+    for box in boxes:
+        names.append(layout.partial_path(box, partition))
+        if len(names) == batch:
+            yield _decode_all(get_many(cf, names), layout, TaskError)
+            names = []
+    if names:
+        yield _decode_all(get_many(cf, names), layout, TaskError)
+
+
+def _decode_all(got: list[dict], layout: Layout, error: type) -> list[Table]:
+    missing = [g["path"] for g in got if g["content"] is None]
+    if missing:
+        raise error(f"map output missing in {layout.root}: {missing[0]} (and {len(missing) - 1} more); re-run the map tasks")
+    return [decode_table(g["content"]) for g in got]
+
+
+def concat(tables: list[Table]) -> Table:
+    tables = [t for t in tables if t]
+    if len(tables) <= 1:
+        return tables[0] if tables else {}
+    return {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
+
+
+def reduce_partition(layout: Layout, boxes: Iterable[Box], partition: int, merge: Merge,
+                     batch: int = READ_BATCH, key: str = KEY) -> Table:
+    """Fold every partial of one partition with `merge`; memory is one partition's keys plus
+    one batch of files. `merge` must be associative (its output is valid input again), and a
+    map table must already be in merge's form: one row per key, sorted by key."""
+    acc: Table = {}
+    for tables in read_partials(layout, boxes, partition, batch):
+        both = concat([acc, *tables])
+        keys = both.get(key, np.zeros(0))
+        # a map table is already in merged form (one sorted row per key): alone, it is done
+        acc = both if (not acc and len(tables) == 1 and (keys[1:] > keys[:-1]).all()) else merge(both)
+    return acc
+
+
+def missing_maps(layout: Layout, boxes: Iterable[Box]) -> list[Box]:
+    """The boxes whose map task has not finished (no done marker), from one listing."""
+    from cloudfiles import CloudFiles
+
+    present = {name.rsplit("/", 1)[-1] for name in CloudFiles(layout.root).list(prefix="done/")}
+    return [box for box in boxes if f"{box_name(box)}.json" not in present]
+
+
+def partition_rows(layout: Layout, boxes: Iterable[Box]) -> np.ndarray:
+    """Rows written per partition by all map tasks (an upper bound on keys per reduce)."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(layout.root)
+    total = np.zeros(layout.partitions, dtype=np.int64)
+    names = [layout.done_path(b) for b in boxes]
+    for i in range(0, len(names), READ_BATCH):
+        for got in cf.get(names[i:i + READ_BATCH]):
+            if got["content"]:
+                total += np.asarray(json.loads(got["content"])["rows"], dtype=np.int64)
+    return total
+
+
+def group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique keys and each row's index into them: the group-by of every merge."""
+    return np.unique(keys, return_inverse=True)
+
+
+def group_sum(inverse: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
+    """Per-group sums in the values' own dtype (exact for integers, unlike bincount)."""
+    out = np.zeros(groups, dtype=values.dtype)
+    np.add.at(out, inverse, values)
+    return out
+
+
+def group_min(inverse: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
+    out = np.full(groups, _extreme(values.dtype, high=True), dtype=values.dtype)
+    np.minimum.at(out, inverse, values)
+    return out
+
+
+def group_max(inverse: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
+    out = np.full(groups, _extreme(values.dtype, high=False), dtype=values.dtype)
+    np.maximum.at(out, inverse, values)
+    return out
+
+
+def _extreme(dtype, high: bool):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return np.inf if high else -np.inf
+    info = np.iinfo(dtype)
+    return info.max if high else info.min

@@ -1,0 +1,366 @@
+"""image stats against a whole-volume numpy reference; queued two phases; S3; segment
+properties checked by a reader written here from the spec; image voxels count/sum."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, tree_digest
+
+RES = (4, 6, 40)
+OFFSET = (10, 20, 5)
+SHAPE = (67, 53, 29)
+ODD_TASK = "17,13,7"
+
+
+def make_volume(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Wavy cells, a bar and a slab crossing many tasks, ids above 2^32, a one-voxel label,
+    a label in the corner; anisotropic voxels, a voxel offset, chunks that are not the tasks."""
+    from igneous_like import sample
+
+    seg = sample.segmentation(SHAPE, seed=7, cells=30)
+    seg[5:60, 20:24, 10:13] = 2**40 + 11
+    seg[40:43, 2:50, 1:28] = 2**63 + 9
+    seg[30, 30, 0] = 2**33 + 5
+    seg[0:3, 0:2, 0:2] = 7
+    img = sample.image_from(seg, seed=2)
+    for name, data, kind in (("seg", seg, "segmentation"), ("img", img, "image")):
+        sample.write_layer(f"file://{root}/{name}", data, kind, resolution=RES, chunk=(32, 32, 16), voxel_offset=OFFSET)
+    return seg, img
+
+
+@pytest.fixture(scope="module")
+def pristine_stats(tmp_path_factory):
+    root = tmp_path_factory.mktemp("statsvol")
+    seg, img = make_volume(root)
+    return root, seg, img
+
+
+@pytest.fixture
+def vol(pristine_stats, tmp_path):
+    root, seg, img = pristine_stats
+    for name in ("seg", "img"):
+        shutil.copytree(root / name, tmp_path / name)
+    return tmp_path, seg, img
+
+
+def reference(seg: np.ndarray, img: np.ndarray | None) -> dict[int, dict]:
+    """Every column for every label, straight from the definitions, one mask at a time."""
+    res = np.asarray(RES, dtype=np.float64)
+    off = np.asarray(OFFSET)
+    padded = np.pad(seg, 1)  # the outside is background
+    out = {}
+    for label in np.unique(seg):
+        if label == 0:
+            continue
+        mask = seg == label
+        idx = np.stack(np.nonzero(mask), axis=1)
+        row = {"voxel_count": len(idx)}
+        lo, hi = idx.min(0) + off, idx.max(0) + 1 + off
+        for i, a in enumerate("xyz"):
+            row[f"bbox_min_{a}"], row[f"bbox_max_{a}"] = int(lo[i]), int(hi[i])
+            row[f"centroid_{a}"] = int(idx[:, i].sum()) / len(idx) + 0.5 + off[i]
+        row["volume_nm3"] = len(idx) * float(np.prod(res))
+        pm = padded == label
+        faces = [int((np.diff(pm.astype(np.int8), axis=i) != 0).sum()) for i in range(3)]
+        row["surface_area_nm2"] = faces[0] * res[1] * res[2] + faces[1] * res[0] * res[2] + faces[2] * res[0] * res[1]
+        row["touches_border"] = bool((idx.min(0) == 0).any() or (idx.max(0) == np.array(seg.shape) - 1).any())
+        centres = (idx + 0.5) * res
+        eig = np.linalg.eigvalsh(np.cov(centres.T, bias=True)) if len(idx) > 1 else np.zeros(3)
+        row["axis_major_nm"], row["axis_minor_nm"] = 4 * np.sqrt(max(eig[-1], 0)), 4 * np.sqrt(max(eig[0], 0))
+        if img is not None:
+            values = img[mask].astype(np.float64)
+            row.update(intensity_mean=values.mean(), intensity_std=values.std(), intensity_min=values.min(),
+                       intensity_max=values.max())
+        out[int(label)] = row
+    return out
+
+
+EXACT = ["voxel_count", "bbox_min_x", "bbox_min_y", "bbox_min_z", "bbox_max_x", "bbox_max_y", "bbox_max_z",
+         "volume_nm3", "surface_area_nm2", "touches_border", "intensity_min", "intensity_max"]
+CLOSE = ["centroid_x", "centroid_y", "centroid_z", "axis_major_nm", "axis_minor_nm", "intensity_mean", "intensity_std"]
+COLUMNS = ["label", "voxel_count", "bbox_min_x", "bbox_min_y", "bbox_min_z", "bbox_max_x", "bbox_max_y",
+           "bbox_max_z", "centroid_x", "centroid_y", "centroid_z", "volume_nm3", "surface_area_nm2",
+           "touches_border", "axis_major_nm", "axis_minor_nm"]
+INTENSITY = ["intensity_mean", "intensity_std", "intensity_min", "intensity_max"]
+
+
+def read_dataset(path: Path, fmt: str = "parquet") -> dict[str, np.ndarray]:
+    """The table as a user reads it: the whole directory as one pyarrow dataset."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(path), format=fmt).to_table()
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+def check_against_reference(table: dict, ref: dict, with_image: bool) -> None:
+    assert list(table) == COLUMNS + (INTENSITY if with_image else [])
+    assert table["label"].dtype == np.uint64
+    assert sorted(int(v) for v in table["label"]) == sorted(ref)
+    row_of = {int(v): i for i, v in enumerate(table["label"])}
+    for label, expected in ref.items():
+        i = row_of[label]
+        for col in EXACT:
+            if col in expected:
+                assert table[col][i] == expected[col], (label, col, table[col][i], expected[col])
+        for col in CLOSE:
+            if col in expected:
+                assert table[col][i] == pytest.approx(expected[col], rel=1e-9, abs=1e-6), (label, col)
+
+
+def test_stats_match_numpy_reference(vol):
+    root, seg, img = vol
+    run_cli("image", "stats", f"file://{root}/seg", "--image", f"file://{root}/img", "--shape", ODD_TASK)
+    table = read_dataset(root / "seg" / "stats")
+    check_against_reference(table, reference(seg, img), with_image=True)
+    assert any(int(v) > 2**32 for v in table["label"])
+    assert 2**63 + 9 in {int(v) for v in table["label"]}
+
+
+def test_rerun_gives_same_bytes(vol):
+    root, seg, _ = vol
+    args = ("image", "stats", f"file://{root}/seg", "--shape", "31,29,11", "--partitions", "3")
+    run_cli(*args)
+    first = tree_digest(root / "seg")
+    assert len(list((root / "seg" / "stats").glob("part-*-of-00003.parquet"))) == 3
+    run_cli(*args, "-p", "2")
+    assert tree_digest(root / "seg") == first
+    check_against_reference(read_dataset(root / "seg" / "stats"), reference(seg, None), with_image=False)
+
+
+def test_queued_two_phases(vol, tmp_path):
+    root, seg, img = vol
+    q = f"fq://{tmp_path}/q"
+    base = ("image", "stats", f"file://{root}/seg", "--image", f"file://{root}/img", "--shape", ODD_TASK,
+            "--partitions", "2", "--queue", q)
+    run_cli(*base)
+    early = run_cli(*base, "--merge", check=False)
+    assert early.returncode == 1 and "map output incomplete: 100 of 100 tasks have not run" in early.stderr
+    assert not (root / "seg" / "stats" / "part-00000-of-00002.parquet").exists()
+    run_cli("execute", q, "-p", "2", "-x", "-q")
+    other = run_cli(*base[:-4], "--partitions", "3", "--queue", q, "--merge", check=False)
+    assert other.returncode == 1 and "other parameters" in other.stderr
+    run_cli(*base, "--merge")
+    run_cli("execute", q, "-x", "-q")
+    check_against_reference(read_dataset(root / "seg" / "stats"), reference(seg, img), with_image=True)
+    info = json.loads((root / "seg" / "info").read_text())
+    assert info["segment_properties"] == "segment_properties"
+    props = read_segment_properties(root / "seg" / info["segment_properties"] / "info")
+    assert set(props["ids"]) == set(reference(seg, None))
+
+
+def read_segment_properties(path: Path) -> dict:
+    """A reader written from neuroglancer's segment_properties.md: validates every rule and
+    returns {"ids": [...], "numbers": {id: values}, "tags": {label: [tag names]}}."""
+    def strict(value):
+        raise ValueError(f"non-JSON constant {value}")
+
+    doc = json.loads(path.read_text(), parse_constant=strict)
+    assert doc["@type"] == "neuroglancer_segment_properties"
+    inline = doc["inline"]
+    ids = inline["ids"]
+    assert all(isinstance(i, str) and i.isdigit() and int(i) < 2**64 for i in ids)
+    limits = {"uint8": (0, 2**8), "int8": (-(2**7), 2**7), "uint16": (0, 2**16), "int16": (-(2**15), 2**15),
+              "uint32": (0, 2**32), "int32": (-(2**31), 2**31)}
+    numbers, tags = {}, {}
+    kinds = [p["type"] for p in inline["properties"]]
+    for single in ("label", "description", "tags"):
+        assert kinds.count(single) <= 1
+    for prop in inline["properties"]:
+        assert prop["type"] in ("label", "description", "string", "tags", "number")
+        assert len(prop["values"]) == len(ids)
+        if prop["type"] == "number":
+            assert prop["data_type"] in (*limits, "float32")
+            values = np.asarray(prop["values"], dtype=np.float64)
+            assert np.isfinite(values).all()
+            if prop["data_type"] in limits:
+                lo, hi = limits[prop["data_type"]]
+                assert (values == np.round(values)).all() and values.min() >= lo and values.max() < hi
+            numbers[prop["id"]] = values
+        elif prop["type"] == "tags":
+            assert "description" not in prop
+            assert all(" " not in t and not t.startswith("#") for t in prop["tags"])
+            assert len(prop.get("tag_descriptions", prop["tags"])) == len(prop["tags"])
+            for label, value in zip(ids, prop["values"]):
+                assert value == sorted(value) and all(0 <= t < len(prop["tags"]) for t in value)
+                tags[int(label)] = [prop["tags"][t] for t in value]
+        else:
+            assert "data_type" not in prop and all(isinstance(v, str) for v in prop["values"])
+    return {"ids": [int(i) for i in ids], "numbers": numbers, "tags": tags}
+
+
+def test_segment_properties_follow_spec(vol):
+    root, seg, img = vol
+    run_cli("image", "stats", f"file://{root}/seg", "--image", f"file://{root}/img", "--format", "csv",
+            "--top", "5", "--min-voxels", "2", "--partitions", "2",  # top 5 chosen across both parts
+            "--out", f"file://{root}/table")
+    ref = reference(seg, img)
+    props = read_segment_properties(root / "seg" / "segment_properties" / "info")
+    biggest = sorted((r for r in ref.items() if r[1]["voxel_count"] >= 2), key=lambda r: (-r[1]["voxel_count"], r[0]))
+    assert props["ids"] == sorted(label for label, _ in biggest[:5])
+    for i, label in enumerate(props["ids"]):
+        assert props["numbers"]["voxel_count"][i] == ref[label]["voxel_count"]
+        assert props["numbers"]["surface_area_nm2"][i] == pytest.approx(ref[label]["surface_area_nm2"], rel=1e-6)
+        assert props["numbers"]["bbox_min_x"][i] == ref[label]["bbox_min_x"]
+        assert ("touches_border" in props["tags"][label]) == ref[label]["touches_border"]
+    expected = [c for c in COLUMNS + INTENSITY if c not in ("label", "touches_border")]
+    assert list(props["numbers"]) == expected
+    # the table keeps every label, in CSV here, where --out put it
+    table = read_dataset(root / "table", fmt="csv")
+    assert len(table["label"]) == len(ref) and table["touches_border"].dtype == bool
+    assert sorted(p.name for p in (root / "table").glob("part-*")) == ["part-00000-of-00002.csv", "part-00001-of-00002.csv"]
+    assert not (root / "seg" / "stats").exists()
+
+
+def test_stats_on_s3(vol, s3_bucket, moto):
+    from cloudfiles import CloudFiles
+
+    from conftest import upload_layer
+
+    root, seg, _ = vol
+    url = f"{s3_bucket}/seg"
+    upload_layer(root / "seg", url, compress="gzip")
+    run_cli("image", "stats", url, "--shape", "40,40,20", "--partitions", "2", env=moto)
+    cf = CloudFiles(f"{url}/stats")
+    parts = sorted(n for n in cf.list(prefix="part-"))
+    assert parts == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
+    (root / "s3copy").mkdir()
+    for name in parts:
+        (root / "s3copy" / name).write_bytes(cf.get(name))
+    check_against_reference(read_dataset(root / "s3copy"), reference(seg, None), with_image=False)
+    assert json.loads(CloudFiles(url).get("info"))["segment_properties"] == "segment_properties"
+    assert CloudFiles(url).get("segment_properties/info") is not None
+    # Igneous-compatible voxel counts on S3 too (the IntMap zstd-compressed, as Igneous does)
+    run_cli("image", "voxels", "count", url, env=moto)
+    run_cli("image", "voxels", "sum", url, env=moto)
+    from mapbuffer import IntMap
+
+    key = json.loads(CloudFiles(url).get("info"))["scales"][0]["key"]
+    pairs = IntMap(CloudFiles(url).get(f"{key}/stats/voxel_counts.im")).index()
+    uniq, cts = np.unique(seg, return_counts=True)
+    assert {int(k): int(v) for k, v in pairs} == {int(u): int(c) for u, c in zip(uniq, cts)}
+
+
+@pytest.mark.parametrize("args, expect", [
+    (("--mip", "3"), "mip 3 is out of range"),
+    (("--top", "0"), "--top must be at least 1"),
+    (("--shape", "0,4,4"), "must be positive"),
+    (("--partitions", "0"), "--partitions must be 1 to"),
+    (("--xrange", "0,5"), "lies outside"),
+    (("--format", "xlsx"), "invalid value"),
+])
+def test_bad_input(vol, args, expect):
+    root, _, _ = vol
+    before = tree_digest(root)
+    proc = run_cli("image", "stats", f"file://{root}/seg", *args, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert expect.lower() in proc.stderr.lower(), proc.stderr
+    assert tree_digest(root) == before
+
+
+def test_bad_layers(vol):
+    from igneous_like import sample
+
+    root, _, _ = vol
+    other = np.zeros((10, 10, 10), dtype=np.uint8)
+    sample.write_layer(f"file://{root}/small", other, "image", resolution=RES, voxel_offset=OFFSET)
+    before = tree_digest(root)
+    cases = [
+        (("image", "stats", f"file://{root}/img"), "is not a segmentation"),
+        (("image", "stats", f"file://{root}/nothing"), "info file is missing"),
+        (("image", "stats", f"file://{root}/seg", "--image", f"file://{root}/small"), "does not match"),
+        (("image", "stats", f"file://{root}/seg", "--merge"), "no map output"),
+        (("image", "voxels", "sum", f"file://{root}/seg"), "voxel count files are missing"),
+        (("image", "stats", f"file://{root}/seg", "--queue", "zz://q"), "bad queue url"),
+    ]
+    for args, expect in cases:
+        proc = run_cli(*args, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and expect.lower() in proc.stderr.lower(), proc.stderr
+    assert tree_digest(root) == before
+
+
+def test_voxel_count_and_sum(vol, tmp_path):
+    from mapbuffer import IntMap
+
+    root, seg, _ = vol
+    q = f"fq://{tmp_path}/q"
+    run_cli("image", "voxels", "count", f"file://{root}/seg", "--queue", q)
+    run_cli("execute", q, "-x", "-q")
+    key = json.loads((root / "seg" / "info").read_text())["scales"][0]["key"]
+    task = root / "seg" / key / "stats" / "voxel_counts" / "10-77_20-73_5-34.json"
+    counts = json.loads(task.read_text())
+    uniq, cts = np.unique(seg, return_counts=True)
+    assert counts == {str(int(u)): int(c) for u, c in zip(uniq, cts)}
+    run_cli("image", "voxels", "sum", f"file://{root}/seg", "--compress", "none", "-o", str(tmp_path / "local.im"))
+    im = IntMap((root / "seg" / key / "stats" / "voxel_counts.im").read_bytes())
+    pairs = im.index()  # (label, count) rows; IntMap's lookup overflows on ids >= 2^63
+    assert {int(k): int(v) for k, v in pairs} == {int(u): int(c) for u, c in zip(uniq, cts)}
+    assert (tmp_path / "local.im").read_bytes() == (root / "seg" / key / "stats" / "voxel_counts.im").read_bytes()
+
+
+def test_help_has_examples():
+    for command in ("image stats", "image voxels count", "image voxels sum"):
+        assert "Example" in run_cli(*command.split(), "--help").stdout, command
+
+
+def test_dry_run_writes_nothing(vol):
+    root, _, _ = vol
+    before = tree_digest(root)
+    out = run_cli("image", "stats", f"file://{root}/seg", "--shape", ODD_TASK, "--dry-run").stdout
+    assert "image stats (map): 100 tasks" in out and "image stats (reduce): 1 tasks" in out
+    assert tree_digest(root) == before
+
+
+def test_voxel_files_are_igneous_bytes(vol, tmp_path):
+    """Same task files and IntMap as the reference Igneous writes (skipped without it)."""
+    igneous = Path(__file__).resolve().parents[1] / ".venv-reference" / "bin" / "igneous"
+    if not igneous.exists():
+        pytest.skip("reference Igneous not installed (.venv-reference)")
+    import subprocess
+
+    root, _, _ = vol
+    shutil.copytree(root / "seg", tmp_path / "theirs")
+    run_cli("image", "voxels", "count", f"file://{root}/seg")
+    run_cli("image", "voxels", "sum", f"file://{root}/seg", "--compress", "")
+    for args in (["image", "voxels", "count", f"file://{tmp_path}/theirs"],  # Igneous refuses "none"
+                 ["image", "voxels", "sum", f"file://{tmp_path}/theirs", "--compress", ""]):
+        subprocess.run([str(igneous), *args], check=True, capture_output=True, timeout=300)
+    key = json.loads((root / "seg" / "info").read_text())["scales"][0]["key"]
+    ours, theirs = root / "seg" / key / "stats", tmp_path / "theirs" / key / "stats"
+    assert tree_digest(ours) == tree_digest(theirs) and tree_digest(ours)
+
+
+@pytest.mark.parametrize("task", [(1, 1, 1), (5, 3, 2), (67, 53, 29)])
+def test_label_stats_in_process_any_task_shape(pristine_stats, task):
+    """The map/merge/columns functions alone, over every box of a grid (one-voxel tasks too),
+    merged in shuffled order: the same table as the whole-volume reference."""
+    from igneous_like import label_stats, mapreduce
+    from igneous_like.grid import Box, grid_boxes
+
+    _, seg, img = pristine_stats
+    seg, img = seg[:23, :19, :11], img[:23, :19, :11]  # small enough for one-voxel tasks
+    full = Box((0, 0, 0), seg.shape)
+    off = np.asarray(OFFSET)
+    rows = []
+    for box in grid_boxes(full, task, (0, 0, 0)):
+        hi = [min(b + 1, s) for b, s in zip(box.stop, seg.shape)]
+        block = seg[box.start[0]:hi[0], box.start[1]:hi[1], box.start[2]:hi[2]]
+        labels, inverse = np.unique(block, return_inverse=True)
+        if labels[0] != 0:
+            labels, inverse = np.concatenate([[0], labels]).astype(np.uint64), inverse + 1
+        ids = np.asfortranarray(inverse.reshape(block.shape))
+        edges = [tuple(a == b for a, b in zip(box.start, full.start)), tuple(a == b for a, b in zip(box.stop, full.stop))]
+        rows.append(label_stats.block_stats(ids, labels, box.shape, tuple(np.asarray(box.start) + off), *edges,
+                                            image=img[box.slices()]))
+    rng = np.random.default_rng(1)
+    rng.shuffle(rows)
+    half = max(1, len(rows) // 2)  # merge twice: merged rows merge again
+    merged = label_stats.merge(mapreduce.concat(rows[:half]))
+    merged = label_stats.merge(mapreduce.concat([merged, *rows[half:]]))
+    table = label_stats.columns(merged, RES, tuple(off), tuple(off + np.asarray(seg.shape)))
+    check_against_reference(table, reference(seg, img), with_image=True)

@@ -96,21 +96,21 @@ def _driver(module: str, name: str, hint: str):
 
 
 def create_tables(db: SpatialDB) -> None:
+    """Tables and index, each committed alone: a failed statement rolls back only itself."""
     for sql in TABLES:
         try:
             db.execute(sql)
-        except Exception:  # the index exists already (no IF NOT EXISTS for indexes in MySQL)
+            db.conn.commit()
+        except Exception:  # the index exists already (MySQL has no CREATE INDEX IF NOT EXISTS)
             db.conn.rollback()
-    db.conn.commit()
 
 
 def store(db: SpatialDB, directory: str, tasks: dict[str, dict[int, tuple]]) -> int:
     """Replace `directory`'s rows with tasks: name -> {label: (bbox or None, range or None)}.
     Returns the number of (label, task) rows."""
     create_tables(db)
-    old = [r[0] for r in db.execute("SELECT id FROM spatial_tasks WHERE dir = ?", (directory,)).fetchall()]
-    for task_id in old:
-        db.execute("DELETE FROM spatial_objects WHERE task_id = ?", (task_id,))
+    db.execute("DELETE FROM spatial_objects WHERE task_id IN (SELECT id FROM spatial_tasks WHERE dir = ?)",
+               (directory,))
     db.execute("DELETE FROM spatial_tasks WHERE dir = ?", (directory,))
     start = (db.execute("SELECT MAX(id) FROM spatial_tasks").fetchone()[0] or 0) + 1
     rows = 0

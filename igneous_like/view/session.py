@@ -25,7 +25,7 @@ class Session:
     viewer_port: int
     state: dict
     _file_server: object
-    _viewer: object
+    _viewer: object  # neuroglancer's server holds viewers by weak reference: keep it alive here
 
     def stop(self) -> None:
         """Close both servers and free their ports."""

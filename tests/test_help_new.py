@@ -1,8 +1,6 @@
 """Every command this family of features added has --help with an example."""
 from __future__ import annotations
 
-import pytest
-
 from conftest import run_cli
 
 COMMANDS = ["view", "design bounds", "design ds-memory", "design ds-shape", "mesh spatial-index create",

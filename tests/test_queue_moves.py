@@ -7,9 +7,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from functools import partial
 
-import numpy as np
 
 from conftest import run_cli, ts_read
 

@@ -256,3 +256,24 @@ def test_state_centres_on_the_first_layer_and_types_each_layer(viewed):
         ("seg", "segmentation"), ("image", "image"), ("points", "annotation"), ("seg-2", "segmentation")]
     assert state["layers"][0]["segments"] == [str(label)] and "segments" not in state["layers"][1]
     assert viewer_state(specs[2:3], sources, pos=(1, 2, 3))["position"] == [1.0, 2.0, 3.0]
+
+
+def test_indirect_serves_a_private_bucket_through_the_local_server(viewed, moto, s3_bucket):
+    root, _ = viewed
+    url = f"{s3_bucket}/seg"
+    upload_layer(root / "seg", url)  # the bucket stays private: anonymous reads are refused
+    assert get(f"{moto['AWS_ENDPOINT_URL']}/{url[len('s3://'):]}/info")[0] == 403
+    shard = next((root / "seg" / "mesh").glob("*.shard"))
+    view = View(url, "--indirect", "--port", str(free_port()), env=moto)
+    try:
+        data_port = int(view.proc.stderr.readline().split("127.0.0.1:")[1].split("/")[0])
+        base = f"http://127.0.0.1:{data_port}/0-seg"
+        status, headers, body = get(f"{base}/info")
+        assert status == 200 and json.loads(body)["mesh"] == "mesh" and headers["Access-Control-Allow-Origin"] == "*"
+        status, headers, body = get(f"{base}/mesh/{shard.name}", {"Range": "bytes=5-24"})
+        assert status == 206 and body == shard.read_bytes()[5:25]
+        assert headers["Content-Range"] == f"bytes 5-24/{shard.stat().st_size}"
+        assert get(f"{base}/mesh/nope.shard", {"Range": "bytes=0-3"})[0] == 404
+    finally:
+        code, err = view.interrupt()
+    assert code == 0 and "Traceback" not in err

@@ -23,7 +23,10 @@ def segment_list(value: str | None) -> list[int] | None:
 @click.option("--browser/--no-browser", default=True, show_default=True, help="Open the viewer in the default browser.")
 @click.option("--segments", default=None, help="Select these segments, e.g. 1,2,3.")
 @click.option("--pos", type=TUPLE3, default=None, help="Centre on this position (mip 0 voxels of the first layer).")
-def view(layers, port, browser, segments, pos):
+@click.option("--indirect", is_flag=True,
+              help="Serve remote layers through the local server too, read with this machine's credentials "
+              "(for buckets that are not public).")
+def view(layers, port, browser, segments, pos, indirect):
     """Open layers in Neuroglancer: local ones are served over HTTP on 127.0.0.1 (CORS, byte
     ranges, .gz chunk files decompressed), remote ones (s3://, gs://, https://) are read by
     the viewer directly. The Neuroglancer client is the one bundled with the `neuroglancer`
@@ -37,7 +40,8 @@ def view(layers, port, browser, segments, pos):
     from igneous_like.view.state import read_layer, unique_names
 
     specs = unique_names([read_layer(path) for path in layers])
-    session = start(specs, port, segment_list(segments), pos, say=lambda m: click.echo(m, err=True))
+    session = start(specs, port, segment_list(segments), pos, say=lambda m: click.echo(m, err=True),
+                    indirect=indirect)
     click.echo(f"layers served at http://127.0.0.1:{session.data_port}/ ; press Ctrl-C to stop", err=True)
     click.echo(session.url)
     if browser:

@@ -11,6 +11,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from igneous_like.errors import UserError
@@ -44,13 +45,34 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, stop
 
 
+class Blob:
+    """Bytes to answer with: a local file read by offset, or content already in memory."""
+
+    def __init__(self, size: int, reader: Callable[[int, int], bytes]):
+        self.size, self.read = size, reader
+
+    @classmethod
+    def of_file(cls, path: Path) -> "Blob":
+        def read(start: int, stop: int) -> bytes:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read(stop - start)
+
+        return cls(path.stat().st_size, read)
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> "Blob":
+        return cls(len(data), lambda start, stop: data[start:stop])
+
+
 class LayerFiles:
-    """Files of the mounted layer directories, by URL path `/MOUNT/relative/path`."""
+    """Files of the mounted layers, by URL path `/MOUNT/relative/path`: local directories, or
+    (view --indirect) storage URLs read with cloud-files and this process's credentials."""
 
-    def __init__(self, mounts: dict[str, Path]):
-        self.mounts = {name: Path(root).resolve() for name, root in mounts.items()}
+    def __init__(self, mounts: dict[str, Path | str]):
+        self.mounts = {name: root if isinstance(root, str) else Path(root).resolve() for name, root in mounts.items()}
 
-    def resolve(self, url_path: str) -> tuple[Path, str] | None:
+    def resolve(self, url_path: str) -> tuple[Path | str, str] | None:
         """(layer root, relative path) for a URL path, or None outside every mount."""
         parts = unquote(urlsplit(url_path).path).lstrip("/").split("/", 1)
         root = self.mounts.get(parts[0])
@@ -59,22 +81,35 @@ class LayerFiles:
             return None
         return root, rel
 
-    def read(self, url_path: str) -> tuple[Path | None, bytes | None]:
-        """(plain file path, None) when the file exists as named; (None, decompressed bytes) when
-        only a compressed copy (NAME.gz ...) exists; (None, None) when neither does."""
+    def open(self, url_path: str, ranged: bool) -> Blob | None:
+        """The file as named; else its compressed copy (NAME.gz ...) decompressed; else None."""
         found = self.resolve(url_path)
         if found is None:
-            return None, None
+            return None
         root, rel = found
-        path = root / rel
-        if path.is_file():
-            return path, None
-        if path.is_dir():
-            return None, None
         from cloudfiles import CloudFiles
 
+        if isinstance(root, str):
+            return remote_blob(CloudFiles(root), rel, ranged)
+        path = root / rel
+        if path.is_file():
+            return Blob.of_file(path)
+        if path.is_dir():
+            return None
         data = CloudFiles(root.as_uri()).get(rel)  # finds NAME.gz/.br/.zstd and decompresses
-        return None, data
+        return None if data is None else Blob.of_bytes(data)
+
+
+def remote_blob(cf, rel: str, ranged: bool) -> Blob | None:
+    """An object of a storage URL: whole (decompressed by cloud-files), or for a range request
+    read by ranges (shards and multires mesh files are stored uncompressed)."""
+    if not ranged:
+        data = cf.get(rel)
+        return None if data is None else Blob.of_bytes(data)
+    size = cf.size(rel)
+    if size is None:
+        return None
+    return Blob(size, lambda start, stop: cf.get({"path": rel, "start": start, "end": stop}))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -103,46 +138,42 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
 
     def _serve(self, body: bool) -> None:
+        header = self.headers.get("Range")
         try:
-            path, data = self.files.read(self.path)
-        except OSError:  # unreadable or corrupt file: an HTTP error, not a server traceback
+            blob = self.files.open(self.path, ranged=bool(header))
+        except Exception:  # unreadable file or object: an HTTP error, not a server traceback
             return self._status(500)
-        if path is None and data is None:
+        if blob is None:
             return self._status(404)
-        size = path.stat().st_size if path is not None else len(data)
         try:
-            span = parse_range(self.headers.get("Range"), size)
+            span = parse_range(header, blob.size)
         except ValueError:
             self.send_response(416)
             self._cors()
-            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Range", f"bytes */{blob.size}")
             self.send_header("Content-Length", "0")
             return self.end_headers()
-        start, stop = span or (0, size)
+        start, stop = span or (0, blob.size)
+        try:
+            data = blob.read(start, stop) if body else b""
+        except Exception:
+            return self._status(500)
         self.send_response(206 if span else 200)
         self._cors()
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Type", mimetypes.guess_type(self.path)[0] or "application/octet-stream")
         self.send_header("Content-Length", str(stop - start))
         if span:
-            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
+            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{blob.size}")
         self.end_headers()
         if body:
-            self.wfile.write(read_span(path, data, start, stop))
+            self.wfile.write(data)
 
     def _status(self, code: int) -> None:
         self.send_response(code)
         self._cors()
         self.send_header("Content-Length", "0")
         self.end_headers()
-
-
-def read_span(path: Path | None, data: bytes | None, start: int, stop: int) -> bytes:
-    if data is not None:
-        return data[start:stop]
-    with open(path, "rb") as f:
-        f.seek(start)
-        return f.read(stop - start)
 
 
 def bind_free_port(host: str, port: int, tries: int = PORT_TRIES) -> tuple[socket.socket, int]:
@@ -160,7 +191,7 @@ def bind_free_port(host: str, port: int, tries: int = PORT_TRIES) -> tuple[socke
     raise UserError(f"no free port on {host} from {port} to {port + tries - 1}")
 
 
-def serve_layers(mounts: dict[str, Path], sock: socket.socket) -> ThreadingHTTPServer:
+def serve_layers(mounts: dict[str, Path | str], sock: socket.socket) -> ThreadingHTTPServer:
     """Serve `mounts` in a daemon thread on a socket from bind_free_port(); stop it with
     shutdown() + server_close(), which frees the port."""
     handler = type("LayerHandler", (Handler,), {"files": LayerFiles(mounts)})

@@ -51,22 +51,26 @@ def remote_source(url: str) -> str:
     return f"precomputed://{url}"
 
 
-def sources(specs: list[LayerSpec], data_port: int) -> tuple[dict[str, str], dict[str, Path]]:
-    """Each layer's Neuroglancer source, and the local directories the file server mounts."""
+def sources(specs: list[LayerSpec], data_port: int, indirect: bool = False) -> tuple[dict[str, str], dict]:
+    """Each layer's Neuroglancer source, and what the file server mounts: local directories,
+    and with `indirect` remote layers too (read here, with this machine's credentials)."""
     out, mounts = {}, {}
     for i, spec in enumerate(specs):
         local = layers.local_path(spec.url)
-        if local is None:
+        if local is None and not indirect:
             out[spec.url] = remote_source(spec.url)
             continue
+        if spec.url.startswith("mem://"):
+            raise UserError(f"{spec.url} lives in one process's memory: a viewer cannot read it")
         name = mount_name(i, spec)
-        mounts[name] = Path(local)
+        mounts[name] = Path(local) if local is not None else spec.url
         out[spec.url] = f"precomputed://http://{HOST}:{data_port}/{name}"
     return out, mounts
 
 
 def start(specs: list[LayerSpec], port: int, segments: list[int] | None = None,
-          pos: tuple[float, float, float] | None = None, say: Callable[[str], None] = print) -> Session:
+          pos: tuple[float, float, float] | None = None, say: Callable[[str], None] = print,
+          indirect: bool = False) -> Session:
     """Serve the local layers on `port` (or the next free one) and the viewer on the next free
     port after that; the viewer's state shows every layer."""
     import neuroglancer
@@ -76,10 +80,10 @@ def start(specs: list[LayerSpec], port: int, segments: list[int] | None = None,
     sock, data_port = bind_free_port(HOST, port)
     if data_port != port:
         say(f"port {port} is in use; serving the layers on port {data_port}")
-    srcs, mounts = sources(specs, data_port)
+    srcs, mounts = sources(specs, data_port, indirect)
     for spec in specs:
-        if layers.local_path(spec.url) is None:
-            say(f"{spec.url} is read by Neuroglancer itself: it must allow anonymous reads and CORS")
+        if layers.local_path(spec.url) is None and not indirect:
+            say(f"{spec.url} is read by Neuroglancer itself: it must allow anonymous reads and CORS (or use --indirect)")
     files = serve_layers(mounts, sock)
     sock, viewer_port = bind_free_port(HOST, data_port + 1)
     sock.close()  # neuroglancer binds it itself, right below

@@ -173,3 +173,31 @@ def submit(ctx: click.Context, plan, queue: str | None, parallel: int | None, dr
     else:
         queues.run_local(plan.tasks(), plan.total, n)
         click.echo(f"{plan.operation}: {plan.total} tasks done", err=True)
+
+
+class MipOrAuto(click.ParamType):
+    """A mip number, or `auto` (the forges' near-isotropic choice)."""
+
+    name = "MIP|auto"
+
+    def convert(self, value, param, ctx):
+        if str(value) == "auto":
+            return value
+        try:
+            mip = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a mip number nor 'auto'", param, ctx)
+        if mip < 0:
+            self.fail(f"{mip} is negative: mips count from 0", param, ctx)
+        return mip
+
+
+def forge_mip(layer: str, mip, what: str) -> int:
+    """--mip as a number: `auto` resolved (and the choice printed) for a forge of `what`."""
+    if mip != "auto":
+        return mip
+    from igneous_like.mip_choice import choose_forge_mip
+
+    choice = choose_forge_mip(layer, what)
+    click.echo(choice.describe(what), err=True)
+    return choice.mip

@@ -59,7 +59,7 @@ def stitch(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     offsets = np.cumsum([0] + [len(v) for v, _ in parts[:-1]])
     verts = np.concatenate([v for v, _ in parts]).astype("<f4", copy=False)
     faces = np.concatenate([f.astype(np.int64) + o for (_, f), o in zip(parts, offsets)])
-    _, first, inverse = np.unique(verts, axis=0, return_index=True, return_inverse=True)
+    first, inverse = unique_rows(verts)
     order = np.argsort(first, kind="stable")  # unique rows in order of first appearance
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
@@ -68,6 +68,21 @@ def stitch(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
 
     new_faces = drop_cancelling_faces(rank[inverse.reshape(-1)][faces])
     return new_verts, new_faces.astype("<u4")
+
+
+def unique_rows(verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(verts, axis=0, return_index=True, return_inverse=True) for float32 (n, 3)
+    rows, without the values: a stable lexsort of the rows' bit patterns (-0.0 made 0.0 first)
+    is several times faster than numpy's row-wise unique."""
+    bits = np.ascontiguousarray(verts + np.float32(0), dtype="<f4").view("<u4").reshape(-1, 3)
+    order = np.lexsort((bits[:, 2], bits[:, 1], bits[:, 0]))
+    ranked = bits[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (ranked[1:] != ranked[:-1]).any(axis=1)
+    group = np.cumsum(new) - 1
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = group
+    return order[new], inverse  # a stable sort puts each row's first occurrence first
 
 
 def manifest(fragments: list[str]) -> bytes:

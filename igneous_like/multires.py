@@ -42,7 +42,8 @@ class Multires:
 def _morton(pos: np.ndarray) -> np.ndarray:
     """Z-curve keys of (n, 3) non-negative grid positions (x varies fastest)."""
     code = np.zeros(len(pos), dtype=np.uint64)
-    for bit in range(21):
+    bits = int(pos.max()).bit_length() if len(pos) else 0  # higher bits are all zero
+    for bit in range(min(bits, 21)):
         for axis in range(3):
             b = (pos[:, axis].astype(np.uint64) >> np.uint64(bit)) & np.uint64(1)
             code |= b << np.uint64(3 * bit + axis)
@@ -58,6 +59,8 @@ def split_grid(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, cell
 
     lo = np.floor((vertices.min(axis=0) - origin) / cell).astype(int)
     hi = np.floor((vertices.max(axis=0) - origin) / cell).astype(int)
+    if (lo == hi).all():  # inside one cell (most small objects): nothing to cut
+        return {tuple(int(i) for i in lo): (np.asarray(vertices), np.asarray(faces))}
     pieces = {(): trimesh.Trimesh(vertices, faces, process=False)}
     for axis in range(3):
         normal = np.zeros(3)

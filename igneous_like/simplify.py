@@ -33,9 +33,18 @@ def drop_cancelling_faces(f):
         return f
     r = np.argmin(f, axis=1)
     f = np.take_along_axis(f, (r[:, None] + np.arange(3)) % 3, axis=1)  # rotate, keep winding
-    f = np.unique(f, axis=0)
-    _, inv, cnt = np.unique(np.sort(f, axis=1), axis=0, return_inverse=True, return_counts=True)
-    return f[cnt[inv.ravel()] == 1]
+    n = int(f.max()) + 1
+    if n > 2**21:  # row keys would overflow int64: slower row-wise unique
+        f = np.unique(f, axis=0)
+        _, inv, cnt = np.unique(np.sort(f, axis=1), axis=0, return_inverse=True, return_counts=True)
+        return f[cnt[inv.ravel()] == 1]
+    # one int64 key per row sorts like the rows themselves (every index < n): same result as a
+    # row-wise np.unique, several times faster
+    _, first = np.unique((f[:, 0] * n + f[:, 1]) * n + f[:, 2], return_index=True)
+    f = f[first]
+    s = np.sort(f, axis=1)
+    _, inv, cnt = np.unique((s[:, 0] * n + s[:, 1]) * n + s[:, 2], return_inverse=True, return_counts=True)
+    return f[cnt[inv] == 1]
 
 
 def fragment_is_sound(v, f, open_planes, tol=1e-3):

@@ -51,3 +51,20 @@ def configure_environment() -> None:
         os.environ.setdefault("AWS_SESSION_TOKEN", "")
     os.environ.setdefault("AWS_RETRY_MODE", "standard")
     os.environ.setdefault("AWS_MAX_ATTEMPTS", "5")
+
+
+def tensorstore_kvstore(url: str) -> dict:
+    """tensorstore's key-value store for a file://, s3:// or gs:// URL (S3 honours
+    AWS_ENDPOINT_URL and AWS_DEFAULT_REGION, as cloud-files does)."""
+    import os
+
+    if url.startswith("file://"):
+        return {"driver": "file", "path": url[len("file://"):].rstrip("/") + "/"}
+    scheme, rest = url.split("://", 1)
+    bucket, _, path = rest.partition("/")
+    spec = {"driver": "s3" if scheme == "s3" else "gcs", "bucket": bucket, "path": path.strip("/") + "/"}
+    if scheme == "s3":
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            spec["endpoint"] = os.environ["AWS_ENDPOINT_URL"]
+        spec["aws_region"] = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    return spec

@@ -48,8 +48,9 @@ def main(out: Path) -> None:
             mesh_info = json.loads((mesh_dir / "info").read_text())
             print(f"    meshes: {mesh_info['@type']}, {len(shards)} shard file(s), "
                   f"{sum(p.stat().st_size for p in shards) / 1e6:.1f} MB")
-    print(f"\nView it: serve {data} over HTTP (e.g. `python -m http.server` with CORS) and add "
-          "precomputed://http://HOST/image to Neuroglancer.")
+    shown = " ".join(f"file://{data}/{name}" for name in ("image", "segmentation"))
+    print(f"\nView it in Neuroglancer (served from this machine; Ctrl-C stops it):\n"
+          f"  {Path(sys.executable).parent / 'igneous-like'} view {shown}")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,17 @@ if ! command -v sbatch >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-g
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge) >/dev/null 2>&1 \
     || echo "could not install slurm-wlm/munge: the SLURM test will be skipped" >&2
 fi
-# the annotation rendering test drives the real Neuroglancer client in headless chromium
+# the view test drives Neuroglancer in a real headless browser
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing chromium for the annotation rendering test..." >&2
+  echo "installing chromium for the browser test..." >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-    || echo "could not install chromium: the annotation rendering test will be skipped" >&2
+    || echo "could not install chromium: the browser test will be skipped" >&2
+fi
+# the spatial-index test loads a real PostgreSQL server it starts itself
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing postgresql for the spatial-index database test..." >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1 \
+    || echo "could not install postgresql: the PostgreSQL test will be skipped" >&2
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -14,6 +14,8 @@ from igneous_like.cli.image import image
 from igneous_like.cli.mesh import mesh
 from igneous_like.cli.skeleton import skeleton
 from igneous_like.cli.queue import execute, queue
+from igneous_like.cli.view import view
+from igneous_like.cli.design import design
 from igneous_like.cli.annotation import annotation
 from igneous_like.errors import UserError
 from igneous_like.validate import NONNEG_INT
@@ -81,6 +83,8 @@ cli.add_command(mesh)
 cli.add_command(skeleton)
 cli.add_command(execute)
 cli.add_command(queue)
+cli.add_command(view)
+cli.add_command(design)
 cli.add_command(annotation)
 
 

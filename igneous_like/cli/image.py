@@ -161,9 +161,35 @@ def rm(ctx, layer, mip, num_mips, shape, xrange, yrange, zrange, queue, parallel
     submit(ctx, plan, queue, parallel, dry_run)
 
 
+@image.command()
+@click.argument("layer")
+@click.option("--mip", type=int, default=None, help="Search this mip (default: the coarsest).")
+@click.option("--suppress-faint", type=int, default=0, show_default=True, help="Voxels at or below this value are background.")
+@click.option("--dust", type=int, default=10, show_default=True, help="Drop connected components smaller than this (voxels).")
+@click.option("--max-axial-len", type=int, default=512, show_default=True,
+              help="Shrink sections larger than this squared (in memory) before searching.")
+@click.option("--z-step", type=int, default=None, help="Search z slabs this thick (default: the whole z range).")
+def roi(layer, mip, suppress_faint, dust, max_axial_len, z_step):
+    """Find tissue: bounding boxes of non-empty regions at a low mip, written into the info
+    (`scales[0].rois`, mip 0 voxels).
+
+    \b
+    Example:
+      igneous-like image roi file://data/em --suppress-faint 20
+    """
+    from igneous_like.ops.image.roi import compute_rois, write_rois
+
+    url, info, boxes = compute_rois(layer, mip, suppress_faint, dust, max_axial_len, z_step)
+    for box in boxes:
+        click.echo(str(box))
+    write_rois(url, info, boxes)
+    click.echo(f"{len(boxes)} ROI(s) detected; written into {url}/info", err=True)
+
+
 # command families of the image group that live in their own modules
 from igneous_like.cli.contrast import contrast  # noqa: E402
+from igneous_like.cli.image_io import create, export, import_  # noqa: E402
 from igneous_like.cli.image_stats import stats, voxels  # noqa: E402
 
-for _command in (contrast, stats, voxels):
+for _command in (import_, create, export, contrast, stats, voxels):
     image.add_command(_command)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from igneous_like.cli.options import POSITIVE3, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+from igneous_like.cli.spatial_index import spatial_index_group
+from igneous_like.cli.options import POSITIVE3, MipOrAuto, forge_mip, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
 
 from igneous_like.validate import DRACO_LEVEL, FILL_HOLES, MAGNITUDE, NONNEG_FLOAT, NONNEG_INT, POSITIVE_INT, VQB
 
@@ -24,7 +25,8 @@ def mesh() -> None:
 
 @mesh.command()
 @click.argument("layer")
-@click.option("--mip", type=NONNEG_INT, default=0, show_default=True, help="Mesh at this mip.")
+@click.option("--mip", type=MipOrAuto(), default=0, show_default=True,
+              help="Mesh at this mip; auto: the finest near-isotropic one (max/min resolution at most 2).")
 @click.option("--shape", type=POSITIVE3, default=None, help="Task shape in voxels (default from --memory, at most 448^3).")
 @click.option("--simplify/--skip-simplify", default=True, show_default=True, help="Simplify meshes.")
 @click.option("--max-error", type=NONNEG_FLOAT, default=40, show_default=True, help="Simplification error limit, physical units.")
@@ -60,7 +62,7 @@ def forge(ctx, layer, mip, shape, simplify, max_error, dust_threshold, dust_glob
     from igneous_like.ops.mesh.forge import plan_mesh_forge
 
     plan = plan_mesh_forge(
-        layer, mip=mip, shape=shape, simplify=simplify, max_error=max_error, dust_threshold=dust_threshold,
+        layer, mip=forge_mip(layer, mip, "meshes"), shape=shape, simplify=simplify, max_error=max_error, dust_threshold=dust_threshold,
         dust_global=dust_global, fill_missing=fill_missing, fill_holes=fill_holes, labels=label_list(labels),
         exclude_labels=label_list(exclude_labels), closed_edge=closed_edge, mesh_dir=mesh_dir,
         spatial_index=spatial_index, sharded=sharded, memory=memory, xrange=xrange, yrange=yrange, zrange=zrange,
@@ -143,12 +145,14 @@ def rm(ctx, layer, mesh_dir, queue, parallel, dry_run):
 @shard_options
 @click.option("--min-chunk-size", type=POSITIVE3, default=(256, 256, 256), show_default=True,
               help="Smallest octree node of the finest level of detail, in voxels.")
+@click.option("--spatial-index-db", default=None,
+              help="Plan from this database (see `mesh spatial-index db`) instead of listing forge files.")
 @queue_option
 @parallel_option
 @dry_run_option
 @click.pass_context
 def merge_sharded(ctx, layer, mesh_dir, nlod, vqb, compress_level, shard_index_bytes, minishard_index_bytes,
-                  min_shards, max_labels_per_shard, min_chunk_size, queue, parallel, dry_run):
+                  min_shards, max_labels_per_shard, min_chunk_size, spatial_index_db, queue, parallel, dry_run):
     """(2) Build multi-resolution Draco meshes into shards (parameters sized from the label count).
 
     \b
@@ -164,6 +168,7 @@ def merge_sharded(ctx, layer, mesh_dir, nlod, vqb, compress_level, shard_index_b
         layer, mesh_dir=mesh_dir, nlod=nlod, vqb=vqb, compress_level=compress_level,
         shard_index_bytes=shard_index_bytes, minishard_index_bytes=minishard_index_bytes, min_shards=min_shards,
         max_labels_per_shard=max_labels_per_shard, min_chunk_size=min_chunk_size,
+        spatial_index_db=spatial_index_db,
     )
     submit(ctx, plan, queue, parallel, dry_run)
 
@@ -197,3 +202,6 @@ def xfer(ctx, src, dest, sharded, mesh_dir, magnitude, nlod, vqb, min_shards, ma
     plan = plan_mesh_xfer(src, dest, sharded=sharded, mesh_dir=mesh_dir, magnitude=magnitude, nlod=nlod, vqb=vqb,
                           min_shards=min_shards, max_labels_per_shard=max_labels_per_shard)
     submit(ctx, plan, queue, parallel, dry_run)
+
+
+mesh.add_command(spatial_index_group("mesh"))

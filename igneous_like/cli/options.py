@@ -9,10 +9,9 @@ from igneous_like.validate import NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT
 class TupleN(click.ParamType):
     """Comma-separated integers, e.g. 128,128,64 (each at least `minimum`, if given)."""
 
-    def __init__(self, n: int, minimum: int | None = None):
-        self.n = n
-        self.minimum = minimum
-        self.name = f"INT{n}"
+    def __init__(self, n: int, minimum: int | None = None, cast=int):
+        self.n, self.minimum, self.cast = n, minimum, cast
+        self.name = f"{'INT' if cast is int else 'FLOAT'}{n}"
 
     def convert(self, value, param, ctx):
         if isinstance(value, (tuple, list)):
@@ -20,9 +19,9 @@ class TupleN(click.ParamType):
         else:
             parts = [p for p in str(value).replace(" ", "").split(",") if p != ""]
         try:
-            nums = tuple(int(float(p)) for p in parts)
+            nums = tuple(self.cast(float(p)) for p in parts)
         except ValueError:
-            self.fail(f"{value!r} is not {self.n} comma-separated integers", param, ctx)
+            self.fail(f"{value!r} is not {self.n} comma-separated numbers", param, ctx)
         if len(nums) != self.n:
             self.fail(f"{value!r} needs exactly {self.n} comma-separated integers", param, ctx)
         if self.minimum is not None and any(v < self.minimum for v in nums):
@@ -33,6 +32,35 @@ class TupleN(click.ParamType):
 TUPLE2 = TupleN(2)
 TUPLE3 = TupleN(3)
 POSITIVE3 = TupleN(3, minimum=1)  # shapes, chunk sizes, factors
+FLOAT3 = TupleN(3, cast=float)
+
+
+class ByteSize(click.ParamType):
+    """Bytes as a number (3.5e9) or with a unit (256MB, 2GiB)."""
+
+    name = "BYTES"
+    UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            value = str(value)
+        import re
+
+        match = re.fullmatch(r"\s*(-?[0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = match and self.UNITS.get(match.group(2).lower())
+        try:
+            size = float(match.group(1)) * unit if match and unit is not None else None
+        except ValueError:
+            size = None
+        if size is None:
+            self.fail(f"{value!r} is not a size in bytes (e.g. 3.5e9, 256MB, 2GiB)", param, ctx)
+        if size <= 0:
+            self.fail(f"{size!r} is not in the range x>0", param, ctx)
+        return size
+
+
+BYTES = ByteSize()
 
 
 def queue_option(fn):
@@ -60,8 +88,8 @@ def dry_run_option(fn):
 
 def memory_option(fn):
     return click.option(
-        "--memory", type=POSITIVE_FLOAT, default=3.5e9, show_default=True,
-        help="Memory budget of one task in bytes; the task shape is chosen to fit it.",
+        "--memory", type=BYTES, default=3.5e9, show_default=True,
+        help="Memory budget of one task in bytes (or with a unit: 256MB, 2GiB); the task shape is chosen to fit it.",
     )(fn)
 
 
@@ -145,3 +173,31 @@ def submit(ctx: click.Context, plan, queue: str | None, parallel: int | None, dr
     else:
         queues.run_local(plan.tasks(), plan.total, n)
         click.echo(f"{plan.operation}: {plan.total} tasks done", err=True)
+
+
+class MipOrAuto(click.ParamType):
+    """A mip number, or `auto` (the forges' near-isotropic choice)."""
+
+    name = "MIP|auto"
+
+    def convert(self, value, param, ctx):
+        if str(value) == "auto":
+            return value
+        try:
+            mip = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a mip number nor 'auto'", param, ctx)
+        if mip < 0:
+            self.fail(f"{mip} is negative: mips count from 0", param, ctx)
+        return mip
+
+
+def forge_mip(layer: str, mip, what: str) -> int:
+    """--mip as a number: `auto` resolved (and the choice printed) for a forge of `what`."""
+    if mip != "auto":
+        return mip
+    from igneous_like.mip_choice import choose_forge_mip
+
+    choice = choose_forge_mip(layer, what)
+    click.echo(choice.describe(what), err=True)
+    return choice.mip

@@ -183,3 +183,62 @@ def wait(queue, interval, quiet_for):
 
     queues.wait_until_empty(queue, interval, quiet_for)
     click.echo("queue is empty")
+
+
+def _move_options(fn):
+    return click.option("--lease-sec", type=int, default=600, show_default=True,
+                        help="Seconds each batch stays leased in SRC while it is copied.")(fn)
+
+
+@queue.command("cp")
+@click.argument("src")
+@click.argument("dest")
+@_move_options
+def copy(src, dest, lease_sec):
+    """Copy every task of SRC into DEST (FileQueue or SQS, either way); SRC keeps its tasks.
+    An SQS SRC is read by leasing each message until all are copied, then released: do not run
+    workers on it meanwhile.
+
+    \b
+    Example:
+      igneous-like queue cp fq://./my-queue sqs://my-queue
+    """
+    from igneous_like.queue_moves import copy_tasks
+
+    result = copy_tasks(src, dest, lease_sec)
+    click.echo(f"copied {result.tasks} task(s)")
+
+
+@queue.command("mv")
+@click.argument("src")
+@click.argument("dest")
+@_move_options
+def move(src, dest, lease_sec):
+    """Move every available task from SRC to DEST. Each batch is in DEST before it leaves SRC:
+    an interrupted move leaves some tasks in both queues, never one in neither.
+
+    \b
+    Example:
+      igneous-like queue mv sqs://my-queue fq://./local-queue
+    """
+    from igneous_like.queue_moves import move_tasks
+
+    result = move_tasks(src, dest, lease_sec)
+    click.echo(f"moved {result.tasks} task(s)")
+    if result.left_leased:
+        click.echo(f"{result.left_leased} task(s) leased by workers stay in SRC: run again once their leases end",
+                   err=True)
+
+
+@queue.command()
+@click.argument("queue")
+def rezero(queue):
+    """Zero the inserted and completed counters of a FileQueue (SQS keeps none).
+
+    \b
+    Example:
+      igneous-like queue rezero fq://./my-queue
+    """
+    from igneous_like.queue_moves import rezero as zero
+
+    click.echo("counters zeroed" if zero(queue) else "SQS keeps no counters: nothing to zero")

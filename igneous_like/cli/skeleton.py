@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from igneous_like.cli.mesh import label_list
-from igneous_like.cli.options import POSITIVE3, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
+from igneous_like.cli.spatial_index import spatial_index_group
+from igneous_like.cli.options import POSITIVE3, MipOrAuto, forge_mip, shard_options, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit
 
 from igneous_like.validate import FILL_HOLES, MAGNITUDE, NONNEG_FLOAT, NONNEG_INT, POSITIVE_INT
 
@@ -16,7 +17,8 @@ def skeleton() -> None:
 
 @skeleton.command()
 @click.argument("layer")
-@click.option("--mip", type=NONNEG_INT, default=0, show_default=True, help="Skeletonize at this mip.")
+@click.option("--mip", type=MipOrAuto(), default=0, show_default=True,
+              help="Skeletonize at this mip; auto: the finest near-isotropic one (max/min resolution at most 2).")
 @click.option("--shape", type=POSITIVE3, default=None, help="Task shape in voxels (default from --memory, at most 512^3).")
 @click.option("--scale", type=NONNEG_FLOAT, default=4, show_default=True, help="TEASAR: invalidation radius multiplier.")
 @click.option("--const", type=NONNEG_FLOAT, default=10, show_default=True, help="TEASAR: invalidation radius constant (physical).")
@@ -60,7 +62,7 @@ def forge(ctx, layer, mip, shape, scale, const, soma_detect, soma_accept, soma_s
     from igneous_like.ops.skeleton.forge import plan_skeleton_forge
 
     plan = plan_skeleton_forge(
-        layer, mip=mip, shape=shape, scale=scale, const=const, soma_detect=soma_detect, soma_accept=soma_accept,
+        layer, mip=forge_mip(layer, mip, "skeletons"), shape=shape, scale=scale, const=const, soma_detect=soma_detect, soma_accept=soma_accept,
         soma_scale=soma_scale, soma_const=soma_const, max_paths=max_paths, dust_threshold=dust_threshold,
         dust_global=dust_global, fill_holes=fill_holes, fix_branching=fix_branching, fix_borders=fix_borders,
         fix_avocados=fix_avocados, cross_section=cross_section, labels=label_list(labels), sharded=sharded,
@@ -117,12 +119,14 @@ def merge(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_cable_leng
 @click.argument("layer")
 @merge_options
 @shard_options
+@click.option("--spatial-index-db", default=None,
+              help="Plan from this database (see `skeleton spatial-index db`) instead of listing forge files.")
 @queue_option
 @parallel_option
 @dry_run_option
 @click.pass_context
 def merge_sharded(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_cable_length, shard_index_bytes,
-                  minishard_index_bytes, min_shards, max_labels_per_shard, queue, parallel, dry_run):
+                  minishard_index_bytes, min_shards, max_labels_per_shard, spatial_index_db, queue, parallel, dry_run):
     """(2) Join fragments into skeletons packed in shards (one task writes each shard whole).
 
     \b
@@ -135,6 +139,7 @@ def merge_sharded(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_ca
         layer, skel_dir=skel_dir, sharded=True, tick_threshold=tick_threshold, min_cable_length=min_cable_length,
         max_cable_length=max_cable_length, shard_index_bytes=shard_index_bytes,
         minishard_index_bytes=minishard_index_bytes, min_shards=min_shards, max_labels_per_shard=max_labels_per_shard,
+        spatial_index_db=spatial_index_db,
     )
     submit(ctx, plan, queue, parallel, dry_run)
 
@@ -219,3 +224,6 @@ def convert(src, dest, labels):
 
     n = convert_to_swc(src, dest, label_list(labels))
     click.echo(f"wrote {n} SWC file(s) to {dest}")
+
+
+skeleton.add_command(spatial_index_group("skeletons"))

@@ -73,9 +73,9 @@ def task_shape(shape: Vec3 | None, chunk: Vec3, full: Box) -> Vec3:
 
 def dest_info(info: dict, dest_url: str, mip: int, translate: Vec3) -> dict:
     """DEST's info: its own if it exists (checked against SRC), else SRC's up to --mip, shifted."""
-    from igneous_like.ops.image.transfer import _dest_info
+    from igneous_like.ops.image.transfer import dest_info_for
 
-    new = _dest_info(info, dest_url, mip, translate, layers.scale_chunk(info, mip), None, None, True)
+    new = dest_info_for(info, dest_url, mip, translate, layers.scale_chunk(info, mip), None, None, True)
     if layers.is_sharded(new, mip):
         raise UserError(f"DEST {dest_url} is sharded at mip {mip}: contrast correction writes chunk files")
     return new
@@ -84,12 +84,12 @@ def dest_info(info: dict, dest_url: str, mip: int, translate: Vec3) -> dict:
 def add_mips(new_info: dict, mip: int, shape: Vec3) -> int:
     """Add to DEST's info the mips a task of `shape` can build whole (2x2x1 averages, as Igneous
     builds them while equalizing); returns how many."""
-    from igneous_like.ops.image.transfer import _mips_in_shape
+    from igneous_like.ops.image.transfer import mips_in_shape
 
     chunk = layers.scale_chunk(new_info, mip)
     full = layers.scale_bounds(new_info, mip)
     limit = mips_to_top(full.shape, chunk, MIP_FACTOR) if any(s > c for s, c in zip(full.shape[:2], chunk[:2])) else 0
-    k = _mips_in_shape(shape, chunk, MIP_FACTOR, limit)
+    k = mips_in_shape(shape, chunk, MIP_FACTOR, limit)
     base = new_info["scales"][mip]
     for level in range(1, k + 1):
         scale = layers.make_scale(base, vec3(f**level for f in MIP_FACTOR), chunk, base["encoding"], None)

@@ -76,7 +76,7 @@ def plan_transfer(
         translate = vec3(d - s for d, s in zip(dest_voxel_offset, src_full.start))
     layers.check_writable(dest_url)
 
-    dest_info = _dest_info(info, dest_url, mip, translate, chunk, enc, encoding_level, clean_info)
+    dest_info = dest_info_for(info, dest_url, mip, translate, chunk, enc, encoding_level, clean_info)
     volume_io.check_opens(src_url, info, mip)
     volume_io.check_opens(dest_url, dest_info, mip)
     dest_full = layers.scale_bounds(dest_info, mip)
@@ -105,7 +105,7 @@ def plan_transfer(
         top = mips_to_top(dest_full.shape, dest_chunk, factor)
         limit = min(max_mips, num_mips if num_mips is not None else top)
         if shape is not None:
-            k = _mips_in_shape(shape, dest_chunk, factor, limit)
+            k = mips_in_shape(shape, dest_chunk, factor, limit)
         else:
             for j in range(1, limit + 1):
                 s = task_shape(dest_chunk, [dest_chunk] * j, factor)
@@ -236,7 +236,7 @@ def sharded_transfer_task(src: str, dest: str, mip: int, box: list[int], transla
     CloudFiles(dest).put(name, data, compress=None)
 
 
-def _mips_in_shape(shape: Vec3, chunk: Vec3, factor: Vec3, limit: int) -> int:
+def mips_in_shape(shape: Vec3, chunk: Vec3, factor: Vec3, limit: int) -> int:
     """How many mips a user-given task shape supports (each output chunk must be whole)."""
     k = 0
     while k < limit:
@@ -256,7 +256,7 @@ def _copy_shape(chunk: Vec3, dtype: str, channels: int, memory: float) -> Vec3:
     return vec3((chunk[0] * grow, chunk[1] * grow, chunk[2]))
 
 
-def _dest_info(info, dest_url, mip, translate, chunk, enc, encoding_level, clean_info) -> dict:
+def dest_info_for(info, dest_url, mip, translate, chunk, enc, encoding_level, clean_info) -> dict:
     """DEST's info: its existing one (checked for compatibility) or SRC's, adapted."""
     from cloudfiles import CloudFiles
 

@@ -58,6 +58,7 @@ def plan_mesh_merge_sharded(
     layer: str, mesh_dir: str | None = None, nlod: int = 1, vqb: int = 16, compress_level: int = 7,
     shard_index_bytes: int = 2**13, minishard_index_bytes: int = 2**15, min_shards: int = 1,
     max_labels_per_shard: int | None = None, min_chunk_size=multires.DEFAULT_MIN_CHUNK,
+    spatial_index_db: str | None = None,
 ) -> Plan:
     from cloudfiles import CloudFiles
 
@@ -70,7 +71,11 @@ def plan_mesh_merge_sharded(
         raise UserError(f"--compress-level must be between 0 and 10 (Draco), got {compress_level}")
     cf = CloudFiles(f"{url}/{mdir}")
     mode = minfo.get("fragments", "files")
-    if mode == "frags":
+    if spatial_index_db:  # one query instead of listing and opening every forge output
+        from igneous_like import spatial_db
+
+        owners = spatial_db.owners(spatial_index_db, f"{url}/{mdir}", mode)
+    elif mode == "frags":
         owners = fragments.frags_ranges(cf, [n[: -len(".frags")] for n in cf.list() if n.endswith(".frags")])
     else:
         owners = fragments.labels_to_tasks(fragments.read_spatial_index(cf))

@@ -38,7 +38,7 @@ def plan_skeleton_merge(
     layer: str, skel_dir: str | None = None, sharded: bool = False, magnitude: int = 2,
     tick_threshold: float = 0, min_cable_length: float = 1000, max_cable_length: float | None = None,
     shard_index_bytes: int = 2**13, minishard_index_bytes: int = 2**15, min_shards: int = 1,
-    max_labels_per_shard: int | None = None,
+    max_labels_per_shard: int | None = None, spatial_index_db: str | None = None,
 ) -> Plan:
     from cloudfiles import CloudFiles
 
@@ -53,7 +53,12 @@ def plan_skeleton_merge(
     if tick_threshold < 0 or min_cable_length < 0:
         raise UserError("--tick-threshold and --min-cable-length must not be negative")
     cf = CloudFiles(f"{url}/{sdir}")
-    owners = fragments.frags_ranges(cf, [n[: -len(".frags")] for n in cf.list() if n.endswith(".frags")])
+    if spatial_index_db:  # one query instead of listing and opening every forge output
+        from igneous_like import spatial_db
+
+        owners = spatial_db.owners(spatial_index_db, f"{url}/{sdir}", "frags")
+    else:
+        owners = fragments.frags_ranges(cf, [n[: -len(".frags")] for n in cf.list() if n.endswith(".frags")])
     if not owners:
         raise UserError(f"no skeleton fragments in {url}/{sdir}: run `skeleton forge` first")
     spec = None

@@ -1,0 +1,79 @@
+"""HDF5 sources through h5py: one 3D (or 4D with channels last) dataset, stored z,y,x."""
+from __future__ import annotations
+
+import numpy as np
+
+from igneous_like.errors import UserError
+from igneous_like.formats.base import ACCESS_XYZ, Source, check_dtype, to_nm
+
+
+def list_datasets(path: str) -> dict[str, tuple]:
+    """{name: shape} of every dataset in the file."""
+    import h5py
+
+    found: dict[str, tuple] = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: found.__setitem__(name, obj.shape) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def pick_dataset(path: str, dataset: str | None) -> str:
+    found = list_datasets(path)
+    listing = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in sorted(found.items())) or "none"
+    if dataset is not None:
+        if dataset.strip("/") not in found:
+            raise UserError(f"{path} has no dataset {dataset!r}; it has: {listing}")
+        return dataset.strip("/")
+    volumes = [n for n, s in found.items() if len(s) == 3]
+    if len(volumes) != 1:
+        why = "no 3D dataset" if not volumes else "several 3D datasets"
+        raise UserError(f"{path} has {why}: pick one with --dataset (datasets: {listing})")
+    return volumes[0]
+
+
+class H5Array:
+    """Lazy dataset slicing that reopens the file per read (tasks share nothing)."""
+
+    def __init__(self, path: str, name: str, shape: tuple, dtype: np.dtype):
+        self.path, self.name, self.shape, self.dtype = path, name, shape, dtype
+
+    def __getitem__(self, index: tuple) -> np.ndarray:
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            return f[self.name][index]
+
+
+def element_size(attrs) -> tuple[tuple[float, float, float] | None, str]:
+    """Fiji/ilastik's element_size_um (z,y,x) or a 'resolution' attribute in nm (z,y,x)."""
+    if "element_size_um" in attrs:
+        z, y, x = (float(v) for v in attrs["element_size_um"])
+        return to_nm((x, y, z), "um", ""), "HDF5 attribute element_size_um"
+    if "resolution" in attrs and len(attrs["resolution"]) == 3:
+        z, y, x = (float(v) for v in attrs["resolution"])
+        return (x, y, z), "HDF5 attribute resolution (nm, z,y,x)"
+    return None, "none"
+
+
+def open_hdf5(path: str, dataset: str | None = None) -> Source:
+    import h5py
+
+    try:
+        name = pick_dataset(path, dataset)
+        with h5py.File(path, "r") as f:
+            ds = f[name]
+            shape, attrs = ds.shape, dict(ds.attrs)
+            dtype = check_dtype(ds.dtype, f"{path}:{name}")
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"cannot read {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    if len(shape) < 3:
+        raise UserError(f"{path}:{name} is {len(shape)}D ({'x'.join(map(str, shape))}); import takes a 3D volume")
+    if len(shape) > 4:
+        raise UserError(f"{path}:{name} is {len(shape)}D; import takes z,y,x or z,y,x,c")
+    axes = "zyx" if len(shape) == 3 else "zyxc"
+    resolution, where = element_size(attrs)
+    # chunked or contiguous, HDF5 reads any hyperslab without decoding the rest
+    return Source(path, f"HDF5 dataset /{name}", H5Array(path, name, shape, dtype), axes, dtype, resolution, where,
+                  access=ACCESS_XYZ)

@@ -1,0 +1,124 @@
+"""queue cp / mv / rezero between FileQueues and SQS (moto): every task arrives, a move cut
+off by SIGKILL loses none, and moved work still runs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+
+from conftest import run_cli, ts_read
+
+
+def insert_tagged(queue: str, n: int, env: dict | None = None) -> None:
+    """n diagnostic tasks tagged 0..n-1, inserted through python-task-queue itself."""
+    import os
+
+    code = ("from functools import partial; from taskqueue import TaskQueue; "
+            "from igneous_like.ops.diagnostic import sleep_task; "
+            f"TaskQueue({queue!r}).insert([partial(sleep_task, 0, None, str(i)) for i in range({n})])")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def fq_tags(qdir) -> Counter:
+    """Tags of every task file in a FileQueue, leased or not (read as JSON, not via our code)."""
+    import json
+
+    tags = Counter()
+    for path in (qdir / "queue").glob("*.json"):
+        text = path.read_text()
+        if text:  # python-task-queue writes task files in place: a SIGKILL can leave one empty
+            tags[json.loads(text)["payload"][1][2]] += 1
+    return tags
+
+
+def fq_payloads(qdir) -> list[str]:
+    """Function, args and kwargs of every task in a FileQueue (ids and queue names differ)."""
+    import json
+
+    return sorted(json.dumps(json.loads(p.read_text())["payload"][:3]) for p in (qdir / "queue").glob("*.json"))
+
+
+def status(queue: str, env: dict | None = None) -> dict:
+    out = run_cli("queue", "status", queue, env=env).stdout
+    rows = dict(line.split(None, 1) for line in out.strip().splitlines())
+    return {k: v.split()[0] for k, v in rows.items()}
+
+
+def fq_counters(qdir) -> tuple[int, int]:
+    """(inserted, completed) as python-task-queue itself reads them."""
+    from taskqueue import TaskQueue
+
+    tq = TaskQueue(f"fq://{qdir}", progress=False)
+    return tq.inserted, tq.completed
+
+
+def test_cp_mv_rezero_between_file_queues_and_the_work_still_runs(layers):
+    a, b, c = layers / "a", layers / "b", layers / "c"
+    run_cli("image", "downsample", layers / "image", "--num-mips", "1", "--chunk-size", "32,32,32",
+            "--queue", f"fq://{a}")
+    tasks = fq_payloads(a)
+    assert "copied" in run_cli("queue", "cp", f"fq://{a}", f"fq://{b}").stdout
+    assert fq_payloads(b) == tasks
+    assert fq_payloads(a) == tasks  # cp leaves SRC whole
+    assert f"moved {len(tasks)} task(s)" in run_cli("queue", "mv", f"fq://{a}", f"fq://{c}").stdout
+    assert fq_payloads(a) == [] and fq_payloads(c) == tasks and fq_counters(c)[0] == len(tasks)
+    run_cli("execute", f"fq://{c}", "-p", "2", "-x", "-q")
+    mip1 = ts_read(layers / "image", 1)
+    assert mip1.shape[:3] == (115, 105, 100) and mip1.any()
+    assert "counters zeroed" in run_cli("queue", "rezero", f"fq://{c}").stdout
+    assert fq_counters(c) == (0, 0)
+
+
+def test_a_killed_move_loses_nothing(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    n = 1500
+    insert_tagged(f"fq://{src}", n)
+    proc = subprocess.Popen([sys.executable, "-m", "igneous_like", "queue", "mv", f"fq://{src}", f"fq://{dest}",
+                             "--lease-sec", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (dest / "queue").is_dir() or not any((dest / "queue").iterdir()):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL mid-move: no cleanup of any kind
+    proc.wait()
+    left, arrived = fq_tags(src), fq_tags(dest)
+    assert sum(left.values()) > 0, "the move finished before the kill: nothing was tested"
+    assert set(left) | set(arrived) == {str(i) for i in range(n)}  # every task is somewhere
+    time.sleep(1.1)  # the killed batch's leases run out
+    run_cli("queue", "mv", f"fq://{src}", f"fq://{dest}")
+    arrived = fq_tags(dest)
+    assert not fq_tags(src) and set(arrived) == {str(i) for i in range(n)}
+    assert sum(arrived.values()) - n <= 100  # at most the one batch in flight arrives twice
+
+
+def test_cp_and_mv_through_sqs(tmp_path, moto):
+    import boto3
+
+    name = f"q-{uuid.uuid4().hex[:12]}"
+    boto3.client("sqs", endpoint_url=moto["AWS_ENDPOINT_URL"], region_name="us-east-1").create_queue(QueueName=name)
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    n = 35
+    insert_tagged(f"fq://{a}", n)
+    everything = Counter(str(i) for i in range(n))
+    assert f"moved {n}" in run_cli("queue", "mv", f"fq://{a}", f"sqs://{name}", env=moto).stdout
+    assert not fq_tags(a)
+    assert f"copied {n}" in run_cli("queue", "cp", f"sqs://{name}", f"fq://{b}", env=moto).stdout
+    assert fq_tags(b) == everything
+    assert f"moved {n}" in run_cli("queue", "mv", f"sqs://{name}", f"fq://{c}", env=moto).stdout  # cp kept them
+    assert fq_tags(c) == everything
+    assert status(f"sqs://{name}", env=moto)["enqueued"] == "0"
+    assert "SQS keeps no counters" in run_cli("queue", "rezero", f"sqs://{name}", env=moto).stdout
+    run_cli("execute", f"fq://{c}", "-x", "-q")
+    assert fq_counters(c)[1] == n
+
+
+def test_queue_move_errors(tmp_path):
+    for args, message in ((["mv", f"fq://{tmp_path}/none", f"fq://{tmp_path}/b"], "no queue at"),
+                          (["cp", f"fq://{tmp_path}/a", f"fq://{tmp_path}/a"], "same queue"),
+                          (["cp", "http://x", f"fq://{tmp_path}/b"], "bad queue URL"),
+                          (["rezero", f"fq://{tmp_path}/none"], "no queue at")):
+        proc = run_cli("queue", *args, check=False)
+        assert proc.returncode == 1 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

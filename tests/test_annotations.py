@@ -194,6 +194,10 @@ def test_queued_sharded_equals_unsharded(tmp_path):
         run_cli("-p", "2", "execute", q, "-x")
         run_cli("annotation", "import", *common, "--queue", q, "--merge")
     run_cli("-p", "2", "execute", q, "-x")
+    done = run_cli("annotation", "import", *common, "--queue", q, "--merge")
+    assert "is complete" in done.stderr
+    for layer in (sharded, plain):  # unqueued runs clean up too
+        assert not [p for p in (layer / "_work").rglob("*") if p.is_file()]
     a, b = reader(plain), reader(sharded)
     assert "sharding" in b.metadata["by_id"] and "sharding" in b.metadata["relationships"][0]
     assert not any("sharding" in x for x in a.metadata["relationships"])

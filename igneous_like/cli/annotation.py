@@ -75,7 +75,8 @@ def import_(ctx, table, dest, kind, columns, resolution, properties, relationshi
       igneous-like annotation import synapses.csv file://data/synapses --resolution 8,8,40 \\
           --property score:float32 --property kind:enum \\
           --relationship pre:pre_id --relationship post:post_id
-    Queued: add --queue fq://q, run the workers, then repeat with --merge (twice).
+    Queued: add --queue fq://q, run the workers, then repeat with --merge (counts, then emit;
+    once more at the end to confirm and remove the working files).
     """
     from igneous_like.ops.annotation import import_table as op
     from igneous_like.ops.annotation.rows import parse_property, parse_relationship
@@ -132,10 +133,16 @@ def drive(ctx, job, dest: str, queue, parallel, dry_run: bool, merge: bool) -> N
     job = op.load_job(dest)
     while True:
         plan = op.next_phase(job)
+        if plan is None:  # every phase has run
+            if not dry_run:
+                op.remove_work(job)
+            click.echo(f"annotation: {job.dest} is complete ({job.count} annotations)"
+                       + ("" if dry_run else "; working files removed"), err=True)
+            return
         submit(ctx, plan, queue, parallel, dry_run)
         if queue or dry_run:
-            if plan.operation.endswith("(counts)") and not dry_run:
-                click.echo("annotation: after the counts tasks have run, repeat with --merge", err=True)
+            if not dry_run:
+                click.echo(f"annotation: after the {plan.operation.split('(')[-1].rstrip(')')} tasks have run, "
+                           "repeat with --merge", err=True)
             return
-        if plan.operation.endswith("(emit)"):
-            return
+

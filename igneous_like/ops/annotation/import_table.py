@@ -196,7 +196,7 @@ def plan_map(job: ImportJob, memory: float = 3.5e9) -> Plan:
                "by_id": "sharded" if job.by_id_sharding else "one file per id",
                "peak memory per map task": "~" + human_bytes(PROCESS_OVERHEAD + job.rows_per_task
                                                              * (MAP_ROW_BYTES * job.levels + ROW_BYTES)),
-               "next": "when the map tasks have run: the same command with --merge (twice: counts, then emit)"}
+               "next": "when the map tasks have run: the same command with --merge (counts, then emit, then done)"}
     return Plan("annotation import (map)", len(tasks_all), tasks, prepare, details)
 
 
@@ -336,7 +336,7 @@ def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
                  for i in range(len(levels))]
     sampling = Sampling(thresholds, last, first, shardings)
     spec, smp = asdict(job), asdict(sampling)
-    kinds = ["spatial"] * (sampling.first_task_level <= last) + ["by_id"] + [f"rel{i}" for i in range(len(job.relationships))]
+    kinds = emit_kinds(job, sampling)
 
     def tasks() -> Iterator:
         for kind in kinds:
@@ -346,6 +346,7 @@ def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
     def prepare() -> None:
         from cloudfiles import CloudFiles
 
+        CloudFiles(f"{job.dest}/{WORK}").put_json("sampling.json", smp)
         write_coarse(job, sampling)
         rels = [{"id": name, "key": f"rel_{name}", **({"sharding": s} if s else {})}
                 for (name, _), s in zip(job.relationships, job.rel_sharding)]
@@ -433,8 +434,19 @@ def annotation_emit_task(job: dict, sampling: dict, kind: str, partition: int) -
     table = mapreduce.concat([t for batch in mapreduce.read_partials(spec.layout(kind), spec.map_names(), partition)
                               for t in batch])
     cf = CloudFiles(spec.dest)
-    if not table or not len(table["id"]):
-        return
+    if table and len(table["id"]):
+        _emit(spec, smp, kind, table, cf)
+    cf.put(f"{WORK}/emitted/{kind}-{partition:05d}", b"{}", compress=None)  # last: this task finished
+
+
+def emit_kinds(job: ImportJob, sampling: Sampling) -> list[str]:
+    """The indexes emit tasks write: spatial levels below the coarse ones (if any), by_id, each
+    relationship."""
+    spatial = ["spatial"] if sampling.first_task_level <= sampling.last else []
+    return [*spatial, "by_id", *(f"rel{i}" for i in range(len(job.relationships)))]
+
+
+def _emit(spec: ImportJob, smp: Sampling, kind: str, table: mapreduce.Table, cf) -> None:
     if kind == "spatial":
         _emit_spatial(spec, smp, table, cf)
     elif kind == "by_id":
@@ -494,11 +506,34 @@ def load_job(dest: str) -> ImportJob:
     return ImportJob(**spec)
 
 
-def next_phase(job: ImportJob) -> Plan:
-    """For --merge: the counts phase if it has not run, else the emit phase."""
+def next_phase(job: ImportJob) -> Plan | None:
+    """For --merge: the counts phase if it has not run, else the emit phase, or None once
+    every emit task has run."""
     missing = mapreduce.missing_maps(job.layout("spatial"), job.map_names())
     if missing:
         raise UserError(f"map output incomplete: {len(missing)} of {len(job.map_names())} tasks have not run "
                         f"(e.g. {missing[0]}); run the queue to the end, then --merge again")
     fullest = read_fullest(job)
-    return plan_counts(job) if fullest is None else plan_emit(job, fullest)
+    if fullest is None:
+        return plan_counts(job)
+    return None if emit_done(job) else plan_emit(job, fullest)
+
+
+def emit_done(job: ImportJob) -> bool:
+    """Whether every emit task of the planned emit phase has finished."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(f"{job.dest}/{WORK}")
+    sampling = cf.get_json("sampling.json")
+    if sampling is None:
+        return False
+    names = [f"emitted/{k}-{p:05d}" for k in emit_kinds(job, Sampling(**sampling)) for p in range(job.partitions)]
+    return all(cf.exists(names).values())
+
+
+def remove_work(job: ImportJob) -> None:
+    """Delete the working files (partials, counts, markers) of a finished import."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(f"{job.dest}/{WORK}")
+    cf.delete(list(cf.list()))

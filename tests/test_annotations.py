@@ -280,15 +280,32 @@ def test_import_to_s3(tmp_path, s3_bucket, moto):
     ([["x", "y", "z"], [1, "", 3]], [], "is empty"),
     ([["x", "y", "z"], [1, 2, 3]], ["--queue", "bogus://q"], "queue"),
     ([["x", "y", "z"], [1, 2, 3]], ["--merge"], "without --merge first"),
+    ([["x", "y", "z"], [1, 2, 3]], ["--memory", "1e6"], "too small"),
+    ([["x", "y", "z"], [1, 2, 3]], ["--limit", "0"], "--limit"),
+    ([["x", "y", "z"], [1, 2, 3]], ["--type", "polygon"], "--type"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, rows, args, expect):
+    """In process (click's runner: the same command tree and error handling; a subprocess per
+    case would cost half a minute), plus one case through the real entry point."""
+    from click.testing import CliRunner
+
+    from igneous_like.cli import cli
+
     table = write_csv(tmp_path / "t.csv", rows[0], rows[1:])
     out = tmp_path / "out"
-    proc = run_cli("annotation", "import", table, f"file://{out}", *args, check=False)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.startswith("igneous-like: error:") and expect in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["annotation", "import", str(table), f"file://{out}", *map(str, args)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("igneous-like: error:") and expect in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_bad_input_through_the_real_entry_point(tmp_path):
+    table = write_csv(tmp_path / "t.csv", ["id", "x", "y", "z"], [[4, 1, 2, 3], [4, 2, 2, 2]])
+    proc = run_cli("annotation", "import", table, f"file://{tmp_path}/out", check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == \
+        ["igneous-like: error: duplicate annotation id 4 (1 duplicates): ids must be unique"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_from_stats_needs_a_stats_table(layers):

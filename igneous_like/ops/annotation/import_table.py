@@ -108,6 +108,11 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
         raise UserError(f"--resolution must be positive, got {list(resolution)}")
     if partitions is not None and not 1 <= partitions <= mapreduce.MAX_PARTITIONS:
         raise UserError(f"--partitions must be 1 to {mapreduce.MAX_PARTITIONS}, got {partitions}")
+    if shard_above < 0:
+        raise UserError(f"--shard-above must not be negative, got {shard_above}")
+    if memory <= PROCESS_OVERHEAD + 100e6:
+        raise UserError(f"--memory {human_bytes(memory)} is too small: a worker needs "
+                        f"{human_bytes(PROCESS_OVERHEAD + 100e6)} or more")
     cols = columns if isinstance(columns, dict) else parse_columns(columns, kind)
     props = [dict(p) for p in properties or []]
     rels = [list(r) for r in relationships or []]
@@ -150,8 +155,6 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
     task_level = next((i for i, lv in enumerate(all_levels) if math.prod(lv.grid) >= 8 * partitions), len(all_levels) - 1)
     if rows_per_task is None:
         rows_per_task = int(max(1000, min(200_000, (memory - PROCESS_OVERHEAD) / (MAP_ROW_BYTES * levels + ROW_BYTES))))
-    if shard_above < 0:
-        raise UserError(f"--shard-above must not be negative, got {shard_above}")
     rel_sharding = [ann.index_sharding(scan.ranges[f"rel:{name}"], shard_above) for name, _ in rels]
     job_files = [[u, f, n, first] for (u, f), (n, first) in zip(files, scan.rows)]
     return ImportJob(dest, kind, job_files, cols, props, rels, [float(r) for r in resolution], lower, upper, clip,

@@ -200,9 +200,12 @@ def sample_levels(levels: list[Level], lower, thresholds: list[float], limit: in
                   prio: np.ndarray, lo: np.ndarray, hi: np.ndarray, rows: np.ndarray,
                   cells: np.ndarray) -> tuple[list[Emitted], tuple[np.ndarray, np.ndarray]]:
     """Emit levels first..last from the (row, cell) pairs remaining at level `first`; returns
-    what each level emits and the pairs still remaining after `last`."""
+    what each level emits and the pairs still remaining after `last`. The finest level
+    (the last threshold) emits everything left: only annotations crowded into one finest cell
+    (e.g. many at one point) can exceed `limit` there, and none is lost."""
     out = []
     for level in range(first, last + 1):
+        cap = limit if level < len(thresholds) - 1 else len(rows)
         bits = levels[level].bits
         key = morton(cells, bits)
         cand = np.flatnonzero(prio[rows] < threshold_value(thresholds[level]) if thresholds[level] < 1
@@ -211,7 +214,7 @@ def sample_levels(levels: list[Level], lower, thresholds: list[float], limit: in
         k = key[order]
         starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]])) if len(k) else np.zeros(0, np.int64)
         rank = np.arange(len(k)) - np.repeat(starts, np.diff(np.append(starts, len(k))))
-        emit = order[rank < limit]
+        emit = order[rank < cap]
         out.append(Emitted(level, rows[emit], cells[emit]))
         keep = np.ones(len(rows), bool)
         keep[emit] = False

@@ -324,6 +324,19 @@ def test_clip_drops_rows_outside_bounds(tmp_path):
     assert r.metadata["upper_bound"] == [10, 10, 10]
 
 
+def test_crowded_point_loses_nothing(tmp_path):
+    """30 annotations at one place cannot be split into cells of 10: the finest level holds
+    them all (and says so in the plan) rather than dropping any."""
+    rows = [[1.5, 1.5, 1.5]] * 30 + [[x + 0.5, 7.5, 3.5] for x in range(8)]
+    table = write_csv(tmp_path / "t.csv", ["x", "y", "z"], rows)
+    out = tmp_path / "out"
+    proc = run_cli("annotation", "import", table, f"file://{out}", "--limit", "10", "--bounds", "0,0,0,8,8,8")
+    assert "WARNING: the finest level still has a cell with 30 annotations" in proc.stderr
+    r = reader(out)
+    seen = Counter(a.id for _, _, got in spatial_cells(r) for a in got)
+    assert set(seen) == set(range(38)) and set(seen.values()) == {1}
+
+
 def test_help_has_examples():
     for command in ("annotation import", "annotation from-stats"):
         assert "Example" in run_cli(*command.split(), "--help").stdout, command

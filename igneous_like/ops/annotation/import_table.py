@@ -347,8 +347,13 @@ def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
                 yield partial(annotation_emit_task, spec, smp, kind, p)
 
     def prepare() -> None:
+        import sys
+
         from cloudfiles import CloudFiles
 
+        if fullest[last] > job.limit:
+            print(f"WARNING: {details['warning']}: more annotations than that in one finest cell are written "
+                  "together", file=sys.stderr)
         CloudFiles(f"{job.dest}/{WORK}").put_json("sampling.json", smp)
         write_coarse(job, sampling)
         rels = [{"id": name, "key": f"rel_{name}", **({"sharding": s} if s else {})}

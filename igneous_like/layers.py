@@ -71,8 +71,8 @@ def local_path(url: str) -> str | None:
     return url[len("file://") :] if url.startswith("file://") else None
 
 
-def read_info(url: str) -> dict[str, Any]:
-    """Read and validate a layer's info file."""
+def read_info(url: str, check: bool = True) -> dict[str, Any]:
+    """Read and (unless check=False, for tools that repair a broken info) validate a layer's info."""
     from cloudfiles import CloudFiles
 
     try:
@@ -85,7 +85,8 @@ def read_info(url: str) -> dict[str, Any]:
         info = json.loads(raw)
     except ValueError as exc:
         raise UserError(f"malformed info file at {url}/info: {exc}") from None
-    check_info(info, url)
+    if check:
+        check_info(info, url)
     return info
 
 

@@ -281,7 +281,6 @@ def test_import_into_s3(tmp_path, moto, s3_bucket):
 
 def test_sharded_import_one_task_per_shard(tmp_path):
     import h5py
-    import tensorstore as ts
 
     vol = volume("uint32")
     with h5py.File(tmp_path / "v.h5", "w") as f:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from igneous_like.validate import NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT
+from igneous_like.validate import NONNEG_INT, POSITIVE_INT
 
 
 class TupleN(click.ParamType):

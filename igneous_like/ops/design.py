@@ -3,7 +3,6 @@
 so what they print is what the planner will do."""
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 from igneous_like import layers
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, vec3
-from igneous_like.ops.image.downsample import task_memory, task_shape
+from igneous_like.ops.image.downsample import mips_in_shape, task_memory, task_shape
 from igneous_like.pyramid import resolve_method
 
 CHUNK_NAME = re.compile(r"^(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)(?:\.(?:gz|br|zstd|bz2|xz))?$")
@@ -28,15 +27,7 @@ class ChunkBounds:
 
 def raw_info(url: str) -> dict:
     """The info as JSON, without the validation a broken info would fail."""
-    from cloudfiles import CloudFiles
-
-    raw = CloudFiles(url).get("info")
-    if raw is None:
-        raise UserError(f"no layer at {url}: the info file is missing (check the path)")
-    try:
-        info = json.loads(raw)
-    except ValueError as exc:
-        raise UserError(f"malformed info file at {url}/info: {exc}") from None
+    info = layers.read_info(url, check=False)
     if not isinstance(info, dict) or not isinstance(info.get("scales"), list) or not info["scales"]:
         raise UserError(f"malformed info file at {url}/info: no 'scales' list to repair")
     return info
@@ -106,17 +97,6 @@ class DownsampleDesign:
     memory: float
 
 
-def mips_of_shape(base_chunk: Vec3, shape: Vec3, factor: Vec3, max_mips: int) -> int:
-    """How many mips a task of `shape` yields: levels whose chunks it tiles exactly."""
-    k = 0
-    while k < max_mips:
-        need = task_shape(base_chunk, [base_chunk] * (k + 1), factor)
-        if any(s % n for s, n in zip(shape, need)):
-            break
-        k += 1
-    return k
-
-
 def ds_memory(info: dict, mip: int, factor: Vec3, memory: float, max_mips: int, method: str) -> DownsampleDesign:
     """The task shape yielding the most mips (up to max_mips) within `memory` bytes."""
     base = layers.scale_chunk(info, mip)
@@ -141,7 +121,7 @@ def ds_shape(info: dict, mip: int, shape: Vec3, factor: Vec3, max_mips: int, met
     if any(s <= 0 for s in shape):
         raise UserError(f"shape {','.join(map(str, shape))} must be positive")
     base = layers.scale_chunk(info, mip)
-    k = mips_of_shape(base, shape, factor, max_mips)
+    k = mips_in_shape(shape, base, factor, max_mips)
     need = task_memory(shape, info["data_type"], info["num_channels"], factor, max(k, 1),
                        resolve_method(method, info["type"]))
     return DownsampleDesign(vec3(shape), k, need)

@@ -84,7 +84,7 @@ def dest_info(info: dict, dest_url: str, mip: int, translate: Vec3) -> dict:
 def add_mips(new_info: dict, mip: int, shape: Vec3) -> int:
     """Add to DEST's info the mips a task of `shape` can build whole (2x2x1 averages, as Igneous
     builds them while equalizing); returns how many."""
-    from igneous_like.ops.image.transfer import mips_in_shape
+    from igneous_like.ops.image.downsample import mips_in_shape
 
     chunk = layers.scale_chunk(new_info, mip)
     full = layers.scale_bounds(new_info, mip)

@@ -43,6 +43,17 @@ def task_shape(base_chunk: Vec3, out_chunks: list[Vec3], factor: Vec3) -> Vec3:
     return lcm3(base_chunk, *scaled)
 
 
+def mips_in_shape(shape: Vec3, chunk: Vec3, factor: Vec3, limit: int) -> int:
+    """How many mips a user-given task shape supports (each output chunk must be whole)."""
+    k = 0
+    while k < limit:
+        need = task_shape(chunk, [chunk] * (k + 1), factor)
+        if any(s % n for s, n in zip(shape, need)):
+            break
+        k += 1
+    return k
+
+
 def choose_num_mips(
     info: dict, mip: int, factor: Vec3, chunk: Vec3, method: str, memory: float, bounds: Box
 ) -> int:

@@ -17,7 +17,7 @@ from taskqueue import queueable
 from igneous_like import layers, validate, volume_io
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, downsampled, expand_to_grid, grid_boxes, grid_count, mips_to_top, vec3
-from igneous_like.ops.image.downsample import task_memory, task_shape
+from igneous_like.ops.image.downsample import mips_in_shape, task_memory, task_shape
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 from igneous_like.pyramid import METHODS, make_pyramid, resolve_method
 
@@ -234,17 +234,6 @@ def sharded_transfer_task(src: str, dest: str, mip: int, box: list[int], transla
     img = volume_io.read(src, src_info, mip, src_box, fill_missing)
     name, data = encode_shard(dest, dest_info, mip, region, img)
     CloudFiles(dest).put(name, data, compress=None)
-
-
-def mips_in_shape(shape: Vec3, chunk: Vec3, factor: Vec3, limit: int) -> int:
-    """How many mips a user-given task shape supports (each output chunk must be whole)."""
-    k = 0
-    while k < limit:
-        need = task_shape(chunk, [chunk] * (k + 1), factor)
-        if any(s % n for s, n in zip(shape, need)):
-            break
-        k += 1
-    return k
 
 
 def _copy_shape(chunk: Vec3, dtype: str, channels: int, memory: float) -> Vec3:

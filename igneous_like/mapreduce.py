@@ -55,8 +55,11 @@ def choose_partitions(estimated_rows: float, row_bytes: float, memory: float) ->
     return int(min(max(need, 1), MAX_PARTITIONS))
 
 
-def box_name(box: Box) -> str:
-    """x0-x1_y0-y1_z0-z1, as Precomputed names chunks."""
+def box_name(box: Box | str) -> str:
+    """x0-x1_y0-y1_z0-z1, as Precomputed names chunks; a map source that is not a box (a
+    reduce task feeding the next round) names itself."""
+    if isinstance(box, str):
+        return box
     return "_".join(f"{a}-{b}" for a, b in zip(box.start, box.stop))
 
 
@@ -67,10 +70,10 @@ class Layout:
     root: str
     partitions: int
 
-    def partial_path(self, box: Box, partition: int) -> str:
+    def partial_path(self, box: Box | str, partition: int) -> str:
         return f"p{partition:05d}/{box_name(box)}.arrow"
 
-    def done_path(self, box: Box) -> str:
+    def done_path(self, box: Box | str) -> str:
         return f"done/{box_name(box)}.json"
 
 
@@ -93,7 +96,7 @@ def decode_table(data: bytes) -> Table:
     return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
-def write_partials(layout: Layout, box: Box, table: Table, key: str = KEY) -> None:
+def write_partials(layout: Layout, box: Box | str, table: Table, key: str = KEY) -> None:
     """A map task's output: its rows split by partition, one file per partition (empty ones
     included), then the done marker (written last: its presence means the task finished)."""
     from cloudfiles import CloudFiles
@@ -112,11 +115,11 @@ def write_partials(layout: Layout, box: Box, table: Table, key: str = KEY) -> No
         files.append((layout.partial_path(box, p), encode_table({n: c[rows] for n, c in table.items()})))
     cf = CloudFiles(layout.root)
     put_many(cf, files, compress=None)
-    done = {"box": box.to_list(), "rows": [int(c) for c in counts]}
+    done = {"box": box if isinstance(box, str) else box.to_list(), "rows": [int(c) for c in counts]}
     cf.put(layout.done_path(box), json.dumps(done, sort_keys=True).encode(), compress=None)
 
 
-def read_partials(layout: Layout, boxes: Iterable[Box], partition: int, batch: int = READ_BATCH) -> Iterator[list[Table]]:
+def read_partials(layout: Layout, boxes: Iterable[Box | str], partition: int, batch: int = READ_BATCH) -> Iterator[list[Table]]:
     """One partition's partial tables, `batch` files at a time; a missing file is an error."""
     from cloudfiles import CloudFiles
 

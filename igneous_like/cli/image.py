@@ -164,6 +164,7 @@ def rm(ctx, layer, mip, num_mips, shape, xrange, yrange, zrange, queue, parallel
 # command families of the image group that live in their own modules
 from igneous_like.cli.contrast import contrast  # noqa: E402
 from igneous_like.cli.image_stats import stats, voxels  # noqa: E402
+from igneous_like.cli.ccl import ccl  # noqa: E402
 
-for _command in (contrast, stats, voxels):
+for _command in (contrast, stats, voxels, ccl):
     image.add_command(_command)

@@ -1,0 +1,101 @@
+"""image ccl: DEST equals cc3d.connected_components of the whole volume up to a renumbering
+(a bijection, checked both ways), through the real CLI, read back with tensorstore."""
+from __future__ import annotations
+
+import json
+
+import cc3d
+import numpy as np
+import pytest
+from cloudvolume import CloudVolume
+
+from conftest import run_cli, ts_read
+from igneous_like import sample
+
+
+def assert_same_components(got: np.ndarray, want: np.ndarray) -> None:
+    """Same background, and a one-to-one map between the label sets (both directions)."""
+    assert got.shape == want.shape
+    assert ((got == 0) == (want == 0)).all()
+    fg = want != 0
+    pairs = np.unique(np.stack([got[fg].astype(np.uint64), want[fg].astype(np.uint64)]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1], "one DEST label covers several components"
+    assert len(np.unique(pairs[1])) == pairs.shape[1], "one component is split over several DEST labels"
+
+
+def contiguous(labels: np.ndarray) -> None:
+    ids = np.unique(labels)
+    ids = ids[ids != 0]
+    assert ids.tolist() == list(range(1, len(ids) + 1))
+
+
+def spiral_comb(shape=(61, 47, 23)) -> np.ndarray:
+    """A one-voxel-thick square spiral in each z slab (snakes across many tasks), a comb whose
+    teeth join only through its back, diagonal-only contacts (6 vs 18 vs 26 differ), and two
+    labels touching each other (a segmentation splits them)."""
+    seg = np.zeros(shape, dtype=np.uint64)
+    x0, y0, x1, y1 = 1, 1, shape[0] - 2, shape[1] - 2
+    while x0 < x1 and y0 < y1:  # spiral walls, gap of one voxel between turns
+        seg[x0:x1 + 1, y0, 2:6] = 7
+        seg[x1, y0:y1 + 1, 2:6] = 7
+        seg[x0:x1 + 1, y1, 2:6] = 7
+        seg[x0, y0 + 2:y1 + 1, 2:6] = 7
+        x0, y0, x1, y1 = x0 + 2, y0 + 2, x1 - 2, y1 - 2
+    seg[2:58, 3, 8] = 2**40 + 1  # comb back
+    for x in range(2, 58, 3):
+        seg[x, 3:44, 8] = 2**40 + 1  # teeth
+    seg[5:50, 20, 10] = 3  # a bar, and one touching it with another label
+    seg[5:50, 21, 10] = 4
+    for i in range(0, 20):  # a diagonal staircase: joined only at 18 (edges) ...
+        seg[3 + i, 10 + i, 12] = 9
+        seg[3 + i, 11 + i, 12] = 9
+    for i in range(0, 20):  # ... and a corner-only chain: joined only at 26
+        seg[30 + i, 5 + i, 14 + (i % 2)] = 11
+    rng = np.random.default_rng(1)
+    noise = rng.random(shape) < 0.08
+    seg[:, :, 17:] = np.where(noise[:, :, 17:], 5, 0)  # many small pieces
+    return np.asfortranarray(seg)
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cclvol")
+    seg = spiral_comb()
+    sample.write_layer(f"file://{root}/seg", seg, "segmentation", chunk=(16, 16, 8))
+    img = sample.image_from(sample.segmentation((70, 52, 30), seed=5, cells=30), seed=6)
+    sample.write_layer(f"file://{root}/img", img, "image", chunk=(32, 32, 16))
+    return root, seg, img
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_auto_equals_cc3d_of_whole_volume(volumes, tmp_path, connectivity):
+    root, seg, _ = volumes
+    # odd task shape: not a multiple of the source chunk, many tasks along the spiral
+    run_cli("image", "ccl", "auto", f"file://{root}/seg", f"file://{tmp_path}/cc", "--shape", "17,13,9",
+            "--connectivity", connectivity, "--partitions", "3", "--encoding", "raw")
+    got = ts_read(tmp_path / "cc", 0)[..., 0]
+    want = cc3d.connected_components(seg, connectivity=connectivity)
+    assert_same_components(got, want)
+    contiguous(got)
+    info = json.loads((tmp_path / "cc" / "info").read_text())
+    assert info["type"] == "segmentation" and info["scales"][0]["chunk_sizes"] == [[17, 13, 9]]
+    assert info["data_type"] == ("uint8" if got.max() < 256 else "uint16")
+    assert not (tmp_path / "cc" / "_ccl").exists(), "auto cleans its intermediates"
+
+
+def test_threshold_dust_and_rerun_same_bytes(volumes, tmp_path):
+    root, _, img = volumes
+    args = ["image", "ccl", "auto", f"file://{root}/img", f"file://{tmp_path}/cc", "--shape", "32,20,16",
+            "--threshold-gte", "100", "--threshold-lte", "200", "--dust", "40", "--connectivity", "26"]
+    run_cli(*args)
+    first = {p.name: p.read_bytes() for p in (tmp_path / "cc").rglob("*") if p.is_file()}
+    info = json.loads((tmp_path / "cc" / "info").read_text())
+    assert info["scales"][0]["encoding"] == "compresso"  # the default; tensorstore cannot read it
+    got = CloudVolume(f"file://{tmp_path}/cc")[:, :, :][..., 0]
+    want = cc3d.connected_components((img >= 100) & (img <= 200), connectivity=26)
+    want = cc3d.dust(want, 40, connectivity=26)
+    assert_same_components(got, want)
+    contiguous(got)
+    run_cli(*args, "--partitions", "1")  # other partitions: same labels, same bytes
+    again = {p.name: p.read_bytes() for p in (tmp_path / "cc").rglob("*") if p.is_file()}
+    assert again == first

@@ -99,3 +99,93 @@ def test_threshold_dust_and_rerun_same_bytes(volumes, tmp_path):
     run_cli(*args, "--partitions", "1")  # other partitions: same labels, same bytes
     again = {p.name: p.read_bytes() for p in (tmp_path / "cc").rglob("*") if p.is_file()}
     assert again == first
+
+
+def run_queued(src: str, dest: str, q: str, *opts: str, env: dict | None = None, calc_here: bool = False) -> str:
+    """Every pass through a FileQueue and real worker processes; calc-labels repeated until it
+    reports the label count (or, with calc_here, run here at once). Returns its last message."""
+    def execute():
+        run_cli("execute", q, "-x", "-q", env=env)
+
+    for name in ("faces", "links"):
+        run_cli("image", "ccl", name, src, dest, *opts, "--queue", q, env=env)
+        execute()
+    for _ in range(50):
+        queue = () if calc_here else ("--queue", q)
+        said = run_cli("image", "ccl", "calc-labels", src, dest, *opts, *queue, env=env).stderr
+        if "labels; next" in said:
+            break
+        assert "queued" in said, said
+        execute()
+    else:
+        raise AssertionError("calc-labels did not finish")
+    run_cli("image", "ccl", "relabel", src, dest, *opts, "--encoding", "raw", "--queue", q, env=env)
+    execute()
+    run_cli("image", "ccl", "clean", src, dest, *opts, env=env)
+    return said
+
+
+def test_passes_through_a_queue(volumes, tmp_path):
+    root, seg, _ = volumes
+    opts = ("--shape", "32,24,12", "--connectivity", "18", "--partitions", "2")
+    said = run_queued(f"file://{root}/seg", f"file://{tmp_path}/cc", f"fq://{tmp_path}/q", *opts)
+    got = ts_read(tmp_path / "cc", 0)[..., 0]
+    want = cc3d.connected_components(seg, connectivity=18)
+    assert_same_components(got, want)
+    contiguous(got)
+    assert f"{got.max()} labels" in said
+    assert not (tmp_path / "cc" / "_ccl").exists()
+
+
+def test_on_s3(volumes, tmp_path, moto, s3_bucket):
+    from conftest import upload_layer
+
+    root, seg, _ = volumes
+    upload_layer(root / "seg", f"{s3_bucket}/seg", compress="gzip")
+    src, dest = f"{s3_bucket}/seg", f"{s3_bucket}/cc"
+    run_queued(src, dest, f"fq://{tmp_path}/q", "--shape", "32,24,12", "--dust", "3", env=moto, calc_here=True)
+    got = CloudVolume(dest, progress=False, fill_missing=False)[:, :, :][..., 0]
+    want = cc3d.dust(cc3d.connected_components(seg, connectivity=6), 3, connectivity=6)
+    assert_same_components(got, want)
+    contiguous(got)
+    run_cli("image", "ccl", "auto", src, f"{s3_bucket}/cc2", "--shape", "32,24,12", "--dust", "3", "--encoding", "raw",
+            env=moto)
+    again = CloudVolume(f"{s3_bucket}/cc2", progress=False, fill_missing=False)[:, :, :][..., 0]
+    assert (again == got).all()  # queued passes and auto: the same labels
+
+
+def one_line_error(proc, *words: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("igneous-like: error:"), proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_bad_input(volumes, tmp_path):
+    root, _, _ = volumes
+    seg, img, dest = f"file://{root}/seg", f"file://{root}/img", f"file://{tmp_path}/cc"
+    one_line_error(run_cli("image", "ccl", "auto", seg, dest, "--threshold-gte", "3", check=False), "segmentation")
+    one_line_error(run_cli("image", "ccl", "faces", img, dest, check=False), "--threshold-gte")
+    one_line_error(run_cli("image", "ccl", "auto", seg, dest, "--shape", "20,16,12", "--chunk-size", "16,16,16",
+                           check=False), "divide")
+    one_line_error(run_cli("image", "ccl", "auto", seg, dest, "--connectivity", "8", check=False))
+    one_line_error(run_cli("image", "ccl", "auto", seg, seg, check=False), "same layer")
+    assert not (tmp_path / "cc").exists(), "nothing written"
+    run_cli("image", "ccl", "faces", seg, dest, "--shape", "20,16,12")
+    one_line_error(run_cli("image", "ccl", "calc-labels", seg, dest, "--shape", "20,16,12", check=False), "links")
+    one_line_error(run_cli("image", "ccl", "links", seg, dest, "--shape", "32,16,12", check=False),
+                   "--shape [20, 16, 12] (now [32, 16, 12])")
+    run_cli("image", "ccl", "links", seg, dest, "--shape", "20,16,12")
+    one_line_error(run_cli("image", "ccl", "relabel", seg, dest, "--shape", "20,16,12", check=False), "calc-labels")
+    assert not (tmp_path / "cc" / "info").exists()
+
+
+def test_every_pass_has_help_with_an_example():
+    from click.testing import CliRunner
+
+    from igneous_like.cli.ccl import ccl
+
+    for name in ("auto", "faces", "links", "calc-labels", "relabel", "clean"):
+        out = CliRunner().invoke(ccl, [name, "--help"])
+        assert out.exit_code == 0 and "Example" in out.output, name

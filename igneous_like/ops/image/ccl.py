@@ -90,6 +90,21 @@ class CclJob:
             return None
         return cell[0] + self.grid[0] * (cell[1] + self.grid[1] * cell[2])
 
+    @property
+    def block_shape(self) -> Vec3:
+        """Tasks per union-find block: about `partitions` spatial blocks of neighbouring tasks,
+        so one round joins everything inside a block and rounds grow with blocks crossed."""
+        k = math.ceil(self.partitions ** (1 / 3) - 1e-9)
+        return vec3(-(-g // min(k, g)) for g in self.grid)
+
+    def block_of(self, ids: np.ndarray) -> np.ndarray:
+        """The union-find block (the partitioning key) of each provisional id's task."""
+        t = np.asarray(ids, np.uint64) >> LOCAL_BITS
+        gx, gy, _ = (np.uint64(g) for g in self.grid)
+        bx, by, bz = (np.uint64(b) for b in self.block_shape)
+        nx, ny = (np.uint64(-(-g // b)) for g, b in zip(self.grid[:2], self.block_shape[:2]))
+        return (t % gx) // bx + nx * (((t // gx) % gy) // by + ny * ((t // (gx * gy)) // bz))
+
     def cell(self, t: int) -> tuple[int, int, int]:
         gx, gy, _ = self.grid
         return (t % gx, (t // gx) % gy, t // (gx * gy))
@@ -289,20 +304,20 @@ def face_edges(job: CclJob, t: int, faces: dict) -> mapreduce.Table:
             vs += [b, a]
             ss += [ls[sl][ok], rs[sr][ok]]
     if not us:
-        return {"label": np.zeros(0, np.uint64), "other": np.zeros(0, np.uint64), "size": np.zeros(0, np.uint64)}
+        return {k: np.zeros(0, np.uint64) for k in ("label", "other", "size", "block")}
     u, v, s = np.concatenate(us), np.concatenate(vs), np.concatenate(ss)
     order = np.lexsort((v, u))
     u, v, s = u[order], v[order], s[order]
     keep = np.ones(len(u), bool)
     keep[1:] = (u[1:] != u[:-1]) | (v[1:] != v[:-1])
-    return {"label": u[keep], "other": v[keep], "size": s[keep]}
+    return {"label": u[keep], "other": v[keep], "size": s[keep], "block": job.block_of(u[keep])}
 
 
 @queueable
 def ccl_links_task(job: dict, t: int) -> None:
     """Equivalence edges across task t's high faces, split by partition of their first id."""
     spec = CclJob(**job)
-    mapreduce.write_partials(spec.layout("edges"), str(t), face_edges(spec, t, {}))
+    mapreduce.write_partials(spec.layout("edges"), str(t), face_edges(spec, t, {}), key="block")
 
 
 def _plan(job: CclJob, name: str, task, prepare=lambda: None, extra: dict | None = None) -> Plan:

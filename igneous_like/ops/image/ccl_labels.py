@@ -2,7 +2,8 @@
 1..N, as steps of P tasks each (P = the job's partitions; igneous_like/mapreduce.py moves rows
 between them). No task holds more than its partition's vertices and edges.
 
-  round r  task p owns the vertices hashed to p, their adjacency and current labels; it lowers
+  round r  task p owns the vertices of the blocks of neighbouring tasks hashed to p (CclJob.block_of),
+           their adjacency and current labels; it lowers
            them with the messages of round r-1, takes the minimum over each connected piece of
            its own adjacency, and sends that minimum to the foreign vertices of the piece.
            A round in which no label fell is a fixed point: every edge's ends agree, so every
@@ -78,7 +79,7 @@ def adjacency(job: CclJob, p: int) -> mapreduce.Table:
         return _get(job, name)
     rows = _gather(job, "edges", [str(t) for t in range(job.tasks)], p)
     if not rows:
-        rows = {"label": np.zeros(0, np.uint64), "other": np.zeros(0, np.uint64), "size": np.zeros(0, np.uint64)}
+        rows = {k: np.zeros(0, np.uint64) for k in ("label", "other", "size", "block")}
     order = np.lexsort((rows["other"], rows["label"]))
     rows = {k: v[order] for k, v in rows.items()}
     u, v = rows["label"], rows["other"]
@@ -108,7 +109,7 @@ def ccl_round_task(job: dict, r: int, p: int) -> None:
     if not len(nodes):
         _put(spec, f"rounds/{r}/labels/{p:05d}.arrow", {"value": labels})
         mapreduce.write_partials(spec.layout(f"rounds/{r}/msgs"), f"p{p:05d}",
-                                 {"label": nodes, "value": nodes.copy()})
+                                 {"label": nodes, "value": nodes.copy(), "block": nodes.copy()}, key="block")
         return _mark(spec, f"round-{r}", p, changes=0)
     a, b = np.searchsorted(nodes, adj["label"]), np.searchsorted(nodes, adj["other"])
     graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(len(nodes), len(nodes)))
@@ -123,7 +124,8 @@ def ccl_round_task(job: dict, r: int, p: int) -> None:
     send = foreign & (low[comp] < nodes)
     _put(spec, f"rounds/{r}/labels/{p:05d}.arrow", {"value": labels})
     mapreduce.write_partials(spec.layout(f"rounds/{r}/msgs"), f"p{p:05d}",
-                             {"label": nodes[send], "value": low[comp][send]})
+                             {"label": nodes[send], "value": low[comp][send], "block": spec.block_of(nodes[send])},
+                             key="block")
     _mark(spec, f"round-{r}", p, changes=int((labels < before).sum()))
 
 

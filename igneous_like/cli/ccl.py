@@ -70,9 +70,7 @@ def auto(ctx, encoding, chunk_size, do_clean, parallel, **kw):
     from igneous_like.ops.image import ccl_labels, ccl_relabel
 
     job = open_job(kw, encoding, chunk_size)
-    from cloudfiles import CloudFiles
-
-    CloudFiles(job.root).delete(list(CloudFiles(job.root).list()))  # auto starts afresh
+    ccl_relabel.clean(job)  # auto starts afresh
     submit(ctx, op.plan_faces(job), None, parallel, False)
     submit(ctx, op.plan_links(job), None, parallel, False)
     _calc_labels(ctx, job, None, parallel)

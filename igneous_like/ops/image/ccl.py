@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Iterator
 
@@ -165,11 +165,8 @@ def load_job(job: CclJob, after: str) -> CclJob:
     made = CloudFiles(job.root).get_json(JOB_FILE)
     if made is not None:
         return job
-    others = []
     cf = CloudFiles(f"{job.dest}/_ccl")
-    for name in _names(cf):
-        if name.endswith("/" + JOB_FILE):
-            others.append(cf.get_json(name))
+    others = [cf.get_json(name) for name in list_names(cf, "jobs/")]  # one small record per job
     mine = asdict(job)
     for other in others:
         if other:
@@ -179,9 +176,10 @@ def load_job(job: CclJob, after: str) -> CclJob:
     raise UserError(f"{after}: no faces output for {job.dest} with these options: run `image ccl faces` first")
 
 
-def _names(cf) -> list[str]:
+def list_names(cf, prefix: str) -> list[str]:
+    """Names under prefix; none when the prefix does not exist yet (file:// raises then)."""
     try:
-        return list(cf.list())
+        return sorted(cf.list(prefix=prefix, flat=True))
     except FileNotFoundError:
         return []
 
@@ -337,6 +335,7 @@ def plan_faces(job: CclJob) -> Plan:
         from cloudfiles import CloudFiles
 
         CloudFiles(job.root).put_json(JOB_FILE, asdict(job))
+        CloudFiles(f"{job.dest}/_ccl").put_json(f"jobs/{job.key}.json", asdict(job))
 
     return _plan(job, "faces", ccl_faces_task, prepare)
 
@@ -351,14 +350,8 @@ def _require(job: CclJob, names: list[str], after: str, before: str) -> None:
     """Refuse to plan `after` while files of the `before` pass are missing."""
     from cloudfiles import CloudFiles
 
-    from igneous_like.ops.image.ccl_labels import list_names
-
     present = set(list_names(CloudFiles(job.root), names[0].split("/")[0] + "/")) if names else set()
     missing = [n for n in names if n not in present]
     if missing:
         raise UserError(f"{after}: {len(missing)} of {len(names)} {before} tasks have not run "
                         f"(e.g. {missing[0]}): run them first")
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(CclJob)]

@@ -27,7 +27,7 @@ from taskqueue import queueable
 
 from igneous_like import mapreduce
 from igneous_like.errors import TaskError, UserError
-from igneous_like.ops.image.ccl import LOCAL_BITS, CclJob, read_faces
+from igneous_like.ops.image.ccl import LOCAL_BITS, CclJob, list_names, read_faces
 from igneous_like.plan import Plan
 
 LOCAL_MASK = np.uint64(0xFFFFFFFF)
@@ -49,14 +49,6 @@ def _get(job: CclJob, name: str) -> mapreduce.Table:
     if data is None:
         raise TaskError(f"calc-labels: missing {job.root}/{name}; run the earlier step first")
     return mapreduce.decode_table(data)
-
-
-def list_names(cf, prefix: str) -> list[str]:
-    """Names under prefix; none when the prefix does not exist yet (file:// raises then)."""
-    try:
-        return list(cf.list(prefix=prefix, flat=True))
-    except FileNotFoundError:
-        return []
 
 
 def _mark(job: CclJob, step: str, p: int, **values) -> None:

@@ -94,13 +94,15 @@ def clean(job: CclJob) -> int:
     cf = CloudFiles(job.root)
     names = list(cf.list())
     cf.delete(names)
+    CloudFiles(f"{job.dest}/_ccl").delete(f"jobs/{job.key}.json")
     local = layers.local_path(f"{job.dest}/_ccl")
     if local:  # file:// leaves the emptied directories behind
         import os
         import shutil
 
         shutil.rmtree(os.path.join(local, job.key), ignore_errors=True)
-        if os.path.isdir(local) and not os.listdir(local):
-            os.rmdir(local)
+        for empty in (os.path.join(local, "jobs"), local):
+            if os.path.isdir(empty) and not os.listdir(empty):
+                os.rmdir(empty)
     return len(names)
 

@@ -9,7 +9,8 @@ snakes through every task and hundreds of thousands of small ones sit on task fa
 equivalence step sees many boundary labels. Each pass is run as a user types it, through a
 FileQueue and one worker (`execute -x`, one process), and timed as its process tree (os.wait4:
 user+system CPU seconds, peak RSS):
-  faces, links, relabel   producer (--queue Q) + execute, summed; RSS the larger
+  faces, links, relabel   producer (--queue Q) + execute, summed; RSS the larger (DEST chunks =
+                          the task shape for both: Igneous refuses writes not aligned to them)
   calc-labels             ours: every union-find step here in one process (-p 1), with
                           --partitions P (default 4); Igneous: its single-machine calc-labels
 The two outputs are checked to be the same components (a one-to-one map between label sets).
@@ -47,12 +48,13 @@ def commands(tool: str, exe: str, src: str, dest: str, q: str, shape: str, parti
         return {"faces": [[exe, "image", "ccl", "faces", src, dest, *job, "--queue", q], run],
                 "links": [[exe, "image", "ccl", "links", src, dest, *job, "--queue", q], run],
                 "calc-labels": [[exe, "-p", "1", "image", "ccl", "calc-labels", src, dest, *job]],
-                "relabel": [[exe, "image", "ccl", "relabel", src, dest, *job, "--queue", q], run]}
+                "relabel": [[exe, "image", "ccl", "relabel", src, dest, *job, "--chunk-size", shape, "--queue", q], run]}
     run = [exe, "-p", "1", "execute", "-x", "-q", q]
     return {"faces": [[exe, "image", "ccl", "faces", src, "--shape", shape, *thr, "--queue", q], run],
             "links": [[exe, "image", "ccl", "links", src, "--shape", shape, *thr, "--queue", q], run],
             "calc-labels": [[exe, "image", "ccl", "calc-labels", src, "--shape", shape]],
-            "relabel": [[exe, "image", "ccl", "relabel", src, dest, "--shape", shape, *thr, "--queue", q], run]}
+            "relabel": [[exe, "image", "ccl", "relabel", src, dest, "--shape", shape, *thr, "--chunk-size", shape,
+                         "--queue", q], run]}
 
 
 def same_components(a_url: str, b_url: str) -> str:

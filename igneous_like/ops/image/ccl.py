@@ -318,7 +318,7 @@ def ccl_links_task(job: dict, t: int) -> None:
     mapreduce.write_partials(spec.layout("edges"), str(t), face_edges(spec, t, {}), key="block")
 
 
-def _plan(job: CclJob, name: str, task, prepare=lambda: None, extra: dict | None = None) -> Plan:
+def plan_tasks(job: CclJob, name: str, task, prepare=lambda: None, extra: dict | None = None) -> Plan:
     def tasks() -> Iterator:
         spec = asdict(job)
         for t in range(job.tasks):
@@ -337,13 +337,13 @@ def plan_faces(job: CclJob) -> Plan:
         CloudFiles(job.root).put_json(JOB_FILE, asdict(job))
         CloudFiles(f"{job.dest}/_ccl").put_json(f"jobs/{job.key}.json", asdict(job))
 
-    return _plan(job, "faces", ccl_faces_task, prepare)
+    return plan_tasks(job, "faces", ccl_faces_task, prepare)
 
 
 def plan_links(job: CclJob) -> Plan:
     load_job(job, "links")
     _require(job, [f"faces/{t}.arrow" for t in range(job.tasks)], "links", "faces")
-    return _plan(job, "links", ccl_links_task)
+    return plan_tasks(job, "links", ccl_links_task)
 
 
 def _require(job: CclJob, names: list[str], after: str, before: str) -> None:

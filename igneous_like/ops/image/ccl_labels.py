@@ -8,12 +8,13 @@ between them). No task holds more than its partition's vertices and edges.
            its own adjacency, and sends that minimum to the foreign vertices of the piece.
            A round in which no label fell is a fixed point: every edge's ends agree, so every
            vertex holds the smallest provisional id of its component (its root).
-  requests task p sends each non-root vertex to its root's task (with its size, for --dust)
-           and marks it as a non-root of its own task.
+  requests task p sends each non-root vertex, with its root, to its own task's partition, and
+           its sizes summed per root to the root's task's partition (for --dust).
   ranks    task p, for the tasks hashed to p: which local ids are kept roots (not merged away,
-           not dust) and their rank; answers each request with its root's rank.
+           not dust) and their rank among them.
   offsets  one small step (the driver): prefix sums of kept roots per task.
-Final id of a kept root = offsets[task] + rank: 1..N, contiguous, the same on every re-run.
+Final id of a kept root = offsets[task] + rank: 1..N, contiguous, the same on every re-run. A
+relabel task reads its non-roots' roots, and the ranks of the few tasks those roots lie in.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def _put(job: CclJob, name: str, table: mapreduce.Table) -> None:
     _cf(job).put(name, mapreduce.encode_table(table), compress=None)
 
 
-def _get(job: CclJob, name: str) -> mapreduce.Table:
+def get_table(job: CclJob, name: str) -> mapreduce.Table:
     data = _cf(job).get(name)
     if data is None:
         raise TaskError(f"calc-labels: missing {job.root}/{name}; run the earlier step first")
@@ -59,7 +60,7 @@ def _sources(job: CclJob) -> list[str]:
     return [f"p{q:05d}" for q in range(job.partitions)]
 
 
-def _gather(job: CclJob, name: str, sources: list[str], p: int) -> mapreduce.Table:
+def gather(job: CclJob, name: str, sources: list[str], p: int) -> mapreduce.Table:
     tables = [t for batch in mapreduce.read_partials(job.layout(name), sources, p) for t in batch]
     return mapreduce.concat(tables)
 
@@ -68,8 +69,8 @@ def adjacency(job: CclJob, p: int) -> mapreduce.Table:
     """Partition p's edges from every links task (deduplicated, sorted), kept for later rounds."""
     name = f"adj/{p:05d}.arrow"
     if _cf(job).exists(name):
-        return _get(job, name)
-    rows = _gather(job, "edges", [str(t) for t in range(job.tasks)], p)
+        return get_table(job, name)
+    rows = gather(job, "edges", [str(t) for t in range(job.tasks)], p)
     if not rows:
         rows = {k: np.zeros(0, np.uint64) for k in ("label", "other", "size", "block")}
     order = np.lexsort((rows["other"], rows["label"]))
@@ -91,10 +92,10 @@ def ccl_round_task(job: dict, r: int, p: int) -> None:
     spec = CclJob(**job)
     adj = adjacency(spec, p)
     own = np.unique(adj["label"])
-    labels = own.copy() if r == 1 else _get(spec, f"rounds/{r - 1}/labels/{p:05d}.arrow")["value"]
+    labels = own.copy() if r == 1 else get_table(spec, f"rounds/{r - 1}/labels/{p:05d}.arrow")["value"]
     before = labels.copy()
     if r > 1:
-        msgs = _gather(spec, f"rounds/{r - 1}/msgs", _sources(spec), p)
+        msgs = gather(spec, f"rounds/{r - 1}/msgs", _sources(spec), p)
         if msgs:
             np.minimum.at(labels, np.searchsorted(own, msgs["label"]), msgs["value"])
     nodes = np.unique(np.concatenate([own, adj["other"]]))
@@ -123,18 +124,20 @@ def ccl_round_task(job: dict, r: int, p: int) -> None:
 
 @queueable
 def ccl_requests_task(job: dict, r: int, p: int) -> None:
-    """Each non-root vertex of partition p: to its root's task (a request, with its size) and to
-    its own task (a non-root mark)."""
+    """Partition p's non-root vertices, to their own task (with their root), and their sizes
+    summed per root, to the root's task (one row per root per partition: a component spanning
+    the volume costs its root's task P rows, not one per member)."""
     spec = CclJob(**job)
     adj = adjacency(spec, p)
     own, first = np.unique(adj["label"], return_index=True)
-    size = adj["size"][first]
-    labels = _get(spec, f"rounds/{r}/labels/{p:05d}.arrow")["value"]
+    labels = get_table(spec, f"rounds/{r}/labels/{p:05d}.arrow")["value"]
     non = labels != own
     name = f"p{p:05d}"
-    mapreduce.write_partials(spec.layout("requests"), name, {"task": labels[non] >> LOCAL_BITS, "root": labels[non],
-                             "member": own[non], "size": size[non]}, key="task")
-    mapreduce.write_partials(spec.layout("nonroots"), name, {"task": own[non] >> LOCAL_BITS, "member": own[non]},
+    mapreduce.write_partials(spec.layout("nonroots"), name,
+                             {"task": own[non] >> LOCAL_BITS, "member": own[non], "root": labels[non]}, key="task")
+    roots, inverse = mapreduce.group(labels[non])
+    sizes = mapreduce.group_sum(inverse, adj["size"][first][non], len(roots))
+    mapreduce.write_partials(spec.layout("sizes"), name, {"task": roots >> LOCAL_BITS, "root": roots, "size": sizes},
                              key="task")
     _mark(spec, "requests", p)
 
@@ -145,36 +148,41 @@ def tasks_of(job: CclJob, p: int) -> np.ndarray:
     return tasks[mapreduce.partition_of(tasks, job.partitions) == p]
 
 
+def by_task(job: CclJob, name: str, p: int, columns: tuple[str, ...]) -> mapreduce.Table:
+    """Partition p's rows of a task-keyed layout, sorted by task (for searchsorted slices)."""
+    rows = gather(job, name, _sources(job), p) or {k: np.zeros(0, np.uint64) for k in columns}
+    order = np.argsort(rows["task"], kind="stable")
+    return {k: v[order] for k, v in rows.items()}
+
+
+def rows_of(rows: mapreduce.Table, t: int) -> slice:
+    return slice(*np.searchsorted(rows["task"], [t, t + 1]))
+
+
+def local(ids: np.ndarray) -> np.ndarray:
+    return (ids & LOCAL_MASK).astype(np.int64)
+
+
 @queueable
 def ccl_ranks_task(job: dict, p: int) -> None:
-    """For each task of partition p: the rank of each kept root (-1 otherwise), and the answer
-    (root task, rank) to every request for one of its roots."""
+    """For each task of partition p: the rank among its kept roots (not merged into another
+    task's component, not dust) of each local id, -1 for the others; its kept-root count."""
     spec = CclJob(**job)
-    req = _gather(spec, "requests", _sources(spec), p) or {k: np.zeros(0, np.uint64) for k in ("task", "root", "member", "size")}
-    non = _gather(spec, "nonroots", _sources(spec), p) or {k: np.zeros(0, np.uint64) for k in ("task", "member")}
-    req_order, non_order = np.argsort(req["task"], kind="stable"), np.argsort(non["task"], kind="stable")
-    req = {k: v[req_order] for k, v in req.items()}
-    non = {k: v[non_order] for k, v in non.items()}
+    non = by_task(spec, "nonroots", p, ("task", "member", "root"))
+    size = by_task(spec, "sizes", p, ("task", "root", "size"))
     mine = tasks_of(spec, p)
-    answers, counts = [], np.zeros(len(mine), np.int64)
+    counts = np.zeros(len(mine), np.int64)
     for i, t in enumerate(mine):
         _, sizes, _ = read_faces(spec, int(t))
         total = sizes.astype(np.uint64)
-        rs = slice(*np.searchsorted(req["task"], [t, t + 1]))
-        ns = slice(*np.searchsorted(non["task"], [t, t + 1]))
-        np.add.at(total, (req["root"][rs] & LOCAL_MASK).astype(np.int64), req["size"][rs])
+        ss = rows_of(size, t)
+        np.add.at(total, local(size["root"][ss]), size["size"][ss])
         keep = total >= max(spec.dust, 1)
         keep[0] = False
-        keep[(non["member"][ns] & LOCAL_MASK).astype(np.int64)] = False
+        keep[local(non["member"][rows_of(non, t)])] = False
         rank = np.where(keep, np.cumsum(keep) - 1, -1).astype(np.int64)
         counts[i] = int(keep.sum())
         _put(spec, f"ranks/{int(t)}.arrow", {"rank": rank})
-        answers.append({"task": req["member"][rs] >> LOCAL_BITS, "member": req["member"][rs],
-                        "root_task": np.full(rs.stop - rs.start, t, np.uint64),
-                        "rank": rank[(req["root"][rs] & LOCAL_MASK).astype(np.int64)]})
-    empty = {"task": np.zeros(0, np.uint64), "member": np.zeros(0, np.uint64),
-             "root_task": np.zeros(0, np.uint64), "rank": np.zeros(0, np.int64)}
-    mapreduce.write_partials(spec.layout("answers"), f"p{p:05d}", mapreduce.concat(answers) or empty, key="task")
     _put(spec, f"counts/{p:05d}.arrow", {"task": mine, "count": counts})
     _mark(spec, "ranks", p)
 
@@ -183,7 +191,7 @@ def write_offsets(job: CclJob) -> int:
     """The last small step: first final id of each task (prefix sums of kept roots); returns N."""
     counts = np.zeros(job.tasks, np.int64)
     for p in range(job.partitions):
-        part = _get(job, f"counts/{p:05d}.arrow")
+        part = get_table(job, f"counts/{p:05d}.arrow")
         counts[part["task"].astype(np.int64)] = part["count"]
     offsets = np.concatenate([[1], 1 + np.cumsum(counts)[:-1]]).astype(np.int64)
     total = int(counts.sum())

@@ -8,7 +8,7 @@ from taskqueue import queueable
 from igneous_like import layers, mapreduce, volume_io
 from igneous_like.errors import UserError
 from igneous_like.ops.image import ccl_labels
-from igneous_like.ops.image.ccl import CclJob, _plan, components, load_job
+from igneous_like.ops.image.ccl import CclJob, components, load_job, plan_tasks
 from igneous_like.plan import Plan
 
 DTYPES = ("uint8", "uint16", "uint32", "uint64")
@@ -48,28 +48,33 @@ def plan_relabel(job: CclJob) -> Plan:
     def prepare() -> None:
         layers.write_info(job.dest, info)
 
-    return _plan(job, "relabel", ccl_relabel_task, prepare,
+    return plan_tasks(job, "relabel", ccl_relabel_task, prepare,
                  {"labels": labels, "dest dtype": info["data_type"], "encoding": job.encoding,
                   "chunk size": ",".join(map(str, job.chunk_size))})
 
 
 def final_ids(job: CclJob, t: int, n: int) -> np.ndarray:
-    """Final id (0 for dust) of each local id 1..n of task t."""
-    rank = ccl_labels._get(job, f"ranks/{t}.arrow")["rank"]
-    offsets = ccl_labels._get(job, "offsets.arrow")["offset"]
+    """Final id (0 for dust) of each local id 0..n of task t: its own kept roots from its ranks,
+    its non-roots from the ranks of their roots' tasks (read one task at a time)."""
+    from igneous_like.errors import TaskError
+
+    get = ccl_labels.get_table
+    offsets = get(job, "offsets.arrow")["offset"]
+    rank = get(job, f"ranks/{t}.arrow")["rank"]
+    if len(rank) != n + 1:
+        raise TaskError(f"relabel: task {t} has {n} components but calc-labels saw {len(rank) - 1}: the source changed")
     ids = np.where(rank >= 0, offsets[t] + rank, 0).astype(np.uint64)
     p = int(mapreduce.partition_of(np.array([t], np.uint64), job.partitions)[0])
-    ans = ccl_labels._gather(job, "answers", ccl_labels._sources(job), p)
-    if ans:
-        mine = ans["task"] == np.uint64(t)
-        local = (ans["member"][mine] & ccl_labels.LOCAL_MASK).astype(np.int64)
-        root_task, root_rank = ans["root_task"][mine].astype(np.int64), ans["rank"][mine]
-        ids[local] = np.where(root_rank >= 0, offsets[root_task] + root_rank, 0).astype(np.uint64)
+    non = ccl_labels.by_task(job, "nonroots", p, ("task", "member", "root"))
+    rows = ccl_labels.rows_of(non, t)
+    member, root = ccl_labels.local(non["member"][rows]), non["root"][rows]
+    root_task = (root >> ccl_labels.LOCAL_BITS).astype(np.int64)
+    for other in np.unique(root_task):
+        these = root_task == other
+        other_rank = rank if other == t else get(job, f"ranks/{int(other)}.arrow")["rank"]
+        got = other_rank[ccl_labels.local(root[these])]
+        ids[member[these]] = np.where(got >= 0, offsets[other] + got, 0).astype(np.uint64)
     ids[0] = 0
-    if len(ids) != n + 1:
-        from igneous_like.errors import TaskError
-
-        raise TaskError(f"relabel: task {t} has {n} components but calc-labels saw {len(ids) - 1}: the source changed")
     return ids
 
 

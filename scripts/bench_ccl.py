@@ -30,13 +30,21 @@ from bench import ensure_reference, measure, our_exe  # noqa: E402
 PASSES = ("faces", "links", "calc-labels", "relabel")
 
 
-def make_volume(url: str, size: tuple[int, int, int]) -> None:
-    import numpy as np
+MAKE_VOLUME = """
+import sys, numpy as np
+from igneous_like import sample
+size = tuple(int(v) for v in sys.argv[2].split(","))
+img = np.random.default_rng(0).integers(0, 256, size=size, dtype=np.uint8)
+sample.write_layer(sys.argv[1], np.asfortranarray(img), "image", chunk=(64, 64, 64))
+"""
 
-    from igneous_like import sample
 
-    img = np.random.default_rng(0).integers(0, 256, size=size, dtype=np.uint8)
-    sample.write_layer(url, np.asfortranarray(img), "image", chunk=(64, 64, 64))
+def make_volume(url: str, size: str) -> None:
+    """Written by a child process: a forked child inherits its parent's peak RSS, so the bench
+    process must stay small for the measured commands' peaks to be their own."""
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", MAKE_VOLUME, url, size], check=True)
 
 
 def commands(tool: str, exe: str, src: str, dest: str, q: str, shape: str, partitions: int) -> dict[str, list[list[str]]]:
@@ -76,13 +84,15 @@ def main() -> None:
     ap.add_argument("--shape", default="64,64,64")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--out", default="/tmp/bench_ccl")
+    ap.add_argument("--calc-labels-only", action="store_true",
+                    help="Run faces and links here without a queue, unmeasured; measure calc-labels only "
+                         "(larger volumes in less time: the union-find's memory against the boundary labels).")
     args = ap.parse_args()
-    size = tuple(int(v) for v in args.size.split(","))
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     src = f"file://{out}/noise"
-    make_volume(src, size)  # type: ignore[arg-type]
+    make_volume(src, args.size)
     exes = {"ours": str(our_exe()), "theirs": str(ensure_reference())}
     results: dict[str, dict[str, dict[str, float]]] = {}
     for tool, exe in exes.items():
@@ -92,12 +102,27 @@ def main() -> None:
         cmds = commands(tool, exe, tsrc, f"file://{out}/cc-{tool}", f"fq://{out}/q-{tool}", args.shape, args.partitions)
         results[tool] = {}
         for name in PASSES:
+            if args.calc_labels_only and name != "calc-labels":
+                if name == "relabel":
+                    continue
+                cmds[name] = [[c for c in cmds[name][0] if not c.startswith("fq://")][:-1]]  # no --queue: run here
+                bad = [r for r in [measure(cmds[name][0], out / "logs" / f"{tool}-{name}.log")] if r.rc]
+                if bad:
+                    sys.exit(f"bench_ccl: {tool} {name} failed, see {bad[0].log}")
+                continue
             runs = [measure(cmd, out / "logs" / f"{tool}-{name}-{i}.log") for i, cmd in enumerate(cmds[name])]
             bad = [r for r in runs if r.rc != 0]
             if bad:
                 sys.exit(f"bench_ccl: {tool} {name} failed, see {bad[0].log}")
             results[tool][name] = {"cpu": sum(r.cpu for r in runs), "wall": sum(r.wall for r in runs),
                                    "rss_mib": max(r.rss_mib for r in runs)}
+    if args.calc_labels_only:
+        o, t = results["ours"]["calc-labels"], results["theirs"]["calc-labels"]
+        print(f"volume {args.size} noise >= 128, task shape {args.shape}, ours --partitions {args.partitions}; calc-labels: "
+              f"cpu {o['cpu']:.2f} / {t['cpu']:.2f} s, wall {o['wall']:.2f} / {t['wall']:.2f} s, "
+              f"peak RSS {o['rss_mib']:.0f} / {t['rss_mib']:.0f} MiB (ours / theirs)")
+        (out / "bench_ccl.json").write_text(json.dumps({"results": results, "args": vars(args)}, indent=1))
+        return
     check = same_components(f"file://{out}/cc-ours", f"file://{out}/cc-theirs")
     print(f"volume {args.size} noise >= 128, task shape {args.shape}, ours --partitions {args.partitions}: {check}")
     print(f"{'pass':12} {'cpu ours':>9} {'theirs':>8} {'ratio':>6} {'wall ours':>10} {'theirs':>8} {'ratio':>6} "

@@ -96,7 +96,7 @@ def test_threshold_dust_and_rerun_same_bytes(volumes, tmp_path):
     want = cc3d.dust(want, 40, connectivity=26)
     assert_same_components(got, want)
     contiguous(got)
-    run_cli(*args, "--partitions", "1")  # other partitions: same labels, same bytes
+    run_cli(*args, "--partitions", "3")  # other partitions (default 1 here): same labels, same bytes
     again = {p.name: p.read_bytes() for p in (tmp_path / "cc").rglob("*") if p.is_file()}
     assert again == first
 
@@ -189,3 +189,19 @@ def test_every_pass_has_help_with_an_example():
     for name in ("auto", "faces", "links", "calc-labels", "relabel", "clean"):
         out = CliRunner().invoke(ccl, [name, "--help"])
         assert out.exit_code == 0 and "Example" in out.output, name
+
+
+def test_fill_missing(volumes, tmp_path):
+    import shutil
+
+    root, seg, _ = volumes
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    (tmp_path / "seg" / "8_8_40" / "16-32_0-16_0-8").unlink()
+    args = ["image", "ccl", "auto", f"file://{tmp_path}/seg", f"file://{tmp_path}/cc", "--shape", "32,24,12",
+            "--encoding", "raw"]
+    failed = run_cli(*args, check=False)
+    assert failed.returncode == 1 and "missing" in failed.stderr
+    run_cli(*args, "--fill-missing")
+    want = seg.copy()
+    want[16:32, 0:16, 0:8] = 0
+    assert_same_components(ts_read(tmp_path / "cc", 0)[..., 0], cc3d.connected_components(want, connectivity=6))

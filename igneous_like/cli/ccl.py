@@ -67,12 +67,12 @@ def auto(ctx, encoding, chunk_size, do_clean, parallel, **kw):
       igneous-like image ccl auto file://data/prob file://data/cc --threshold-gte 128
     """
     from igneous_like.ops.image import ccl as op
-    from igneous_like.ops.image import ccl_labels, ccl_relabel
+    from igneous_like.ops.image import ccl_labels, ccl_links, ccl_relabel
 
     job = open_job(kw, encoding, chunk_size)
     ccl_relabel.clean(job)  # auto starts afresh
     submit(ctx, op.plan_faces(job), None, parallel, False)
-    submit(ctx, op.plan_links(job), None, parallel, False)
+    submit(ctx, ccl_links.plan_links(job), None, parallel, False)
     _calc_labels(ctx, job, None, parallel)
     submit(ctx, ccl_relabel.plan_relabel(job), None, parallel, False)
     labels = ccl_labels.label_count(job)
@@ -112,9 +112,9 @@ def links(ctx, queue, parallel, **kw):
       igneous-like image ccl links file://data/seg file://data/seg-cc --queue fq://q
       igneous-like execute fq://q -p 4 -x
     """
-    from igneous_like.ops.image import ccl as op
+    from igneous_like.ops.image import ccl_links
 
-    submit(ctx, op.plan_links(open_job(kw)), queue, parallel, False)
+    submit(ctx, ccl_links.plan_links(open_job(kw)), queue, parallel, False)
 
 
 @ccl.command("calc-labels")

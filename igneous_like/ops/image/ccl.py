@@ -5,6 +5,7 @@ Passes (each a queueable command; `auto` chains them here):
   faces   per task: cc3d of the box; write its component sizes, source values and face planes
   links   per task: pair its high faces with the neighbours' low faces (diagonals included for
           18/26), write equivalence edges of provisional ids (task << 32 | local id) by partition
+          (ops/image/ccl_links.py)
   calc-labels  the partitioned union-find and the numbering (ops/image/ccl_labels.py)
   relabel per task: cc3d again, map local ids to final ids, write DEST
 Intermediate files live in DEST/_ccl/KEY, KEY a hash of the options that shape them, so a run
@@ -24,7 +25,7 @@ from taskqueue import queueable
 
 from igneous_like import layers, mapreduce, volume_io
 from igneous_like.errors import UserError
-from igneous_like.grid import Box, Vec3, grid_boxes, vec3
+from igneous_like.grid import Box, Vec3, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 
 DEFAULT_SHAPE = (512, 512, 512)
@@ -34,8 +35,7 @@ EDGE_ROW_BYTES = 24
 LOCAL_BITS = np.uint64(32)
 NOT_IN_KEY = ("encoding", "chunk_size")  # options that only shape DEST, not the intermediates
 JOB_FILE = "job.json"
-OFFSETS = {6: [(0, 0)], 18: [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)],
-           26: [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]}
+CONNECTIVITIES = (6, 18, 26)
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def open_job(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, conne
         raise UserError(f"{src} is a segmentation: --threshold-gte/--threshold-lte apply to images only")
     if info["type"] != "segmentation" and not thresholded:
         raise UserError(f"{src} is an image: give --threshold-gte and/or --threshold-lte to choose the foreground")
-    if connectivity not in OFFSETS:
+    if connectivity not in CONNECTIVITIES:
         raise UserError(f"--connectivity must be 6, 18 or 26, got {connectivity}")
     if dust < 0:
         raise UserError(f"--dust must not be negative, got {dust}")
@@ -249,75 +249,6 @@ def read_faces(job: CclJob, t: int) -> tuple[list[np.ndarray], np.ndarray, np.nd
     return planes, rest[:half], rest[half:]
 
 
-def _assemble(job: CclJob, faces: dict, t: int, axis: int, high: bool) -> tuple[np.ndarray, ...]:
-    """Global ids, values and sizes on one plane at task t's high `axis` face: t's last layer
-    (high=False) or the next tasks' first layer (high=True), over t's extent in the other two
-    axes grown by one voxel, so diagonal neighbours (18/26) are seen too."""
-    others = [a for a in range(3) if a != axis]
-    box, bounds = job.box(t), Box.from_list(job.bounds)
-    lo = [box.start[a] for a in others]
-    hi = [min(box.stop[a] + 1, bounds.stop[a]) for a in others]
-    shape = (hi[0] - lo[0], hi[1] - lo[1])
-    ids = np.zeros(shape, np.uint64)
-    vals, sizes = np.zeros(shape, np.uint64), np.zeros(shape, np.uint64)
-    base = list(job.cell(t))
-    base[axis] += 1 if high else 0
-    for db in (0, 1):
-        for dc in (0, 1):
-            cell = list(base)
-            cell[others[0]] += db
-            cell[others[1]] += dc
-            n = job.index(tuple(cell))
-            if n is None:
-                continue
-            if n not in faces:
-                faces[n] = read_faces(job, n)
-            planes, size, value = faces[n]
-            local = planes[2 * axis + (0 if high else 1)]
-            nb = job.box(n)
-            a0, a1 = max(nb.start[others[0]], lo[0]), min(nb.stop[others[0]], hi[0])
-            b0, b1 = max(nb.start[others[1]], lo[1]), min(nb.stop[others[1]], hi[1])
-            part = local[a0 - nb.start[others[0]]:a1 - nb.start[others[0]], b0 - nb.start[others[1]]:b1 - nb.start[others[1]]]
-            where = (slice(a0 - lo[0], a1 - lo[0]), slice(b0 - lo[1], b1 - lo[1]))
-            ids[where] = np.where(part > 0, (np.uint64(n) << LOCAL_BITS) | part, 0)
-            vals[where], sizes[where] = value[part], size[part]
-    return ids, vals, sizes
-
-
-def face_edges(job: CclJob, t: int, faces: dict) -> mapreduce.Table:
-    """Equivalences across task t's three high faces, both directions, with each row's size."""
-    us, vs, ss = [], [], []
-    box, bounds = job.box(t), Box.from_list(job.bounds)
-    for axis in range(3):
-        if box.stop[axis] >= bounds.stop[axis]:
-            continue
-        li, lv, ls = _assemble(job, faces, t, axis, high=False)
-        ri, rv, rs = _assemble(job, faces, t, axis, high=True)
-        for db, dc in OFFSETS[job.connectivity]:
-            sl = (slice(max(0, -db), li.shape[0] - max(0, db)), slice(max(0, -dc), li.shape[1] - max(0, dc)))
-            sr = (slice(max(0, db), li.shape[0] - max(0, -db)), slice(max(0, dc), li.shape[1] - max(0, -dc)))
-            ok = (li[sl] > 0) & (ri[sr] > 0) & (lv[sl] == rv[sr])
-            a, b = li[sl][ok], ri[sr][ok]
-            us += [a, b]
-            vs += [b, a]
-            ss += [ls[sl][ok], rs[sr][ok]]
-    if not us:
-        return {k: np.zeros(0, np.uint64) for k in ("label", "other", "size", "block")}
-    u, v, s = np.concatenate(us), np.concatenate(vs), np.concatenate(ss)
-    order = np.lexsort((v, u))
-    u, v, s = u[order], v[order], s[order]
-    keep = np.ones(len(u), bool)
-    keep[1:] = (u[1:] != u[:-1]) | (v[1:] != v[:-1])
-    return {"label": u[keep], "other": v[keep], "size": s[keep], "block": job.block_of(u[keep])}
-
-
-@queueable
-def ccl_links_task(job: dict, t: int) -> None:
-    """Equivalence edges across task t's high faces, split by partition of their first id."""
-    spec = CclJob(**job)
-    mapreduce.write_partials(spec.layout("edges"), str(t), face_edges(spec, t, {}), key="block")
-
-
 def plan_tasks(job: CclJob, name: str, task, prepare=lambda: None, extra: dict | None = None) -> Plan:
     def tasks() -> Iterator:
         spec = asdict(job)
@@ -340,13 +271,7 @@ def plan_faces(job: CclJob) -> Plan:
     return plan_tasks(job, "faces", ccl_faces_task, prepare)
 
 
-def plan_links(job: CclJob) -> Plan:
-    load_job(job, "links")
-    _require(job, [f"faces/{t}.arrow" for t in range(job.tasks)], "links", "faces")
-    return plan_tasks(job, "links", ccl_links_task)
-
-
-def _require(job: CclJob, names: list[str], after: str, before: str) -> None:
+def require(job: CclJob, names: list[str], after: str, before: str) -> None:
     """Refuse to plan `after` while files of the `before` pass are missing."""
     from cloudfiles import CloudFiles
 

@@ -49,7 +49,12 @@ def open_job(kw: dict, encoding: str | None = None, chunk_size=None):
 @click.group()
 def ccl() -> None:
     """Connected components labelling: each connected piece of each label (or of a thresholded
-    image's foreground) becomes one label 1..N in DEST."""
+    image's foreground) becomes one label 1..N in DEST.
+
+    \b
+    Example:
+      igneous-like image ccl auto file://data/seg file://data/seg-cc
+    """
 
 
 @ccl.command()

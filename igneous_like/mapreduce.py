@@ -61,8 +61,8 @@ def choose_partitions(estimated_rows: float, row_bytes: float, memory: float) ->
 
 
 def box_name(box: Box | str) -> str:
-    """x0-x1_y0-y1_z0-z1, as Precomputed names chunks. A map task that is not a box (a row
-    range of a table, say) is named by its own string."""
+    """x0-x1_y0-y1_z0-z1, as Precomputed names chunks. A map source that is not a box (a row
+    range of a table, a reduce task feeding the next round) names itself."""
     if isinstance(box, str):
         return box
     return "_".join(f"{a}-{b}" for a, b in zip(box.start, box.stop))
@@ -75,10 +75,10 @@ class Layout:
     root: str
     partitions: int
 
-    def partial_path(self, box: Box, partition: int) -> str:
+    def partial_path(self, box: Box | str, partition: int) -> str:
         return f"p{partition:05d}/{box_name(box)}.arrow"
 
-    def done_path(self, box: Box) -> str:
+    def done_path(self, box: Box | str) -> str:
         return f"done/{box_name(box)}.json"
 
 
@@ -101,7 +101,7 @@ def decode_table(data: bytes) -> Table:
     return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
-def write_partials(layout: Layout, box: Box, table: Table, key: str = KEY) -> None:
+def write_partials(layout: Layout, box: Box | str, table: Table, key: str = KEY) -> None:
     """A map task's output: its rows split by partition, one file per partition (empty ones
     included), then the done marker (written last: its presence means the task finished)."""
     from cloudfiles import CloudFiles
@@ -124,7 +124,7 @@ def write_partials(layout: Layout, box: Box, table: Table, key: str = KEY) -> No
     cf.put(layout.done_path(box), json.dumps(done, sort_keys=True).encode(), compress=None)
 
 
-def read_partials(layout: Layout, boxes: Iterable[Box], partition: int, batch: int = READ_BATCH) -> Iterator[list[Table]]:
+def read_partials(layout: Layout, boxes: Iterable[Box | str], partition: int, batch: int = READ_BATCH) -> Iterator[list[Table]]:
     """One partition's partial tables, `batch` files at a time; a missing file is an error."""
     from cloudfiles import CloudFiles
 

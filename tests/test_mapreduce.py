@@ -106,3 +106,19 @@ def test_arrow_round_trip_keeps_dtypes():
     back = mapreduce.decode_table(mapreduce.encode_table(table))
     for name, col in table.items():
         assert back[name].dtype == col.dtype and (back[name] == col).all()
+
+
+def test_named_sources_and_another_key(tmp_path):
+    """A reduce task can feed the next round: sources named by a string, rows split by any
+    uint64 column (here a block id that groups several labels in one partition)."""
+    layout = mapreduce.Layout(f"file://{tmp_path}/job", partitions=4)
+    rows = {"label": np.arange(20, dtype=np.uint64), "block": np.arange(20, dtype=np.uint64) // 5}
+    mapreduce.write_partials(layout, "p00001", rows, key="block")
+    assert (tmp_path / "job" / "p00003" / "p00001.arrow").exists()
+    assert mapreduce.missing_maps(layout, ["p00001", "p00002"]) == ["p00002"]
+    seen = []
+    for p in range(4):
+        part = mapreduce.concat([t for b in mapreduce.read_partials(layout, ["p00001"], p) for t in b])
+        assert (mapreduce.partition_of(part["block"], 4) == p).all()
+        seen += part["label"].tolist()
+    assert sorted(seen) == list(range(20))

@@ -190,6 +190,7 @@ def roi(layer, mip, suppress_faint, dust, max_axial_len, z_step):
 from igneous_like.cli.contrast import contrast  # noqa: E402
 from igneous_like.cli.image_io import create, export, import_  # noqa: E402
 from igneous_like.cli.image_stats import stats, voxels  # noqa: E402
+from igneous_like.cli.ccl import ccl  # noqa: E402
 
-for _command in (import_, create, export, contrast, stats, voxels):
+for _command in (import_, create, export, contrast, stats, voxels, ccl):
     image.add_command(_command)

@@ -1,0 +1,113 @@
+"""image ccl relabel and clean: write DEST from the final numbering of calc-labels (DEST's dtype
+the smallest that holds N and that its encoding takes), then remove the job's intermediates."""
+from __future__ import annotations
+
+import numpy as np
+from taskqueue import queueable
+
+from igneous_like import layers, mapreduce, volume_io
+from igneous_like.errors import UserError
+from igneous_like.ops.image import ccl_labels
+from igneous_like.ops.image.ccl import CclJob, components, load_job, plan_tasks
+from igneous_like.plan import Plan
+
+DTYPES = ("uint8", "uint16", "uint32", "uint64")
+
+
+def dest_dtype(labels: int, encoding: str) -> str:
+    """The smallest unsigned dtype that holds 0..labels and that the encoding can store."""
+    for dtype in DTYPES:
+        if labels <= np.iinfo(dtype).max and dtype in layers.ENCODING_DTYPES[encoding]:
+            return dtype
+    return "uint64"
+
+
+def dest_info(job: CclJob, labels: int) -> dict:
+    """DEST's info: SRC's geometry at --mip as DEST's only scale, a segmentation."""
+    from cloudvolume import CloudVolume
+
+    src = layers.read_info(job.src)["scales"][job.mip]
+    info = CloudVolume.create_new_info(
+        num_channels=1, layer_type="segmentation", data_type=dest_dtype(labels, job.encoding),
+        encoding=job.encoding, resolution=src["resolution"], voxel_offset=src["voxel_offset"],
+        volume_size=src["size"], chunk_size=job.chunk_size,
+        compressed_segmentation_block_size=(8, 8, 8) if job.encoding == "compressed_segmentation" else None,
+    )
+    return info
+
+
+def plan_relabel(job: CclJob) -> Plan:
+    """Relabel tasks, once calc-labels has finished; DEST's info written first."""
+    load_job(job, "relabel")
+    labels = ccl_labels.label_count(job)
+    if labels is None:
+        raise UserError("relabel: calc-labels has not finished for these options: run `image ccl calc-labels` "
+                        "until it reports the label count")
+    info = dest_info(job, labels)
+
+    def prepare() -> None:
+        layers.write_info(job.dest, info)
+
+    return plan_tasks(job, "relabel", ccl_relabel_task, prepare,
+                 {"labels": labels, "dest dtype": info["data_type"], "encoding": job.encoding,
+                  "chunk size": ",".join(map(str, job.chunk_size))})
+
+
+def final_ids(job: CclJob, t: int, n: int) -> np.ndarray:
+    """Final id (0 for dust) of each local id 0..n of task t: its own kept roots from its ranks,
+    its non-roots from the ranks of their roots' tasks (read one task at a time)."""
+    from igneous_like.errors import TaskError
+
+    get = ccl_labels.get_table
+    offsets = get(job, "offsets.arrow")["offset"]
+    rank = get(job, f"ranks/{t}.arrow")["rank"]
+    if len(rank) != n + 1:
+        raise TaskError(f"relabel: task {t} has {n} components but calc-labels saw {len(rank) - 1}: the source changed")
+    ids = np.where(rank >= 0, offsets[t] + rank, 0).astype(np.uint64)
+    p = int(mapreduce.partition_of(np.array([t], np.uint64), job.partitions)[0])
+    non = ccl_labels.by_task(job, "nonroots", p, ("task", "member", "root"))
+    rows = ccl_labels.rows_of(non, t)
+    member, root = ccl_labels.local(non["member"][rows]), non["root"][rows]
+    root_task = (root >> ccl_labels.LOCAL_BITS).astype(np.int64)
+    for other in np.unique(root_task):
+        these = root_task == other
+        other_rank = rank if other == t else get(job, f"ranks/{int(other)}.arrow")["rank"]
+        got = other_rank[ccl_labels.local(root[these])]
+        ids[member[these]] = np.where(got >= 0, offsets[other] + got, 0).astype(np.uint64)
+    ids[0] = 0
+    return ids
+
+
+@queueable
+def ccl_relabel_task(job: dict, t: int) -> None:
+    """Label the box again (cc3d is deterministic) and write it with final ids."""
+    spec = CclJob(**job)
+    box = spec.box(t)
+    cc, n, _ = components(spec, box)
+    info = layers.read_info(spec.dest)
+    ids = final_ids(spec, t, n).astype(info["data_type"])
+    out = ids[cc]
+    del cc
+    compress = layers.normalize_compress(None, spec.dest)
+    volume_io.write(spec.dest, info, 0, box, out, compress, False, 0)
+
+
+def clean(job: CclJob) -> int:
+    """Delete the job directory (DEST/_ccl/KEY); returns the number of files removed."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(job.root)
+    names = list(cf.list())
+    cf.delete(names)
+    CloudFiles(f"{job.dest}/_ccl").delete(f"jobs/{job.key}.json")
+    local = layers.local_path(f"{job.dest}/_ccl")
+    if local:  # file:// leaves the emptied directories behind
+        import os
+        import shutil
+
+        shutil.rmtree(os.path.join(local, job.key), ignore_errors=True)
+        for empty in (os.path.join(local, "jobs"), local):
+            if os.path.isdir(empty) and not os.listdir(empty):
+                os.rmdir(empty)
+    return len(names)
+

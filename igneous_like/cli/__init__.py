@@ -89,7 +89,19 @@ cli.add_command(annotation)
 
 
 def main() -> None:
-    cli(prog_name="igneous-like")
+    try:
+        cli(prog_name="igneous-like")
+        code = 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    # The command is done and its output written. Skip the interpreter's teardown: thread pools
+    # of C++ libraries (pyarrow, tensorstore) sometimes abort it ("terminate called without an
+    # active exception", exit -6) in a process that forked workers, turning success into failure.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @cli.command()

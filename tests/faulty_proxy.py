@@ -1,13 +1,13 @@
 """A small fault-injecting HTTP proxy for tests: it forwards to an S3 server (moto) and fails the
-first `failures` attempts at each (method, object) pair, alternating an HTTP 503, a 429-style
-SlowDown throttle and a connection reset, so every request must be retried to succeed. The
-choice depends only on the request, never on timing, so a run is reproducible."""
+first `failures` attempts at each (method, object) pair, so every request must be retried to
+succeed. The faults take turns: an HTTP 503, a 429-style SlowDown throttle, a connection reset.
+Which object gets which kind can vary with the order of concurrent requests; how many faults each
+object gets does not."""
 from __future__ import annotations
 
 import http.client
 import socket
 import threading
-import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -44,7 +44,9 @@ class FaultyProxy:
             self.seen[key] += 1
             if self.seen[key] > self.failures:
                 return None
-            kind = KINDS[zlib.crc32(f"{key}{self.seen[key]}".encode()) % len(KINDS)]
+            # kinds in turn over all injected faults: with 3 or more, every kind is exercised
+            # whatever objects the task happens to request
+            kind = KINDS[sum(self.injected.values()) % len(KINDS)]
             self.injected[kind] += 1
             return kind
 

@@ -99,6 +99,16 @@ def axes_from_letters(letters: str, ndim: int, path: str) -> str:
     return out
 
 
+def fixed_axes(shape: tuple[int, ...], where: str, axes3: str, axes4: str) -> str:
+    """The axes of a source whose format fixes them: axes3 for 3D data, axes4 (with a channel
+    axis) for 4D; anything else is a one-line error."""
+    if len(shape) < 3:
+        raise UserError(f"{where} is {len(shape)}D ({'x'.join(map(str, shape))}); import takes a 3D volume")
+    if len(shape) > 4:
+        raise UserError(f"{where} is {len(shape)}D; import takes {','.join(axes3)} or {','.join(axes4)}")
+    return axes3 if len(shape) == 3 else axes4
+
+
 def check_axes(axes: str, shape: tuple[int, ...], path: str) -> str:
     """Drop singleton extra axes (t); require x, y and z exactly once and at most one channel axis."""
     if "z" not in axes and len(axes) == 2:

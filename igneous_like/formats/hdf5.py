@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from igneous_like.errors import UserError
-from igneous_like.formats.base import ACCESS_XYZ, Source, check_dtype, to_nm
+from igneous_like.formats.base import ACCESS_XYZ, Source, check_dtype, fixed_axes, to_nm
 
 
 def list_datasets(path: str) -> dict[str, tuple]:
@@ -68,11 +68,7 @@ def open_hdf5(path: str, dataset: str | None = None) -> Source:
         raise
     except Exception as exc:
         raise UserError(f"cannot read {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    if len(shape) < 3:
-        raise UserError(f"{path}:{name} is {len(shape)}D ({'x'.join(map(str, shape))}); import takes a 3D volume")
-    if len(shape) > 4:
-        raise UserError(f"{path}:{name} is {len(shape)}D; import takes z,y,x or z,y,x,c")
-    axes = "zyx" if len(shape) == 3 else "zyxc"
+    axes = fixed_axes(shape, f"{path}:{name}", "zyx", "zyxc")
     resolution, where = element_size(attrs)
     # chunked or contiguous, HDF5 reads any hyperslab without decoding the rest
     return Source(path, f"HDF5 dataset /{name}", H5Array(path, name, shape, dtype), axes, dtype, resolution, where,

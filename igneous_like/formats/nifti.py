@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from igneous_like.errors import UserError
-from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, to_nm
+from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, fixed_axes, to_nm
 
 
 class NiftiArray:
@@ -41,11 +41,7 @@ def open_nifti(path: str) -> Source:
         raise
     except Exception as exc:
         raise UserError(f"cannot read {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    if len(shape) < 3:
-        raise UserError(f"{path} is {len(shape)}D; import takes a 3D volume")
-    if len(shape) > 4:
-        raise UserError(f"{path} is {len(shape)}D; import takes x,y,z or x,y,z,c")
-    axes = "xyz" if len(shape) == 3 else "xyzc"
+    axes = fixed_axes(shape, path, "xyz", "xyzc")
     unit = {"meter": "m", "mm": "mm", "micron": "um"}.get(unit, unit)
     resolution = to_nm(zooms, unit, path) if unit and unit != "unknown" else None
     where = f"NIfTI header pixdim ({unit})" if resolution else "none"

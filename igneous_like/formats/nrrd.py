@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from igneous_like.errors import UserError
-from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, to_nm
+from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, fixed_axes, to_nm
 
 
 class NrrdArray:
@@ -59,11 +59,7 @@ def open_nrrd(path: str) -> Source:
         raise
     except Exception as exc:
         raise UserError(f"cannot read {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    if len(shape) < 3:
-        raise UserError(f"{path} is {len(shape)}D; import takes a 3D volume")
-    if len(shape) > 4:
-        raise UserError(f"{path} is {len(shape)}D; import takes x,y,z or c,x,y,z")
-    axes = "xyz" if len(shape) == 3 else "cxyz"
+    axes = fixed_axes(shape, path, "xyz", "cxyz")
     raw = header.get("encoding") == "raw" and "data file" not in header and "datafile" not in header
     resolution, where = physical_size(header, path)
     array = NrrdArray(path, shape, file_dtype, offset if raw else None)

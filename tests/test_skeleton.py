@@ -237,3 +237,40 @@ def test_min_cable_length_drops_short_pieces_of_a_label(tmp_path):
     verts, edges, _ = parse_skeleton((sdir / str(TUBE)).read_bytes(), info["vertex_attributes"])
     assert components_and_cycles(len(verts), edges) == (1, False)
     assert abs(cable(verts, edges) / (150 * 16) - 1) < 0.10
+
+
+def test_tick_removal_never_splits_a_tree():
+    """kimimaro's remove_ticks (run by Igneous's merge too) files an inner path as a tick once a
+    branch point between two forks drops to two edges, and cuts the tree in two. Here: forks A and
+    C with two long arms each, B between them with one short tick; after the tick goes, A-B-C is
+    the shortest "tick". Our merge keeps one tree with kimimaro's other cuts."""
+    import kimimaro
+    from igneous_like import skeletons
+
+    pts, edges = [], []
+
+    def line(a, b, steps):  # vertices from a (excluded when already there) to b, joined in a chain
+        start = len(pts)
+        for t in np.linspace(0, 1, steps + 1)[1:]:
+            pts.append(np.asarray(a) + t * (np.asarray(b) - np.asarray(a)))
+        return start
+
+    pts.append(np.zeros(3))  # A, index 0
+    line((0, 0, 0), (0, 0, 20), 2)  # A..B (B at index 2)
+    line((0, 0, 20), (0, 0, 40), 2)  # B..C (C at index 4)
+    edges += [(0, 1), (1, 2), (2, 3), (3, 4)]
+    for fork, centre, arms in ((0, (0, 0, 0), [(-1000, 0, 0), (0, -1000, 0)]), (4, (0, 0, 40), [(1000, 0, 40), (0, 1000, 40)]),
+                               (2, (0, 0, 20), [(5, 0, 20)])):
+        for end in arms:
+            steps = max(int(np.linalg.norm(np.subtract(end, centre)) // 100), 1)
+            first = line(centre, end, steps)
+            edges.append((fork, first))
+            edges += [(i, i + 1) for i in range(first, len(pts) - 1)]
+    parts = [skeletons.Skel(np.asarray(pts, np.float32), np.asarray(edges, np.uint32),
+                            {"radius": np.full(len(pts), 2, np.float32)})]
+    label = 7
+    theirs = kimimaro.postprocess(skeletons.to_osteoid(parts[0], label), dust_threshold=0, tick_threshold=100)
+    assert len(theirs.components()) == 2  # the library's cut, which this test guards against
+    ours = skeletons.merge_fragments(parts, label, ["radius"], tick_threshold=100, min_cable_length=0)
+    assert components_and_cycles(len(ours.vertices), ours.edges) == (1, False)
+    assert 4000 < skeletons.cable_length(ours) <= 4000 + 40 + 1e-3  # the four arms and A..C, no tick

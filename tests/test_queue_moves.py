@@ -139,6 +139,8 @@ def is_json(path) -> bool:
 
 
 def test_a_move_killed_mid_write_leaves_no_partial_task_to_lease(tmp_path):
+    import os
+
     from taskqueue import QueueEmptyError, TaskQueue
 
     src, dest, mark = tmp_path / "src", tmp_path / "dest", tmp_path / "stalled"
@@ -165,7 +167,9 @@ def test_a_move_killed_mid_write_leaves_no_partial_task_to_lease(tmp_path):
         TaskQueue(f"fq://{dest}", progress=False).lease(seconds=60, num_tasks=1)
     time.sleep(1.1)  # the killed batch's SRC leases run out; the rest moves and runs
     TaskQueue(f"fq://{dest}", progress=False).release_all()
+    os.utime(halves[0], (0, 0))  # as if left an hour ago: the next move removes it
     run_cli("queue", "mv", f"fq://{src}", f"fq://{dest}")
+    assert not halves[0].exists()
     assert set(fq_tags(dest)) == {str(i) for i in range(n)} and not fq_tags(src)
     run_cli("execute", f"fq://{dest}", "-x", "-q")
     assert not list((dest / "queue").glob("*")) and fq_counters(dest)[1] >= n

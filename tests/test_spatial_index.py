@@ -193,9 +193,13 @@ def mysql_url():
         pytest.skip("no MySQL-compatible server binary (mariadbd, mysqld)")
     root = Path(tempfile.mkdtemp(prefix="igneous-like-mysql-"))  # short: a unix socket path is limited
     data, sock, log = root / "data", root / "sock", root / "log"
-    as_user = ["--user=mysql"] if os.getuid() == 0 else []  # the server refuses to run as root
-    if os.getuid() == 0:
-        shutil.chown(root, "mysql", "mysql")
+    as_user: list[str] = []
+    if os.getuid() == 0:  # the server refuses to run as root unless told to
+        try:
+            shutil.chown(root, "mysql", "mysql")
+            as_user = ["--user=mysql"]
+        except LookupError:  # no mysql account: root it is
+            as_user = ["--user=root"]
     install = shutil.which("mariadb-install-db", path=path) or shutil.which("mysql_install_db", path=path)
     init = ([install, "--no-defaults", *as_user, f"--datadir={data}", "--auth-root-authentication-method=normal",
              "--skip-test-db"] if install else [server, "--no-defaults", *as_user, "--initialize-insecure",

@@ -2,16 +2,17 @@
 
 A move never loses a task: each batch is leased from SRC, inserted into DEST, and only then
 deleted from SRC. Cut off in between, the batch's leases expire and the tasks are in both
-queues (run twice, the same bytes), never in neither. A copy of a FileQueue reads the task
-files without leasing; SQS can only be read by leasing, so a copy leases every message,
-inserts the copies, and then hands the leases back.
+queues (run twice, the same bytes), never in neither. A FileQueue DEST gets each task file
+whole or not at all (fq_atomic), so no worker leases a half-written one. A copy of a
+FileQueue reads the task files without leasing; SQS can only be read by leasing, so a copy
+leases every message, inserts the copies, and then hands the leases back.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterator
 
-from igneous_like import queues
+from igneous_like import fq_atomic, queues
 from igneous_like.errors import UserError
 from igneous_like.progress import Progress
 
@@ -29,7 +30,10 @@ def open_pair(src: str, dest: str):
     src_url, dest_url = queues.normalize_queue_url(src), queues.normalize_queue_url(dest)
     if src_url == dest_url:
         raise UserError(f"SRC and DEST are the same queue: {src_url}")
-    return queues.open_queue(src_url, create=False), queues.open_queue(dest_url, create=True)
+    src_q = queues.open_queue(src_url, create=False)  # first: a missing SRC creates no DEST
+    dest_q = queues.open_queue(dest_url, create=True)
+    fq_atomic.make_atomic(dest_q)  # a killed move must not leave DEST a half-written task
+    return src_q, dest_q
 
 
 def leased_batches(tq, lease_sec: int) -> Iterator[list]:

@@ -59,7 +59,8 @@ class SpatialDB:
 
 
 def connect(url: str) -> SpatialDB:
-    """Open a database by URL; a one-line error for unknown schemes and missing drivers."""
+    """Open a database by URL; a one-line error for unknown schemes, missing drivers and
+    servers that refuse the connection (the password is not repeated in it)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower() if "://" in url else "sqlite"
     if scheme == "sqlite":
@@ -73,17 +74,34 @@ def connect(url: str) -> SpatialDB:
         return SpatialDB(sqlite3.connect(path), "?", "sqlite")
     if scheme in ("mysql", "mysql+pymysql"):
         driver = _driver("pymysql", "MySQL", "pip install pymysql")
-        conn = driver.connect(host=parts.hostname or "localhost", port=parts.port or 3306,
-                              user=unquote(parts.username or ""), password=unquote(parts.password or ""),
-                              database=parts.path.lstrip("/"))
+        if not parts.path.strip("/"):
+            raise UserError(f"MySQL URL {_safe(url)!r} names no database: use mysql://user:pass@host:port/DB")
+        conn = _open(url, lambda: driver.connect(
+            host=parts.hostname or "localhost", port=parts.port or 3306, user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""), database=unquote(parts.path.strip("/"))))
         return SpatialDB(conn, "%s", "mysql")
     if scheme in ("postgres", "postgresql"):
         try:
             driver = _driver("psycopg", "PostgreSQL", "pip install psycopg")
         except UserError:
             driver = _driver("psycopg2", "PostgreSQL", "pip install psycopg (or psycopg2)")
-        return SpatialDB(driver.connect(url), "%s", "postgresql")
+        return SpatialDB(_open(url, lambda: driver.connect(url)), "%s", "postgresql")
     raise UserError(f"unknown database scheme {scheme!r} in {url!r}: use sqlite:///PATH, mysql://... or postgresql://...")
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def _open(url: str, opener):
+    try:
+        return opener()
+    except Exception as exc:  # refused, unknown host, bad credentials, no such database
+        raise UserError(f"cannot connect to {_safe(url)}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
 
 
 def _driver(module: str, name: str, hint: str):
@@ -95,9 +113,16 @@ def _driver(module: str, name: str, hint: str):
         raise UserError(f"{name} URLs need the {module} driver, which is not installed: {hint}") from None
 
 
+# MySQL compares and sorts strings case-insensitively by default: two layer directories that
+# differ only in case would share (and replace) each other's rows. Binary collation keeps them apart.
+MYSQL_TABLE_OPTIONS = " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+
+
 def create_tables(db: SpatialDB) -> None:
     """Tables and index, each committed alone: a failed statement rolls back only itself."""
     for sql in TABLES:
+        if db.kind == "mysql" and sql.startswith("CREATE TABLE"):
+            sql += MYSQL_TABLE_OPTIONS
         try:
             db.execute(sql)
             db.conn.commit()
@@ -125,9 +150,11 @@ def store(db: SpatialDB, directory: str, tasks: dict[str, dict[int, tuple]]) -> 
 
 
 def _rows(db: SpatialDB, directory: str) -> Iterator[tuple]:
+    """(label, task, start, end) by task name, then label: sorted here, since a server's
+    collation (PostgreSQL's locale, MySQL's case folding) may order names differently."""
     sql = ("SELECT o.label, t.name, o.frag_start, o.frag_end FROM spatial_objects o "
-           "JOIN spatial_tasks t ON o.task_id = t.id WHERE t.dir = ? ORDER BY t.name, o.label")
-    yield from db.execute(sql, (directory,)).fetchall()
+           "JOIN spatial_tasks t ON o.task_id = t.id WHERE t.dir = ?")
+    yield from sorted(db.execute(sql, (directory,)).fetchall(), key=lambda row: (row[1], row[0]))
 
 
 def owners(url: str, directory: str, mode: str) -> dict[int, list]:

@@ -28,4 +28,12 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1 \
     || echo "could not install postgresql: the PostgreSQL test will be skipped" >&2
 fi
+# ... and a real MySQL-compatible server (MariaDB), also started by the test itself
+if ! command -v mariadbd >/dev/null 2>&1 && ! command -v mysqld >/dev/null 2>&1 \
+    && ! [ -x /usr/sbin/mariadbd ] && ! [ -x /usr/sbin/mysqld ] \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing mariadb-server for the spatial-index database test..." >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server) >/dev/null 2>&1 \
+    || echo "could not install mariadb-server: the MySQL test will be skipped" >&2
+fi
 exec .venv/bin/python -m pytest "$@"

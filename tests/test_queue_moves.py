@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 
+import pytest
 
 from conftest import run_cli, ts_read
 
@@ -27,10 +28,8 @@ def fq_tags(qdir) -> Counter:
     import json
 
     tags = Counter()
-    for path in (qdir / "queue").glob("*.json"):
-        text = path.read_text()
-        if text:  # python-task-queue writes task files in place: a SIGKILL can leave one empty
-            tags[json.loads(text)["payload"][1][2]] += 1
+    for path in (qdir / "queue").glob("*.json"):  # every file whole, even after a SIGKILL
+        tags[json.loads(path.read_text())["payload"][1][2]] += 1
     return tags
 
 
@@ -92,6 +91,88 @@ def test_a_killed_move_loses_nothing(tmp_path):
     arrived = fq_tags(dest)
     assert not fq_tags(src) and set(arrived) == {str(i) for i in range(n)}
     assert sum(arrived.values()) - n <= 100  # at most the one batch in flight arrives twice
+
+
+# Runs `queue mv` with every write to DEST watched: the 30th task body is written half, then
+# the writer stops (as a slow disk or a SIGKILL would catch it) and says so in a marker file.
+STALLING_MV = """
+import builtins, itertools, sys, time
+DEST, MARK = sys.argv[1], sys.argv[2]
+real_open, bodies = builtins.open, itertools.count(1)
+
+class Stalling:
+    def __init__(self, f):
+        self.f = f
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+    def write(self, data):
+        if isinstance(data, str) and data.startswith("{") and next(bodies) == 30:
+            self.f.write(data[: len(data) // 2])
+            self.f.flush()
+            real_open(MARK, "w").close()
+            time.sleep(600)
+        return self.f.write(data)
+
+def watching_open(path, mode="r", *args, **kwargs):
+    f = real_open(path, mode, *args, **kwargs)
+    return Stalling(f) if str(path).startswith(DEST) and set(mode) & set("wax") else f
+
+builtins.open = watching_open
+sys.argv = ["igneous-like", "queue", "mv", sys.argv[3], "fq://" + DEST, "--lease-sec", "1"]
+from igneous_like.cli import main
+main()
+"""
+
+
+def is_json(path) -> bool:
+    import json
+
+    try:
+        json.loads(path.read_text())
+        return True
+    except ValueError:
+        return False
+
+
+def test_a_move_killed_mid_write_leaves_no_partial_task_to_lease(tmp_path):
+    import os
+
+    from taskqueue import QueueEmptyError, TaskQueue
+
+    src, dest, mark = tmp_path / "src", tmp_path / "dest", tmp_path / "stalled"
+    n = 120
+    insert_tagged(f"fq://{src}", n)
+    proc = subprocess.Popen([sys.executable, "-c", STALLING_MV, str(dest), str(mark), f"fq://{src}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not mark.exists():
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL while a task body is half on disk
+    proc.wait()
+    halves = [p for p in dest.rglob("*") if p.is_file() and p.read_text().startswith("{") and not is_json(p)]
+    assert len(halves) == 1, "the stall did not happen: nothing was tested"
+    files = list((dest / "queue").glob("*"))
+    assert files and halves[0] not in files
+    arrived = fq_tags(dest)  # raises on a half-written file
+    assert sum(arrived.values()) == len(files)
+    leased = TaskQueue(f"fq://{dest}", progress=False).lease(seconds=60, num_tasks=n)  # the library itself
+    leased = leased if isinstance(leased, list) else [leased]
+    assert len(leased) == len(files)
+    with pytest.raises(QueueEmptyError):
+        TaskQueue(f"fq://{dest}", progress=False).lease(seconds=60, num_tasks=1)
+    time.sleep(1.1)  # the killed batch's SRC leases run out; the rest moves and runs
+    TaskQueue(f"fq://{dest}", progress=False).release_all()
+    os.utime(halves[0], (0, 0))  # as if left an hour ago: the next move removes it
+    run_cli("queue", "mv", f"fq://{src}", f"fq://{dest}")
+    assert not halves[0].exists()
+    assert set(fq_tags(dest)) == {str(i) for i in range(n)} and not fq_tags(src)
+    run_cli("execute", f"fq://{dest}", "-x", "-q")
+    assert not list((dest / "queue").glob("*")) and fq_counters(dest)[1] >= n
 
 
 def test_cp_and_mv_through_sqs(tmp_path, moto):

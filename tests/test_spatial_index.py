@@ -64,11 +64,32 @@ def merged_outputs(directory) -> dict[str, str]:
     return {k: v for k, v in tree_digest(directory).items() if k.startswith("merge-plan/") or k.endswith(".shard")}
 
 
+FAMILY_DIRS = {"mesh": "mesh", "skeleton": "skeletons"}
+
+
+@pytest.fixture(scope="module")
+def merged_from_files(forged, tmp_path_factory):
+    """family -> digests of `merge-sharded` planned from the forge's own files (run once each):
+    what every database-planned merge must equal byte for byte."""
+    src, _ = forged
+    done: dict[str, dict[str, str]] = {}
+
+    def merged(family: str) -> dict[str, str]:
+        if family not in done:
+            layer = tmp_path_factory.mktemp(f"files-{family}") / "seg"
+            shutil.copytree(src, layer)
+            run_cli(family, "merge-sharded", layer)
+            done[family] = merged_outputs(layer / FAMILY_DIRS[family])
+            assert any(k.endswith(".shard") for k in done[family])
+        return done[family]
+
+    return merged
+
+
 @pytest.mark.parametrize("family, directory", [("mesh", "mesh"), ("skeleton", "skeletons")])
-def test_db_lists_every_label_and_plans_merges_equal_to_files(forged, tmp_path, family, directory):
+def test_db_lists_every_label_and_plans_merges_equal_to_files(forged, merged_from_files, tmp_path, family, directory):
     src, seg = forged
-    from_files, from_db = tmp_path / "files" / "seg", tmp_path / "db" / "seg"
-    shutil.copytree(src, from_files)
+    from_db = tmp_path / "db" / "seg"
     shutil.copytree(src, from_db)
     db = tmp_path / "index.db"
     out = run_cli(family, "spatial-index", "db", from_db, f"sqlite://{db}").stdout
@@ -87,10 +108,8 @@ def test_db_lists_every_label_and_plans_merges_equal_to_files(forged, tmp_path, 
             assert np.all(np.array(boxes[label][:3]) >= lo - RES) and np.all(np.array(boxes[label][3:]) <= hi + RES)
     else:
         assert boxes and set(boxes) <= labels
-    run_cli(family, "merge-sharded", from_files)
     run_cli(family, "merge-sharded", from_db, "--spatial-index-db", f"sqlite://{db}")
-    files_out, db_out = merged_outputs(from_files / directory), merged_outputs(from_db / directory)
-    assert any(k.endswith(".shard") for k in files_out) and files_out == db_out
+    assert merged_outputs(from_db / directory) == merged_from_files(family)
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +154,9 @@ def postgres_url():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_postgresql_plans_the_same_merge(forged, postgres_url, tmp_path):
+def test_postgresql_plans_the_same_merge(forged, merged_from_files, postgres_url, tmp_path):
     src, _ = forged
-    from_files, from_db = tmp_path / "files" / "seg", tmp_path / "db" / "seg"
-    shutil.copytree(src, from_files)
+    from_db = tmp_path / "db" / "seg"
     shutil.copytree(src, from_db)
     run_cli("skeleton", "spatial-index", "db", from_db, postgres_url)
     run_cli("skeleton", "spatial-index", "db", from_db, postgres_url)  # reloading replaces, never doubles
@@ -146,10 +164,105 @@ def test_postgresql_plans_the_same_merge(forged, postgres_url, tmp_path):
 
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT COUNT(*) FROM spatial_tasks").fetchone()[0] == 8
-    run_cli("skeleton", "merge-sharded", from_files)
     run_cli("skeleton", "merge-sharded", from_db, "--spatial-index-db", postgres_url)
-    files_out = merged_outputs(from_files / "skeletons")
-    assert any(k.endswith(".shard") for k in files_out) and files_out == merged_outputs(from_db / "skeletons")
+    assert merged_outputs(from_db / "skeletons") == merged_from_files("skeleton")
+
+
+MYSQL_PASSWORD = "p@ss:w/rd%"  # every character a URL must escape
+
+
+@pytest.fixture(scope="module")
+def mysql_url():
+    """A private MySQL-compatible server (MariaDB or MySQL) on a free 127.0.0.1 port, with its
+    own data directory and socket in a temporary directory, a database `igneous` and a user whose
+    password needs URL escaping; skipped only where no server binary is installed."""
+    import os
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+    from urllib.parse import quote
+
+    import pymysql
+
+    from conftest import free_port
+
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])  # servers live in sbin
+    server = shutil.which("mariadbd", path=path) or shutil.which("mysqld", path=path)
+    if not server:
+        pytest.skip("no MySQL-compatible server binary (mariadbd, mysqld)")
+    root = Path(tempfile.mkdtemp(prefix="igneous-like-mysql-"))  # short: a unix socket path is limited
+    data, sock, log = root / "data", root / "sock", root / "log"
+    as_user: list[str] = []
+    if os.getuid() == 0:  # the server refuses to run as root unless told to
+        try:
+            shutil.chown(root, "mysql", "mysql")
+            as_user = ["--user=mysql"]
+        except LookupError:  # no mysql account: root it is
+            as_user = ["--user=root"]
+    install = shutil.which("mariadb-install-db", path=path) or shutil.which("mysql_install_db", path=path)
+    init = ([install, "--no-defaults", *as_user, f"--datadir={data}", "--auth-root-authentication-method=normal",
+             "--skip-test-db"] if install else [server, "--no-defaults", *as_user, "--initialize-insecure",
+                                                f"--datadir={data}"])
+    subprocess.run(init, check=True, capture_output=True, timeout=180)
+    port = free_port()
+    proc = subprocess.Popen([server, "--no-defaults", *as_user, f"--datadir={data}", f"--socket={sock}",
+                             f"--port={port}", "--bind-address=127.0.0.1", f"--pid-file={root / 'pid'}",
+                             f"--log-error={log}", "--innodb-buffer-pool-size=16M", "--skip-log-bin"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while True:
+        try:
+            admin = pymysql.connect(unix_socket=str(sock), user="root")
+            break
+        except pymysql.err.OperationalError:
+            log_tail = log.read_text()[-2000:] if log.exists() else ""
+            assert proc.poll() is None and time.time() < deadline, f"the MySQL server did not start:\n{log_tail}"
+            time.sleep(0.2)
+    with admin.cursor() as cur:
+        cur.execute("CREATE DATABASE igneous")
+        cur.execute("CREATE USER 'planner'@'127.0.0.1' IDENTIFIED BY %s", (MYSQL_PASSWORD,))
+        cur.execute("GRANT ALL ON igneous.* TO 'planner'@'127.0.0.1'")
+    admin.commit()
+    admin.close()
+    yield f"mysql://planner:{quote(MYSQL_PASSWORD, safe='')}@127.0.0.1:{port}/igneous"
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_mysql_plans_the_same_merges(forged, merged_from_files, mysql_url, tmp_path):
+    """Meshes (fragment byte ranges) and skeletons (owner tasks) planned from one MySQL database
+    equal the merges planned from files; reloads replace rows, and directories differing only
+    in case keep their own rows (MySQL compares strings case-insensitively by default)."""
+    import pymysql
+
+    src, _ = forged
+    from_db, other_case = tmp_path / "db" / "seg", tmp_path / "DB" / "seg"
+    shutil.copytree(src, from_db)
+    shutil.copytree(src, other_case)
+    for family in ("mesh", "skeleton", "mesh"):  # the second mesh load replaces the first
+        assert "8 forge tasks" in run_cli(family, "spatial-index", "db", from_db, mysql_url).stdout
+    run_cli("skeleton", "spatial-index", "db", other_case, mysql_url)
+    port = int(mysql_url.rsplit(":", 1)[1].split("/")[0])
+    with pymysql.connect(host="127.0.0.1", port=port, user="planner", password=MYSQL_PASSWORD, database="igneous") as conn:
+        with conn.cursor() as cur:  # read with the driver, not our reader
+            cur.execute("SELECT dir, COUNT(*) FROM spatial_tasks GROUP BY dir")
+            counts = dict(cur.fetchall())
+            cur.execute("SELECT COUNT(*) FROM spatial_objects WHERE label < 0")  # the label above 2^63
+            assert cur.fetchone()[0] > 0
+    assert sorted(counts.values()) == [8, 8, 8] and len(counts) == 3, counts
+    for family in ("mesh", "skeleton"):
+        run_cli(family, "merge-sharded", from_db, "--spatial-index-db", mysql_url)
+        assert merged_outputs(from_db / FAMILY_DIRS[family]) == merged_from_files(family)
+    proc = run_cli("mesh", "merge-sharded", from_db, "--spatial-index-db",
+                   mysql_url.replace("/igneous", "/nosuchdb"), check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "cannot connect to" in proc.stderr, proc.stderr
+    assert "p%40ss" not in proc.stderr and MYSQL_PASSWORD not in proc.stderr  # no password in messages
 
 
 def test_spatial_index_on_s3(forged, moto, s3_bucket, tmp_path):
@@ -182,14 +295,10 @@ def test_spatial_index_on_s3(forged, moto, s3_bucket, tmp_path):
     (["skeleton", "spatial-index", "create", "{tmp}"], "no layer at"),
 ])
 def test_spatial_index_errors(forged, tmp_path, args, message):
-    pytest.importorskip("sqlite3")
-    if "mysql" in " ".join(args):
-        try:
-            import pymysql  # noqa: F401
-
-            pytest.skip("pymysql is installed: the missing-driver message cannot show")
-        except ImportError:
-            pass
     src, _ = forged
-    proc = run_cli(*(a.format(layer=src, tmp=tmp_path) for a in args), check=False)
+    hidden = tmp_path / "hidden"  # a pymysql that fails to import, ahead of the installed one
+    (hidden / "pymysql").mkdir(parents=True)
+    (hidden / "pymysql" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    proc = run_cli(*(a.format(layer=src, tmp=tmp_path) for a in args), check=False,
+                   env={"PYTHONPATH": str(hidden)})
     assert proc.returncode == 1 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

@@ -146,8 +146,8 @@ def test_file_server_ranges_cors_gzip_and_ports(viewed):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda d: None, "is not a Precomputed layer: it has no info file"),
-    (lambda d: (d / "info").write_text("{not json"), "is not a Precomputed layer: its info is not JSON"),
+    (lambda d: None, "no layer at"),
+    (lambda d: (d / "info").write_text("{not json"), "malformed info file"),
     (lambda d: (d / "info").write_text('{"type": "mesh"}'), "malformed info file"),
 ])
 def test_view_rejects_what_is_not_precomputed(tmp_path, make, message):

@@ -2,7 +2,6 @@
 view centred on the data (or at --pos), chosen segments selected."""
 from __future__ import annotations
 
-import json
 import posixpath
 from dataclasses import dataclass
 
@@ -27,20 +26,10 @@ class LayerSpec:
 
 
 def read_layer(path: str) -> LayerSpec:
-    """A layer's URL and info; a one-line error when it is not a Precomputed layer."""
-    from cloudfiles import CloudFiles
-
+    """A layer's URL and info; a one-line error when it is not a Precomputed layer. The info
+    is read by the shared reader, then checked as a volume unless it is an annotation layer."""
     url = layers.normalize_url(path)
-    try:
-        raw = CloudFiles(url).get("info")
-    except Exception as exc:  # unreachable bucket, bad credentials
-        raise UserError(f"cannot read {url}/info: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    if raw is None:
-        raise UserError(f"{url} is not a Precomputed layer: it has no info file")
-    try:
-        info = json.loads(raw)
-    except ValueError:
-        raise UserError(f"{url} is not a Precomputed layer: its info is not JSON") from None
+    info = layers.read_info(url, check=False)
     if not (isinstance(info, dict) and info.get("@type") == ANNOTATIONS_TYPE):
         layers.check_info(info, url)
     return LayerSpec(url, info, posixpath.basename(url.rstrip("/")) or url)

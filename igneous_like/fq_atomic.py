@@ -1,0 +1,66 @@
+"""FileQueue inserts that never show a worker a half-written task file.
+
+python-task-queue writes each task straight to its final name in `queue/`, so a writer killed
+mid-write leaves an empty or truncated file there, and the next worker's lease of it fails on
+bad JSON. Here each task is written whole under `incoming/` (beside `queue/`, so on the same
+file system) and then renamed into `queue/`: a rename is atomic, and nothing in
+python-task-queue looks into `incoming/`. Names, bodies and the movement log are the library's
+own, so its workers, `lease`, `delete` and counters work on the result unchanged.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+from taskqueue.file_queue_api import FileQueueAPI
+from taskqueue.lib import jsonify, mkdir, toiter
+
+INCOMING = "incoming"
+STALE_SEC = 3600  # an incoming file this old was left by a killed writer (its task is still in SRC)
+
+
+class AtomicFileQueueAPI(FileQueueAPI):
+    """FileQueueAPI whose insert writes under a temporary name, then renames into `queue/`."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.incoming_path = mkdir(os.path.join(self.path, INCOMING))
+
+    def insert(self, tasks, delay_seconds: int = 0) -> int:
+        timestamp = int(time.time()) + delay_seconds if delay_seconds > 0 else 0  # 0: available now
+        total = 0
+        for task in toiter(tasks):
+            ident = str(uuid.uuid4())
+            name = f"{timestamp}--{ident}.json"
+            task["id"] = ident
+            staged = os.path.join(self.incoming_path, name)
+            with open(staged, "w") as f:
+                f.write(jsonify(task))
+            # the movement log first: a task file without it could not be deleted by id
+            with open(os.path.join(self.movement_path, ident), "w") as f:
+                f.write(name + "\n")
+            os.rename(staged, os.path.join(self.queue_path, name))
+            total += 1
+        return total
+
+    def remove_stale(self, older_than: float = STALE_SEC) -> int:
+        """Delete incoming files a killed writer left (older than `older_than` seconds)."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for entry in os.scandir(self.incoming_path):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.remove(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+
+def make_atomic(tq) -> None:
+    """Switch an open FileQueue TaskQueue to atomic inserts (SQS queues are left as they are:
+    a message is either sent whole or not at all)."""
+    if isinstance(tq.api, FileQueueAPI) and not isinstance(tq.api, AtomicFileQueueAPI):
+        tq.api = AtomicFileQueueAPI(tq.api.path)
+        tq.api.remove_stale()

@@ -316,6 +316,13 @@ def file_size(path: str) -> int:
     return RangedFile(path).size
 
 
+def check_size(path: str, end: int) -> None:
+    """An uncompressed file must hold the bytes its header promises: say so before planning."""
+    size = file_size(path)
+    if size < end:
+        raise UserError(f"{path} is truncated: {size} bytes, its header describes data up to byte {end}")
+
+
 def join(base: str, name: str) -> str:
     """`name` relative to the directory of the file `base` (a path or URL)."""
     import os

@@ -11,7 +11,7 @@ import numpy as np
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, fixed_axes, to_nm
-from igneous_like.formats.byte_access import FileArray, open_data
+from igneous_like.formats.byte_access import FileArray, check_size, open_data
 
 
 class ScaledArray:
@@ -57,6 +57,8 @@ def open_nifti(path: str) -> Source:
     except Exception as exc:
         raise UserError(f"cannot read {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     axes = fixed_axes(shape, path, "xyz", "xyzc")
+    if not compression:
+        check_size(path, offset + int(np.prod(shape)) * stored.itemsize)
     unit = {"meter": "m", "mm": "mm", "micron": "um"}.get(unit, unit)
     resolution = to_nm(zooms, unit, path) if unit and unit != "unknown" else None
     where = f"NIfTI header pixdim ({unit})" if resolution else "none"

@@ -9,7 +9,7 @@ import numpy as np
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_XYZ, Source, check_dtype
-from igneous_like.formats.byte_access import FileArray, is_remote, open_data, open_file
+from igneous_like.formats.byte_access import FileArray, check_size, is_remote, open_data, open_file
 
 
 def remote_npy(url: str) -> FileArray:
@@ -23,6 +23,7 @@ def remote_npy(url: str) -> FileArray:
         offset = f.tell()
     if dtype.hasobject:
         raise ValueError("object arrays cannot be read by range")
+    check_size(url, offset + int(np.prod(shape)) * dtype.itemsize)
     return FileArray(partial(open_data, url), offset, shape, dtype, "F" if fortran else "C", name=url)
 
 

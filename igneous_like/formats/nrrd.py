@@ -12,7 +12,7 @@ import numpy as np
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, fixed_axes, to_nm
-from igneous_like.formats.byte_access import FileArray, file_size, is_remote, join, open_data, open_file
+from igneous_like.formats.byte_access import FileArray, check_size, file_size, is_remote, join, open_data, open_file
 
 COMPRESSION = {"raw": None, "gzip": "gzip", "gz": "gzip", "bzip2": "bz2", "bz2": "bz2"}
 
@@ -102,6 +102,8 @@ def open_nrrd(path: str) -> Source:
         src.notes.append(f"NRRD ({encoding}): each task decodes the whole file (no byte positions to skip to)")
         return src
     data_path, stream_start, offset, compression = layout
+    if not compression:
+        check_size(data_path, offset + int(np.prod(shape)) * file_dtype.itemsize)
     array = FileArray(partial(open_data, data_path, stream_start, compression), offset, shape, file_dtype, "F",
                       name=data_path)
     src = Source(path, f"NRRD ({encoding})", array, axes, dtype, resolution, where,

@@ -167,15 +167,15 @@ def check_empty_dest(url: str, force: bool) -> None:
 
 def new_info(source: Source, layer_type: str, encoding: str, encoding_level: int | None, resolution,
              offset: Vec3, chunk: Vec3) -> dict:
-    from cloudvolume import CloudVolume
-
+    """The new layer's info (mip 0 only). Built as a dict, as the Precomputed spec lays it out,
+    so planning needs no cloud-volume import (~0.4 s CPU in a process that writes no chunks)."""
     res = [int(r) if float(r).is_integer() else r for r in resolution]
-    info = CloudVolume.create_new_info(
-        num_channels=source.channels, layer_type=layer_type, data_type=source.dtype.name, encoding=encoding,
-        resolution=res, voxel_offset=list(offset), volume_size=list(source.shape), chunk_size=list(chunk),
-    )
-    info["scales"][0] = layers.make_scale(info["scales"][0], (1, 1, 1), chunk, encoding, encoding_level)
-    info["scales"][0]["key"] = "_".join(str(r) for r in res)
+    base = {"key": "_".join(str(r) for r in res), "resolution": res, "voxel_offset": [int(o) for o in offset],
+            "size": [int(n) for n in source.shape], "chunk_sizes": [list(chunk)], "encoding": encoding}
+    info = {"type": layer_type, "data_type": source.dtype.name, "num_channels": int(source.channels),
+            "scales": [base]}
+    info["scales"][0] = layers.make_scale(base, (1, 1, 1), chunk, encoding, encoding_level)
+    info["scales"][0]["key"] = base["key"]
     return info
 
 

@@ -61,6 +61,8 @@ class RangedFile(io.RawIOBase):
     an LRU cache of aligned blocks (small header and index reads repeat a lot); larger reads
     are fetched directly in parallel parts of `block` bytes."""
 
+    CACHE = 32 * MiB  # at most this much cached, whatever the block size
+
     def __init__(self, url: str, block: int = MiB, cache_blocks: int = 32):
         super().__init__()
         self.url, self.block, self.cache_blocks = url, block, cache_blocks
@@ -232,8 +234,10 @@ class FileArray:
     reads spans covering the box, at most `max_read` bytes at a time, in increasing offset order;
     contiguous runs of at least `min_run` bytes go straight into the result."""
 
+    MAX_READ = 16 * MiB
+
     def __init__(self, opener: Callable[[], BinaryIO], offset: int, shape: tuple, dtype, order: str = "C",
-                 max_read: int = 32 * MiB, name: str = "", min_run: int = 256 * 1024):
+                 max_read: int = MAX_READ, name: str = "", min_run: int = 256 * 1024):
         self.opener, self.offset, self.order = opener, int(offset), order
         self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         self.max_read, self.name, self.min_run = max_read, name, min_run
@@ -310,6 +314,12 @@ def read_exactly(f: BinaryIO, view: memoryview, name: str) -> None:
         if not got:
             raise UserError(f"{name}: file ends before its data does (truncated?)")
         n += got
+
+
+def read_buffer(path: str, compression: str | None = None, staging: int = 0) -> int:
+    """Bytes a read of `path` may hold besides its result: a staging span, a stream's buffers
+    (compressed input, decoded output, what is pending) and a remote file's block cache."""
+    return staging + (3 * Decompressed.OUT if compression else 0) + (RangedFile.CACHE if is_remote(path) else 0)
 
 
 def open_file(path: str) -> BinaryIO:

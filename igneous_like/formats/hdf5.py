@@ -7,7 +7,7 @@ import numpy as np
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_XYZ, Source, check_dtype, fixed_axes, to_nm
-from igneous_like.formats.byte_access import is_remote, open_file
+from igneous_like.formats.byte_access import is_remote, open_file, read_buffer
 
 
 def h5_file(path: str):
@@ -78,4 +78,4 @@ def open_hdf5(path: str, dataset: str | None = None) -> Source:
     resolution, where = element_size(attrs)
     # chunked or contiguous, HDF5 reads any hyperslab without decoding the rest
     return Source(path, f"HDF5 dataset /{name}", H5Array(path, name, shape, dtype), axes, dtype, resolution, where,
-                  access=ACCESS_XYZ)
+                  access=ACCESS_XYZ, read_buffer=read_buffer(path))

@@ -11,7 +11,7 @@ import numpy as np
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, fixed_axes, to_nm
-from igneous_like.formats.byte_access import FileArray, check_size, open_data
+from igneous_like.formats.byte_access import FileArray, check_size, open_data, read_buffer
 
 
 class ScaledArray:
@@ -66,7 +66,8 @@ def open_nifti(path: str) -> Source:
     if scaled:
         array = ScaledArray(array, 1.0 if slope is None else slope, 0.0 if inter is None else inter, dtype)
     # x varies fastest on disk: full-width bands are contiguous runs, x tiles would be scattered
-    src = Source(path, "NIfTI", array, axes, dtype, resolution, where, access=ACCESS_Z if compression else ACCESS_YZ)
+    src = Source(path, "NIfTI", array, axes, dtype, resolution, where, access=ACCESS_Z if compression else ACCESS_YZ,
+                 read_buffer=read_buffer(path, compression, FileArray.MAX_READ))
     if compression:
         src.notes.append("gzip-compressed: each task decodes the stream up to its slab and keeps only the slab")
     return src

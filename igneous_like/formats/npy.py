@@ -9,7 +9,7 @@ import numpy as np
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_XYZ, Source, check_dtype
-from igneous_like.formats.byte_access import FileArray, check_size, is_remote, open_data, open_file
+from igneous_like.formats.byte_access import FileArray, check_size, is_remote, open_data, open_file, read_buffer
 
 
 def remote_npy(url: str) -> FileArray:
@@ -46,7 +46,8 @@ def open_npy(path: str, axes: str | None = None) -> Source:
     order += "c" if ndim == 4 else ""
     note = "--axes" if axes else "default for .npy (as Igneous and cloud-volume's from_numpy)"
     kind = "NumPy .npy (ranged reads)" if is_remote(path) else "NumPy .npy (memory-mapped)"
-    src = Source(path, kind, arr, order, dtype, access=ACCESS_XYZ)
+    src = Source(path, kind, arr, order, dtype, access=ACCESS_XYZ,
+                 read_buffer=read_buffer(path, None, FileArray.MAX_READ) if is_remote(path) else 0)
     src.notes.append(f"axis order {order} from {note}")
     spatial = order.replace("c", "")
     if is_remote(path) and (spatial[0] if arr.order == "C" else spatial[-1]) != "z":  # z is not slowest

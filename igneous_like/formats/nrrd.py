@@ -12,7 +12,9 @@ import numpy as np
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, fixed_axes, to_nm
-from igneous_like.formats.byte_access import FileArray, check_size, file_size, is_remote, join, open_data, open_file
+from igneous_like.formats.byte_access import (
+    FileArray, check_size, file_size, is_remote, join, open_data, open_file, read_buffer,
+)
 
 COMPRESSION = {"raw": None, "gzip": "gzip", "gz": "gzip", "bzip2": "bz2", "bz2": "bz2"}
 
@@ -107,7 +109,8 @@ def open_nrrd(path: str) -> Source:
     array = FileArray(partial(open_data, data_path, stream_start, compression), offset, shape, file_dtype, "F",
                       name=data_path)
     src = Source(path, f"NRRD ({encoding})", array, axes, dtype, resolution, where,
-                 access=ACCESS_Z if compression else ACCESS_YZ)  # x fastest on disk: full-width bands
+                 access=ACCESS_Z if compression else ACCESS_YZ,  # x fastest on disk: full-width bands
+                 read_buffer=read_buffer(data_path, compression, FileArray.MAX_READ))
     if compression:
         src.notes.append(f"{encoding} NRRD: each task decodes the stream up to its slab and keeps only the slab")
     return src

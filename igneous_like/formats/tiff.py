@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from igneous_like.errors import UserError
-from igneous_like.formats.byte_access import cloudfiles, get_bytes, is_remote, open_file, split_url
+from igneous_like.formats.byte_access import cloudfiles, get_bytes, is_remote, open_file, read_buffer, split_url
 from igneous_like.formats.base import (
     ACCESS_XYZ, ACCESS_YZ, ACCESS_Z, Source, axes_from_letters, check_axes, check_dtype, squeeze_axes, to_nm,
 )
@@ -240,7 +240,8 @@ def open_slices(path: str, order: str = "natural", pad: bool = False, known: dic
     shape = (max(h[0][0] for h in headers), max(h[0][1] for h in headers), *shape0[2:])
     axes = "zyxc" if len(shape0) == 3 else "zyx"
     kind = f"{len(files)} 2D slices ({os.path.splitext(files[0])[1].lstrip('.').upper()})"
-    return Source(path, kind, SliceStack(files, shape, dtype), axes, dtype, access=access)
+    return Source(path, kind, SliceStack(files, shape, dtype), axes, dtype, access=access,
+                  read_buffer=read_buffer(path))
 
 
 def known_stack(source: Source) -> dict:
@@ -275,7 +276,8 @@ def open_tiff(path: str) -> Source:
         raise UserError(f"{path}: this is a 2D image ({'x'.join(map(str, shape))}); import takes a 3D volume")
     axes = check_axes(axes, shape, path)
     array, axes = squeeze_axes(TiffArray(path, shape, dtype), axes)
-    return Source(path, kind, array, axes, dtype, resolution, where if resolution else "none", access=access)
+    return Source(path, kind, array, axes, dtype, resolution, where if resolution else "none", access=access,
+                  read_buffer=read_buffer(path))
 
 
 class TiffArray:

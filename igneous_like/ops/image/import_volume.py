@@ -201,10 +201,10 @@ def clip(shape: Vec3, size: Vec3) -> Vec3:
 
 def data_memory(shape: Vec3, source: Source, mips: int, method: str) -> float:
     """Bytes a task holds beyond the interpreter: the source block in its own order, its
-    x,y,z,c copy, the mips and their scratch space."""
+    x,y,z,c copy, the mips and their scratch space, and the reader's own buffers."""
     block = math.prod(shape) * source.channels * source.dtype.itemsize
     pyramid = task_memory(shape, source.dtype.name, source.channels, FACTOR, mips, method) - PROCESS_OVERHEAD
-    return pyramid + block
+    return pyramid + block + source.read_buffer
 
 
 def slab_shape(size: Vec3, chunk: Vec3, source: Source, top: int, memory: float) -> tuple[Vec3, int]:
@@ -267,7 +267,7 @@ def plan_sharded(spec_for, dest_url, info, source, full, memory, summary, operat
     scale["sharding"] = image_sharding(size, chunk, scale["encoding"], info["data_type"], memory)
     shape = shard_shape(scale["sharding"], size, chunk)
     total = grid_count(full, shape, full.start)
-    data = 3.0 * math.prod(clip(shape, size)) * source.channels * source.dtype.itemsize
+    data = 3.0 * math.prod(clip(shape, size)) * source.channels * source.dtype.itemsize + source.read_buffer
 
     def tasks() -> Iterator:
         for box in grid_boxes(full, shape, full.start):

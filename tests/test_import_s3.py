@@ -13,17 +13,20 @@ from test_import import CHUNK, XYZ, assert_same, s3_env, volume, zyx
 
 
 def upload(local: Path, url: str) -> None:
-    """Copy a file, or a directory's files, to object storage as they are (no compression)."""
+    """Copy a file, or a directory's files (recursively), to object storage as they are."""
     from cloudfiles import CloudFiles
 
     from igneous_like.storage import configure_environment
 
     configure_environment()
-    files = sorted(local.iterdir()) if local.is_dir() else [local]
-    base = url if local.is_dir() else url.rsplit("/", 1)[0]
-    cf = CloudFiles(base)
+    if local.is_dir():
+        files, base = sorted(p for p in local.rglob("*") if p.is_file()), local
+    else:
+        files, base = [local], local.parent
+        url = url.rsplit("/", 1)[0]
+    cf = CloudFiles(url)
     for f in files:
-        cf.put(f.name, f.read_bytes(), compress=None, raw=True)
+        cf.put(str(f.relative_to(base)), f.read_bytes(), compress=None, raw=True)
 
 
 def write_tiff_stack(vol, where: Path) -> Path:
@@ -74,6 +77,16 @@ def write_nrrd(encoding: str):
     return write
 
 
+def write_detached_nrrd(vol, where: Path) -> Path:
+    """A .nhdr header beside its gzip data file (NRRD's detached form)."""
+    import nrrd
+
+    nrrd.write(str(where / "v.nhdr"), vol, {"encoding": "gzip", "spacings": [4, 5, 40],
+                                            "units": ["nm", "nm", "nm"]}, index_order="F", detached_header=True)
+    assert any(p.name != "v.nhdr" for p in where.iterdir())
+    return where / "v.nhdr"
+
+
 def write_npy(vol, where: Path) -> Path:
     np.save(where / "v.npy", vol)
     return where / "v.npy"
@@ -90,6 +103,7 @@ CASES = {
     "nrrd-raw": (write_nrrd("raw"), "uint16", 0, ["--memory", "1KB"]),
     "nrrd-gzip": (write_nrrd("gzip"), "uint64", 0, []),
     "nrrd-bzip2": (write_nrrd("bzip2"), "uint8", 0, []),
+    "nrrd-detached": (write_detached_nrrd, "int16", 0, []),
     "npy": (write_npy, "uint8", 3, ["--resolution", "1,1,1", "--memory", "2KB"]),
 }
 
@@ -101,7 +115,7 @@ def test_s3_source_equals_local_source(tmp_path, moto, s3_bucket, case):
     (tmp_path / "src").mkdir()
     local = writer(vol, tmp_path / "src")
     url = f"{s3_bucket}/data/{local.name}"
-    upload(local, url)
+    upload(tmp_path / "src", f"{s3_bucket}/data")  # with a detached NRRD's data file
     env = s3_env(moto)
     for src, name in ((str(local), "from-local"), (url, "from-s3")):
         run_cli("image", "import", src, f"file://{tmp_path / name}", "--chunk-size", CHUNK, *extra, env=env)

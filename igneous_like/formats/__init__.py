@@ -29,7 +29,7 @@ def open_source(spec: dict) -> Source:
     remote = is_remote(path)
     if spec.get("stack"):  # a task's slices, as planning listed them
         return tiff.open_slices(path, spec.get("order") or "natural", bool(spec.get("pad")), spec["stack"])
-    named = lower.endswith(tiff.FILE_EXTENSIONS[:-2]) or any(ch in path for ch in tiff.WILDCARDS)
+    named = lower.endswith(tiff.FILE_EXTENSIONS[:-2]) or any(ch in path for ch in tiff.WILDCARDS)  # not Zarr/N5
     if not named and (remote or os.path.exists(path)) and zarr.is_zarr(path):
         return zarr.open_zarr(path, spec.get("level"), spec.get("dataset"))
     if tiff.is_slice_stack(path):
@@ -46,7 +46,7 @@ def open_source(spec: dict) -> Source:
         from igneous_like.formats.nifti import open_nifti
 
         return open_nifti(path)
-    if lower.endswith(".nrrd"):
+    if lower.endswith((".nrrd", ".nhdr")):
         from igneous_like.formats.nrrd import open_nrrd
 
         return open_nrrd(path)
@@ -55,4 +55,4 @@ def open_source(spec: dict) -> Source:
 
         return open_npy(path, spec.get("axes"))
     raise UserError(f"cannot tell the format of {path}: expected a directory or glob of slices, .tif/.tiff, "
-                    ".h5/.hdf5, .zarr/.n5 (or a Zarr directory), .nii/.nii.gz, .nrrd or .npy")
+                    ".h5/.hdf5, .zarr/.n5 (or a Zarr directory), .nii/.nii.gz, .nrrd/.nhdr or .npy")

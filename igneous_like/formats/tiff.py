@@ -29,7 +29,7 @@ SLICE_EXTENSIONS = (".tif", ".tiff", ".png")
 
 
 FILE_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8", ".png", ".h5", ".hdf5", ".hdf", ".nii", ".nii.gz", ".nrrd",
-                   ".npy", ".zarr", ".n5")
+                   ".nhdr", ".npy", ".zarr", ".n5")  # Zarr and N5 last (open_source relies on it)
 WILDCARDS = "*?["
 
 

@@ -57,9 +57,9 @@ def get_bytes(url: str) -> bytes:
 
 
 class RangedFile(io.RawIOBase):
-    """Read-only, seekable file over ranged GETs. Reads up to `block * cache_blocks` go through
-    an LRU cache of aligned blocks (small header and index reads repeat a lot); larger reads
-    are fetched directly in parallel parts of `block` bytes."""
+    """Read-only, seekable file over ranged GETs. Reads up to half the cache go through an LRU
+    cache of aligned blocks (small header and index reads repeat a lot); larger reads go
+    straight into the caller's buffer, fetched in parallel batches of `block`-sized parts."""
 
     CACHE = 32 * MiB  # at most this much cached, whatever the block size
 
@@ -95,28 +95,36 @@ class RangedFile(io.RawIOBase):
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
         n = max(0, min(len(view), self.size - self.pos))
-        if n:
+        if n > self.block * self.cache_blocks // 2:
+            self.fetch_into(view[:n], self.pos)
+        elif n:
             view[:n] = self.range(self.pos, self.pos + n)
-            self.pos += n
+        self.pos += n
         return n
 
     def range(self, start: int, stop: int) -> bytes:
-        """Bytes start:stop (inside the file)."""
-        if stop - start > self.block * self.cache_blocks // 2:
-            return self.fetch([(s, min(s + self.block, stop)) for s in range(start, stop, self.block)])
+        """Bytes start:stop (inside the file) through the block cache."""
         first, last = start // self.block, (stop - 1) // self.block
         missing = [b for b in range(first, last + 1) if b not in self.cache]
         if missing:
             parts = [(b * self.block, min((b + 1) * self.block, self.size)) for b in missing]
-            data = self.fetch(parts, joined=False)
-            for b, piece in zip(missing, data):
+            for b, piece in zip(missing, self.fetch(parts, joined=False)):
                 self.cache[b] = piece
         for b in range(first, last + 1):
             self.cache.move_to_end(b)
+        joined = b"".join(self.cache[b] for b in range(first, last + 1))
         while len(self.cache) > self.cache_blocks:
             self.cache.popitem(last=False)
-        joined = b"".join(self.cache[b] for b in range(first, last + 1))
         return joined[start - first * self.block: stop - first * self.block]
+
+    def fetch_into(self, view: memoryview, start: int) -> None:
+        """A large read straight into `view`, bypassing the cache: parts of `block` bytes
+        fetched in parallel batches, so at most a batch is held besides the result."""
+        parts = [(s, min(s + self.block, start + len(view))) for s in range(start, start + len(view), self.block)]
+        batch = max(1, self.cache_blocks // 2)
+        for i in range(0, len(parts), batch):
+            for (s, e), piece in zip(parts[i:i + batch], self.fetch(parts[i:i + batch], joined=False)):
+                view[s - start: e - start] = piece
 
     def fetch(self, parts: list[tuple[int, int]], joined: bool = True):
         """Ranged GETs (in parallel on object stores), in order."""

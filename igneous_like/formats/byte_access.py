@@ -22,6 +22,7 @@ import numpy as np
 from igneous_like.errors import UserError
 
 MiB = 1 << 20
+HEADER_BLOCK = 64 * 1024  # range size for reads of a remote file's header only
 
 
 def is_remote(path: str) -> bool:
@@ -146,7 +147,7 @@ class Decompressed(io.RawIOBase):
     `raw`'s current position. Seeking ahead decodes and drops; seeking back starts over."""
 
     OUT = 4 * MiB  # decoded bytes per step: bounds memory whatever the compression ratio
-    IN = 4 * MiB
+    IN = 256 * 1024  # compressed bytes per step (remote fetches come in the file's own blocks)
 
     def __init__(self, raw: BinaryIO, kind: str, name: str = ""):
         super().__init__()
@@ -330,20 +331,21 @@ def read_buffer(path: str, compression: str | None = None, staging: int = 0) -> 
     return staging + (3 * Decompressed.OUT if compression else 0) + (RangedFile.CACHE if is_remote(path) else 0)
 
 
-def open_file(path: str) -> BinaryIO:
-    """A local path or a storage URL as a readable, seekable binary file."""
+def open_file(path: str, block: int = MiB) -> BinaryIO:
+    """A local path or a storage URL as a readable, seekable binary file (remote reads come in
+    `block`-sized ranges: small for header-only reads)."""
     if not is_remote(path):
         try:
             return open(path[len("file://"):] if path.startswith("file://") else path, "rb")
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return io.BufferedReader(RangedFile(path), buffer_size=64 * 1024)
+    return io.BufferedReader(RangedFile(path, block=block), buffer_size=min(block, 64 * 1024))
 
 
-def open_data(path: str, stream_start: int = 0, compression: str | None = None) -> BinaryIO:
+def open_data(path: str, stream_start: int = 0, compression: str | None = None, block: int = MiB) -> BinaryIO:
     """The file at `path`; with `compression` ('gzip' or 'bz2'), the decoded stream that starts
     at byte `stream_start` (positions then count decoded bytes)."""
-    f = open_file(path)
+    f = open_file(path, block)
     if not compression:
         return f
     f.seek(stream_start)

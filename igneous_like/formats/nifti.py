@@ -11,7 +11,7 @@ import numpy as np
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, fixed_axes, to_nm
-from igneous_like.formats.byte_access import FileArray, check_size, open_data, read_buffer
+from igneous_like.formats.byte_access import HEADER_BLOCK, FileArray, check_size, open_data, read_buffer
 
 
 class ScaledArray:
@@ -32,7 +32,7 @@ def read_header(path: str):
     import nibabel
 
     compression = "gzip" if path.lower().endswith(".gz") else None
-    with open_data(path, 0, compression) as f:
+    with open_data(path, 0, compression, HEADER_BLOCK) as f:
         head = f.read(540)
     if len(head) < 348:
         raise UserError(f"{path} is too short for a NIfTI header")

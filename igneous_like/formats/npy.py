@@ -9,12 +9,14 @@ import numpy as np
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_XYZ, Source, check_dtype
-from igneous_like.formats.byte_access import FileArray, check_size, is_remote, open_data, open_file, read_buffer
+from igneous_like.formats.byte_access import (
+    HEADER_BLOCK, FileArray, check_size, is_remote, open_data, open_file, read_buffer,
+)
 
 
 def remote_npy(url: str) -> FileArray:
     """A lazy array over a .npy on object storage: its header read once, its data by range."""
-    with open_file(url) as f:
+    with open_file(url, HEADER_BLOCK) as f:
         version = np.lib.format.read_magic(f)
         reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
         if version not in reader:

@@ -13,7 +13,7 @@ import numpy as np
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_YZ, ACCESS_Z, Source, check_dtype, fixed_axes, to_nm
 from igneous_like.formats.byte_access import (
-    FileArray, check_size, file_size, is_remote, join, open_data, open_file, read_buffer,
+    HEADER_BLOCK, FileArray, check_size, file_size, is_remote, join, open_data, open_file, read_buffer,
 )
 
 COMPRESSION = {"raw": None, "gzip": "gzip", "gz": "gzip", "bzip2": "bz2", "bz2": "bz2"}
@@ -36,7 +36,7 @@ def read_header(path: str) -> tuple[dict, int]:
     """The header and the byte offset where attached data starts."""
     import nrrd
 
-    with open_file(path) as f:  # buffered: pynrrd iterates lines, tell() is where they stopped
+    with open_file(path, HEADER_BLOCK) as f:  # buffered: pynrrd iterates lines, tell() is where they stopped
         header = nrrd.read_header(f)
         return header, f.tell()
 

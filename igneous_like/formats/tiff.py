@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from igneous_like.errors import UserError
-from igneous_like.formats.byte_access import cloudfiles, get_bytes, is_remote, open_file, read_buffer, split_url
+from igneous_like.formats.byte_access import (
+    HEADER_BLOCK, cloudfiles, get_bytes, is_remote, open_file, read_buffer, split_url,
+)
 from igneous_like.formats.base import (
     ACCESS_XYZ, ACCESS_YZ, ACCESS_Z, Source, axes_from_letters, check_axes, check_dtype, squeeze_axes, to_nm,
 )
@@ -145,16 +147,16 @@ def read_slice(path: str, ys: slice, xs: slice, whole: bool = False) -> np.ndarr
 
 
 @contextmanager
-def tiff_file(path: str, whole: bool = False):
+def tiff_file(path: str, whole: bool = False, block: int = 1 << 20):
     """tifffile's TiffFile on a local path, or on a storage URL: fetched in one GET when the
-    whole file is wanted, else read by range."""
+    whole file is wanted, else read by ranges of `block` bytes."""
     import tifffile
 
     if not is_remote(path):
         with tifffile.TiffFile(path) as tif:
             yield tif
         return
-    with (io.BytesIO(get_bytes(path)) if whole else open_file(path)) as fh, tifffile.TiffFile(fh) as tif:
+    with (io.BytesIO(get_bytes(path)) if whole else open_file(path, block)) as fh, tifffile.TiffFile(fh) as tif:
         yield tif
 
 
@@ -185,14 +187,14 @@ def slice_header(path: str) -> tuple[tuple, np.dtype, str]:
         if path.lower().endswith(".png"):
             import pyspng
 
-            with open_file(path) as f:
+            with open_file(path, HEADER_BLOCK) as f:
                 head = pyspng.header(f.read(64))
             channels = (head["channels"],) if head.get("channels", 1) > 1 else ()
             dtype = np.dtype("uint16" if head.get("bit_depth", 8) > 8 else "uint8")
             return (head["height"], head["width"], *channels), dtype, ACCESS_Z
         import tifffile
 
-        with tiff_file(path) as tif:
+        with tiff_file(path, block=HEADER_BLOCK) as tif:
             page = tif.pages[0]
             return tuple(page.shape), page.dtype, page_access(page)
     except Exception as exc:

@@ -16,7 +16,8 @@ Stages (uint8, 4x4x40 nm, no file compression for every tool):
   hdf5    one HDF5 file. Ours with --no-downsample (mip 0 only, like Igneous) against Igneous
           `image create --h5-dataset main`; neuroglancer-scripts reads no HDF5.
   nifti   one .nii file. Ours (pyramid on) against volume-to-precomputed-pyramid (in memory by
-          default) and Igneous `image create` (mip 0 only).
+          default) and Igneous `image create` (mip 0 only); also ours without a queue (planning
+          and tasks in one process, like those one-process tools).
   memory  a TIFF stack larger than --memory (default 2048x2048x256, 1 GiB) imported with
           `--memory 256MB` and `execute -p 2`: the peak RSS of the largest worker.
 Our imports run with --memory 256MB (--ours-memory) in every stage.
@@ -111,6 +112,15 @@ def ours(src: Path, work: Path, name: str, workers: int, extra: list[str]) -> Ru
     ], work / "logs" / name)
 
 
+def ours_in_process(src: Path, work: Path, name: str, extra: list[str]) -> Run:
+    """`image import` without --queue: planning and tasks in one process, as a one-file tool runs
+    (the queued form pays the libraries' start-up, ~0.8 s CPU, in the planner and the worker)."""
+    out = work / name
+    shutil.rmtree(out, ignore_errors=True)
+    return run_all([([str(our_exe()), "image", "import", str(src), f"file://{out}", "--resolution",
+                      ",".join(map(str, RES)), "--compress", "none", *extra], None)], work / "logs" / name)
+
+
 def ngs_slices(stack: Path, shape, work: Path) -> Run:
     out = work / "ngs-slices"
     shutil.rmtree(out, ignore_errors=True)
@@ -170,7 +180,7 @@ def report(stage: str, rows: dict[str, Run], pairs: list[tuple[str, str, list[st
         best_cpu, best_wall = min(r.cpu for r in theirs), min(r.wall for r in theirs)
         best_rss = min(r.rss_mib for r in theirs)
         print(f"ratios {one.replace(' -p 1', '')} / best of {', '.join(theirs_names)}: CPU "
-              f"{ratio(mine1.cpu, best_cpu)} (-p 1), wall {ratio(mine2.wall, best_wall)} (-p 2), "
+              f"{ratio(mine1.cpu, best_cpu)} ({'one process' if 'no queue' in one else '-p 1'}), wall {ratio(mine2.wall, best_wall)} (-p 2), "
               f"peak RSS {ratio(mine1.rss_mib, best_rss)}")
         out.setdefault("ratios", []).append({"ours": one, "theirs": theirs_names, "cpu": mine1.cpu / best_cpu,
                                               "wall_p2": mine2.wall / best_wall, "rss": mine1.rss_mib / best_rss})
@@ -239,11 +249,14 @@ def main(argv: list[str] | None = None) -> int:
                                                                  ["--no-downsample", *budget]),
                 "igneous-like import --no-downsample -p 2": ours(nii, work, "ours-nii0-p2", 2,
                                                                  ["--no-downsample", *budget]),
-                "igneous image create (mip 0 only)": igneous_create(nii, work, "igneous-nii", [])}
+                "igneous image create (mip 0 only)": igneous_create(nii, work, "igneous-nii", []),
+                "igneous-like import, no queue (one process)": ours_in_process(nii, work, "ours-nii-inproc", budget)}
         check_layer(work / "ours-nii-p2", ref)
+        check_layer(work / "ours-nii-inproc", ref)
         names = list(rows)
         results["nifti"] = report(f"nifti {args.shape} uint8 -> Precomputed", rows,
-                                  [(names[0], names[1], [names[2]]), (names[3], names[4], [names[5]])])
+                                  [(names[0], names[1], [names[2]]), (names[3], names[4], [names[5]]),
+                                   (names[6], names[1], [names[2]])])
     if "memory" in stages:
         mshape = tuple(int(v) for v in args.memory_shape.split(","))
         big = make_volume(mshape, seed=1)

@@ -9,6 +9,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[test]"
+# ome-zarr-py (its reader opens our exports in a test) without its fsspec[s3] extra: s3fs's
+# aiobotocore pins botocore below what boto3/moto need; the reader's own imports are in [test]
+.venv/bin/python -m pip install -q --no-deps "ome-zarr==0.18.0"
 # the SLURM test needs a real single-node cluster: install it where we may (root + apt)
 if ! command -v sbatch >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing slurm-wlm and munge for the SLURM test..." >&2

@@ -119,3 +119,29 @@ def test_export_from_s3_layer(tmp_path, moto, s3_bucket, layer, monkeypatch):
     run_cli("image", "import", f"{s3_bucket}/out.zarr", f"file://{back}", "--chunk-size", CHUNK, env=s3_env(moto))
     assert json.loads((back / "info").read_text())["scales"][0]["voxel_offset"] == [5, 6, 7]
     assert_same(ts_read(back, 0), vol)
+
+
+@pytest.mark.parametrize("fmt", ["ome-zarr", "ome-zarr-v3"])
+def test_ome_zarr_py_reader_opens_the_export(tmp_path, layer, fmt):
+    """ome-zarr-py's own reader (the one napari uses) sees every level with the layer's voxels,
+    axes, units and per-level scale and translation."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Multiscales, Reader
+
+    src, _ = layer
+    out = tmp_path / "out.zarr"
+    run_cli("image", "export", f"file://{src}", str(out), "--format", fmt)
+    info = json.loads((src / "info").read_text())
+    nodes = [n for n in Reader(parse_url(str(out)))() if n.load(Multiscales)]
+    assert len(nodes) == 1
+    image = nodes[0]
+    assert [a["name"] for a in image.metadata["axes"]] == ["c", "z", "y", "x"]
+    assert [a.get("unit") for a in image.metadata["axes"]][1:] == ["nanometer"] * 3
+    assert len(image.data) == len(info["scales"]) == 3
+    for level, (data, transforms, scale) in enumerate(zip(image.data, image.metadata["coordinateTransformations"],
+                                                          info["scales"])):
+        by_type = {t["type"]: t for t in transforms}
+        res, off = list(reversed(scale["resolution"])), list(reversed(scale["voxel_offset"]))
+        assert by_type["scale"]["scale"] == [1.0, *map(float, res)]
+        assert by_type["translation"]["translation"] == [0.0, *(float(o * r) for o, r in zip(off, res))]
+        assert np.array_equal(np.asarray(data), ts_read(src, level).transpose(3, 2, 1, 0)), level

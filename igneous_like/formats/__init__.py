@@ -6,17 +6,16 @@ import os
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import Source
+from igneous_like.formats.byte_access import is_remote
 
 
 def local_source_path(src: str) -> str:
-    """A plain path or file:// URL, made absolute so workers elsewhere agree; s3:// and gs://
-    URLs (Zarr and N5 only) stay as they are."""
-    if src.startswith(("s3://", "gs://")):
+    """A plain path or file:// URL, made absolute so workers elsewhere agree; storage URLs
+    (s3://, gs://, ... anything cloud-files reads) stay as they are."""
+    if is_remote(src):
         return src.rstrip("/")
     if src.startswith("file://"):
         src = src[len("file://"):]
-    elif "://" in src:
-        raise UserError(f"import reads a path, file://, or (Zarr, N5) s3:// and gs:// URLs, not {src!r}")
     return os.path.abspath(os.path.expanduser(src))
 
 
@@ -27,17 +26,16 @@ def open_source(spec: dict) -> Source:
 
     path = spec["path"]
     lower = path.lower().rstrip("/")
-    if path.startswith(("s3://", "gs://")):
-        if not zarr.is_zarr(path):
-            raise UserError(f"{path}: only Zarr and N5 sources are read from object storage (no .zarray, .zgroup, "
-                            "zarr.json or attributes.json there); copy other formats to a local path")
+    remote = is_remote(path)
+    if spec.get("stack"):  # a task's slices, as planning listed them
+        return tiff.open_slices(path, spec.get("order") or "natural", bool(spec.get("pad")), spec["stack"])
+    named = lower.endswith(tiff.FILE_EXTENSIONS[:-2]) or any(ch in path for ch in tiff.WILDCARDS)  # not Zarr/N5
+    if not named and (remote or os.path.exists(path)) and zarr.is_zarr(path):
         return zarr.open_zarr(path, spec.get("level"), spec.get("dataset"))
-    if tiff.is_slice_stack(path) and not zarr.is_zarr(path):
-        return tiff.open_slices(path, spec.get("order") or "natural", bool(spec.get("pad")), spec.get("stack"))
-    if not os.path.exists(path):
+    if tiff.is_slice_stack(path):
+        return tiff.open_slices(path, spec.get("order") or "natural", bool(spec.get("pad")))
+    if not remote and not os.path.exists(path):
         raise UserError(f"source {path} does not exist")
-    if zarr.is_zarr(path):
-        return zarr.open_zarr(path, spec.get("level"), spec.get("dataset"))
     if lower.endswith((".tif", ".tiff", ".btf", ".tf8")):
         return tiff.open_tiff(path)
     if lower.endswith((".h5", ".hdf5", ".hdf")):
@@ -48,7 +46,7 @@ def open_source(spec: dict) -> Source:
         from igneous_like.formats.nifti import open_nifti
 
         return open_nifti(path)
-    if lower.endswith(".nrrd"):
+    if lower.endswith((".nrrd", ".nhdr")):
         from igneous_like.formats.nrrd import open_nrrd
 
         return open_nrrd(path)
@@ -57,4 +55,4 @@ def open_source(spec: dict) -> Source:
 
         return open_npy(path, spec.get("axes"))
     raise UserError(f"cannot tell the format of {path}: expected a directory or glob of slices, .tif/.tiff, "
-                    ".h5/.hdf5, .zarr/.n5 (or a Zarr directory), .nii/.nii.gz, .nrrd or .npy")
+                    ".h5/.hdf5, .zarr/.n5 (or a Zarr directory), .nii/.nii.gz, .nrrd/.nhdr or .npy")

@@ -42,6 +42,7 @@ class Source:
     resolution_source: str = "none"
     offset: Vec3 = (0, 0, 0)  # voxels
     access: str = ACCESS_XYZ
+    read_buffer: int = 0  # bytes a read holds besides its result (staging spans, decode buffers, caches)
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -1,10 +1,20 @@
-"""HDF5 sources through h5py: one 3D (or 4D with channels last) dataset, stored z,y,x."""
+"""HDF5 sources through h5py: one 3D (or 4D with channels last) dataset, stored z,y,x. On
+object storage h5py reads through a file object over ranged GETs with a block cache, so a task
+fetches the file's metadata and the chunks its box touches, not the file."""
 from __future__ import annotations
 
 import numpy as np
 
 from igneous_like.errors import UserError
 from igneous_like.formats.base import ACCESS_XYZ, Source, check_dtype, fixed_axes, to_nm
+from igneous_like.formats.byte_access import is_remote, open_file, read_buffer
+
+
+def h5_file(path: str):
+    """h5py's read-only File on a local path, or on a storage URL through ranged reads."""
+    import h5py
+
+    return h5py.File(open_file(path) if is_remote(path) else path, "r")
 
 
 def list_datasets(path: str) -> dict[str, tuple]:
@@ -12,7 +22,7 @@ def list_datasets(path: str) -> dict[str, tuple]:
     import h5py
 
     found: dict[str, tuple] = {}
-    with h5py.File(path, "r") as f:
+    with h5_file(path) as f:
         f.visititems(lambda name, obj: found.__setitem__(name, obj.shape) if isinstance(obj, h5py.Dataset) else None)
     return found
 
@@ -38,9 +48,7 @@ class H5Array:
         self.path, self.name, self.shape, self.dtype = path, name, shape, dtype
 
     def __getitem__(self, index: tuple) -> np.ndarray:
-        import h5py
-
-        with h5py.File(self.path, "r") as f:
+        with h5_file(self.path) as f:
             return f[self.name][index]
 
 
@@ -56,11 +64,9 @@ def element_size(attrs) -> tuple[tuple[float, float, float] | None, str]:
 
 
 def open_hdf5(path: str, dataset: str | None = None) -> Source:
-    import h5py
-
     try:
         name = pick_dataset(path, dataset)
-        with h5py.File(path, "r") as f:
+        with h5_file(path) as f:
             ds = f[name]
             shape, attrs = ds.shape, dict(ds.attrs)
             dtype = check_dtype(ds.dtype, f"{path}:{name}")
@@ -72,4 +78,4 @@ def open_hdf5(path: str, dataset: str | None = None) -> Source:
     resolution, where = element_size(attrs)
     # chunked or contiguous, HDF5 reads any hyperslab without decoding the rest
     return Source(path, f"HDF5 dataset /{name}", H5Array(path, name, shape, dtype), axes, dtype, resolution, where,
-                  access=ACCESS_XYZ)
+                  access=ACCESS_XYZ, read_buffer=read_buffer(path))

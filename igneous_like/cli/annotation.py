@@ -119,6 +119,7 @@ def from_stats(ctx, layer, dest, kind, stats, limit, partitions, shard_above, me
 def drive(ctx, job, dest: str, queue, parallel, dry_run: bool, merge: bool) -> None:
     """The phases: map, counts, emit. Queued: one phase per invocation (--merge advances);
     unqueued: all of them here."""
+    from igneous_like.errors import UserError
     from igneous_like.ops.annotation import import_table as op
 
     if job is not None:
@@ -132,7 +133,12 @@ def drive(ctx, job, dest: str, queue, parallel, dry_run: bool, merge: bool) -> N
         dest = job.dest
     job = op.load_job(dest)
     while True:
-        plan = op.next_phase(job)
+        try:
+            plan = op.next_phase(job)
+        except UserError:  # e.g. duplicate ids: unqueued, leave nothing behind; queued, keep the record
+            if not queue and not dry_run:
+                op.remove_work(job)
+            raise
         if plan is None:  # every phase has run
             if not dry_run:
                 op.remove_work(job)

@@ -3,13 +3,17 @@ Neuroglancer precomputed annotation layer (igneous_like/annotations.py has the f
 
 Phases, over the map -> reduce-by-partition machinery (igneous_like/mapreduce.py):
   scan    (here, before anything is written) parse and check every row: coordinates, bounds,
-          property values, duplicate ids; count rows, segments and enum labels.
+          property values; count rows, segments and enum labels.
   map     (one task per row range) encode each annotation once and write partials: per-level
-          cell counts; spatial rows keyed by their cell at the task level K; by_id rows keyed
-          by id (or shard); relationship rows keyed by segment (or shard).
-  counts  (one task per partition) the fullest cell of every level within the partition.
+          cell counts; ids with their row numbers keyed by id; spatial rows keyed by their
+          cell at the task level K; by_id rows keyed by id (or shard); relationship rows keyed
+          by segment (or shard).
+  counts  (one task per partition) the fullest cell of every level within the partition, and
+          the partition's duplicate ids (an example is recorded: the job stops there, before
+          any layer file is written).
   coarse  (here, with --merge) the per-level thresholds, and levels 0..K-1 from the few
-          annotations that can appear there (priority under the level K-1 threshold).
+          annotations that can appear there (priority under the level K-1 threshold); an
+          earlier layer at DEST is removed first, and the info is written last.
   emit    (one task per partition) spatial levels K.. of each task cell, by_id, relationships.
 A worker holds one row range or one partition, never the whole table. Rows are parsed and
 checked by rows.py; the format and the sampling are igneous_like/annotations.py.
@@ -189,7 +193,7 @@ def plan_map(job: ImportJob, memory: float = 3.5e9) -> Plan:
     def prepare() -> None:
         from cloudfiles import CloudFiles
 
-        clear_outputs(job.dest)
+        clear_outputs(job.dest, layer=False)
         CloudFiles(f"{job.dest}/{WORK}").put_json("job.json", spec)
 
     details = {"table": ", ".join(f[0] for f in job.files[:3]) + (" ..." if len(job.files) > 3 else ""),
@@ -203,16 +207,19 @@ def plan_map(job: ImportJob, memory: float = 3.5e9) -> Plan:
     return Plan("annotation import (map)", len(tasks_all), tasks, prepare, details)
 
 
-def clear_outputs(dest: str) -> None:
-    """Delete an earlier import at DEST (its info, indexes and working files): a stale cell or
-    count file would otherwise join this run's layer."""
+def clear_outputs(dest: str, layer: bool = True, work: bool = True) -> None:
+    """Delete an earlier import at DEST: its layer (info first, then indexes) when this run's
+    layer is about to be written, its working files when this run's map starts; a stale cell
+    or count file would otherwise join this run's output. A table that fails the counts
+    phase's checks leaves an earlier layer in place."""
     import re
 
     from cloudfiles import CloudFiles
 
     cf = CloudFiles(dest)
-    ours = re.compile(r"^(info$|by_id/|rel_[^/]+/|spatial\d+/|" + WORK + "/)")
-    stale = [name for name in cf.list() if ours.match(name)]
+    kinds = [*(["info$", r"by_id/", r"rel_[^/]+/", r"spatial\d+/"] if layer else []), *([WORK + "/"] if work else [])]
+    ours = re.compile(r"^(" + "|".join(kinds) + ")")
+    stale = sorted((name for name in cf.list() if ours.match(name)), key=lambda n: n != "info")
     if stale:
         cf.delete(stale)
 
@@ -230,6 +237,7 @@ def annotation_map_task(job: dict, name: str, file_index: int, start: int, stop:
     recs = np.array([raw[i * size:(i + 1) * size] for i in range(len(records))], dtype=object)
     levels = spec.spatial_levels()
     mapreduce.write_partials(spec.layout("counts"), name, _counts(spec, levels, rows))
+    mapreduce.write_partials(spec.layout("ids"), name, {"label": rows.ids, "row": rows.numbers})
     mapreduce.write_partials(spec.layout("spatial"), name, _spatial(spec, levels, rows, recs))
     tails = ann.relationship_bytes(rows.related)
     by_id = np.array([r + t for r, t in zip(recs.tolist(), tails)], dtype=object) if tails else recs
@@ -297,26 +305,71 @@ def plan_counts(job: ImportJob) -> Plan:
 
 @queueable
 def annotation_counts_task(job: dict, partition: int) -> None:
+    """The fullest cell of each level within one partition, and whether the partition's ids
+    repeat: recorded with an example (the next --merge stops with it), not raised, since a
+    retry would find the same duplicate and the queue would never drain."""
     from cloudfiles import CloudFiles
 
     spec = ImportJob(**job)
+    duplicate = None
+    try:
+        mapreduce.reduce_partition(spec.layout("ids"), spec.map_names(), partition, _unique_ids)
+    except DuplicateId as exc:
+        duplicate = {"id": exc.id, "rows": exc.rows}
     merged = mapreduce.reduce_partition(spec.layout("counts"), spec.map_names(), partition, _sum_counts)
     fullest = np.zeros(spec.levels, dtype=np.int64)
     if merged:
         level = (merged["label"] >> np.uint64(ann.LEVEL_SHIFT)).astype(np.int64)
         np.maximum.at(fullest, level, merged["n"])
-    CloudFiles(f"{spec.dest}/{WORK}/fullest").put_json(f"p{partition:05d}.json", {"fullest": fullest.tolist()})
+    CloudFiles(f"{spec.dest}/{WORK}/fullest").put_json(f"p{partition:05d}.json",
+                                                       {"fullest": fullest.tolist(), "duplicate": duplicate})
 
 
-def read_fullest(job: ImportJob) -> list[int] | None:
-    """maxCount per level over all partitions, or None while a counts task has not run."""
+class DuplicateId(Exception):
+    """An annotation id found on more than one row (rows: 0-based numbers in the table)."""
+
+    def __init__(self, aid: int, rows: list[int]):
+        super().__init__(aid, rows)
+        self.id, self.rows = aid, rows
+
+
+def _unique_ids(table: mapreduce.Table) -> mapreduce.Table:
+    """The merge of the ids partials: rows sorted by id; a repeated id raises DuplicateId."""
+    order = np.argsort(table["label"], kind="stable")
+    ids = table["label"][order]
+    same = np.flatnonzero(ids[1:] == ids[:-1])
+    if len(same):
+        aid = ids[same[0]]
+        raise DuplicateId(int(aid), sorted(int(r) for r in table["row"][table["label"] == aid])[:5])
+    return {"label": ids, "row": table["row"][order]}
+
+
+def duplicate_message(job: ImportJob, duplicate: dict) -> str:
+    """duplicate annotation id 4 (rows 1 and 2 of URL): ..., rows numbered from 1 in each file."""
+    places = []
+    for number in duplicate["rows"]:
+        url, _, _, first = next(f for f in reversed(job.files) if f[3] <= number)
+        places.append((url, number - first + 1))
+    urls = {url for url, _ in places}
+    if len(urls) == 1:
+        nums = [str(n) for _, n in places]
+        where = f"rows {', '.join(nums[:-1])} and {nums[-1]} of {urls.pop()}"
+    else:
+        where = ", ".join(f"{url} row {n}" for url, n in places)
+    return f"duplicate annotation id {duplicate['id']} ({where}): ids must be unique"
+
+
+def read_counts(job: ImportJob) -> tuple[list[int], dict | None] | None:
+    """maxCount per level over all partitions and the first partition's duplicate id (or
+    None), or None while a counts task has not run."""
     from cloudfiles import CloudFiles
 
     cf = CloudFiles(f"{job.dest}/{WORK}/fullest")
     got = cf.get_json([f"p{p:05d}.json" for p in range(job.partitions)])
     if any(g is None for g in got):
         return None
-    return np.max([g["fullest"] for g in got], axis=0).tolist()
+    duplicate = next((g["duplicate"] for g in got if g.get("duplicate")), None)
+    return np.max([g["fullest"] for g in got], axis=0).tolist(), duplicate
 
 
 # ---- coarse and emit ---------------------------------------------------------------------
@@ -351,6 +404,7 @@ def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
 
         from cloudfiles import CloudFiles
 
+        clear_outputs(job.dest, work=False)
         if fullest[last] > job.limit:
             print(f"WARNING: {details['warning']}: more annotations than that in one finest cell are written "
                   "together", file=sys.stderr)
@@ -521,9 +575,12 @@ def next_phase(job: ImportJob) -> Plan | None:
     if missing:
         raise UserError(f"map output incomplete: {len(missing)} of {len(job.map_names())} tasks have not run "
                         f"(e.g. {missing[0]}); run the queue to the end, then --merge again")
-    fullest = read_fullest(job)
-    if fullest is None:
+    counted = read_counts(job)
+    if counted is None:
         return plan_counts(job)
+    fullest, duplicate = counted
+    if duplicate:
+        raise UserError(duplicate_message(job, duplicate))
     return None if emit_done(job) else plan_emit(job, fullest)
 
 
@@ -540,8 +597,21 @@ def emit_done(job: ImportJob) -> bool:
 
 
 def remove_work(job: ImportJob) -> None:
-    """Delete the working files (partials, counts, markers) of a finished import."""
+    """Delete the working files (partials, counts, markers) of a finished or failed import;
+    on file:// also the directories they leave, and DEST itself when nothing else is there."""
+    import os
+
     from cloudfiles import CloudFiles
+
+    from igneous_like.layers import local_path
 
     cf = CloudFiles(f"{job.dest}/{WORK}")
     cf.delete(list(cf.list()))
+    local = local_path(job.dest)
+    if local is None or not os.path.isdir(local):
+        return
+    for root, _, _ in sorted(os.walk(os.path.join(local, WORK)), key=lambda w: -len(w[0])):
+        if not os.listdir(root):
+            os.rmdir(root)
+    if not os.listdir(local):
+        os.rmdir(local)

@@ -49,7 +49,7 @@ class ImportJob:
 
     dest: str
     kind: str
-    files: list  # [url, format, rows, first row number]
+    files: list  # [url, format, rows, number of its first row in the table, map tasks]
     columns: dict  # role (x, y, z, x1, ..., rx, id) -> column name
     properties: list  # info property dicts, plus "column" and "source" (number, enum, rgb)
     relationships: list  # [name, column]
@@ -66,19 +66,24 @@ class ImportJob:
     shard_above: int = ann.SHARD_ABOVE
     by_id_sharding: dict | None = None
     rel_sharding: list = field(default_factory=list)
+    maps: list = field(default_factory=list)  # [file index, lo, hi, first row in file]: the planner's only
+
+    def spec(self) -> dict:
+        """The job as tasks and job.json carry it: without the map parts (their count per file
+        names the partials; each map task gets its own part as arguments)."""
+        return {k: v for k, v in asdict(self).items() if k != "maps"}
 
     def layout(self, name: str) -> mapreduce.Layout:
         return mapreduce.Layout(f"{self.dest}/{WORK}/{name}", self.partitions)
 
-    def map_tasks(self) -> Iterator[tuple[str, int, int, int]]:
-        """(name, file index, first row, stop row) of every map task."""
-        for i, (_, _, rows, _) in enumerate(self.files):
-            for start in range(0, rows, self.rows_per_task):
-                stop = min(start + self.rows_per_task, rows)
-                yield f"f{i:04d}_{start}-{stop}", i, start, stop
+    def map_tasks(self) -> Iterator[tuple[str, int, int, int, int]]:
+        """(name, file index, lo, hi, first row in the file) of every map task (planner only)."""
+        names = iter(self.map_names())
+        for i, lo, hi, first in self.maps:
+            yield next(names), i, lo, hi, first
 
     def map_names(self) -> list[str]:
-        return [t[0] for t in self.map_tasks()]
+        return [f"f{i:04d}_m{k:06d}" for i, f in enumerate(self.files) for k in range(f[4])]
 
     def spatial_levels(self) -> list[ann.Level]:
         return ann.spatial_levels(self.lower, self.upper, self.levels)
@@ -139,7 +144,7 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
             raise UserError(f"--bounds {list(bounds)}: each upper bound must exceed its lower bound")
     else:
         lower, upper = [-np.inf] * 3, [np.inf] * 3
-    draft = ImportJob(dest, kind, [[u, f, 0, 0] for u, f in files], cols, props, rels, [float(r) for r in resolution],
+    draft = ImportJob(dest, kind, [[u, f, 0, 0, 0] for u, f in files], cols, props, rels, [float(r) for r in resolution],
                       lower, upper, clip, limit, 1, 1, 0, ann.MAX_LEVELS, 0)
     scan = scan_rows(draft)
     if scan.count == 0:
@@ -160,10 +165,38 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
     if rows_per_task is None:
         rows_per_task = int(max(1000, min(200_000, (memory - PROCESS_OVERHEAD) / (MAP_ROW_BYTES * levels + ROW_BYTES))))
     rel_sharding = [ann.index_sharding(scan.ranges[f"rel:{name}"], shard_above) for name, _ in rels]
-    job_files = [[u, f, n, first] for (u, f), (n, first) in zip(files, scan.rows)]
+    job_files, maps = [], []
+    for i, ((u, f), (n, first), pieces) in enumerate(zip(files, scan.rows, scan.pieces)):
+        parts = split_parts(pieces, rows_per_task, tables.by_rows(u, f))
+        job_files.append([u, f, n, first, len(parts)])
+        maps.extend([i, *part] for part in parts)
     return ImportJob(dest, kind, job_files, cols, props, rels, [float(r) for r in resolution], lower, upper, clip,
                      limit, rows_per_task, partitions, task_level, levels, scan.count, shard_above,
-                     ann.index_sharding(scan.count, shard_above), rel_sharding)
+                     ann.index_sharding(scan.count, shard_above), rel_sharding, maps)
+
+
+def split_parts(pieces: np.ndarray, rows_per_task: int, by_rows: bool) -> list[list[int]]:
+    """One file's map parts [lo, hi, first row] from its pieces [lo, hi, rows]: consecutive
+    whole pieces up to `rows_per_task` rows; a larger piece is cut into equal row ranges where
+    the file is addressed by row (Parquet row group, gzip), else it is a part of its own."""
+    parts: list[list[int]] = []
+    current: list[int] | None = None  # [lo, hi, first row, rows]
+    row = 0
+    for lo, hi, n in pieces.tolist():
+        if current and current[3] + n > rows_per_task:
+            parts.append(current[:3])
+            current = None
+        if by_rows and n > rows_per_task:
+            cuts = lo + (n * np.arange(math.ceil(n / rows_per_task) + 1)) // math.ceil(n / rows_per_task)
+            parts.extend([int(a), int(b), row + int(a - lo)] for a, b in zip(cuts[:-1], cuts[1:]))
+        elif current:
+            current[1], current[3] = hi, current[3] + n
+        else:
+            current = [lo, hi, row, n]
+        row += n
+    if current:
+        parts.append(current[:3])
+    return parts
 
 
 def _level_count(kind: str, lower, upper, span) -> int:
@@ -184,11 +217,11 @@ def _level_count(kind: str, lower, upper, span) -> int:
 def plan_map(job: ImportJob, memory: float = 3.5e9) -> Plan:
     """Phase 1: one task per row range."""
     tasks_all = list(job.map_tasks())
-    spec = asdict(job)
+    spec = job.spec()
 
     def tasks() -> Iterator:
-        for name, i, start, stop in tasks_all:
-            yield partial(annotation_map_task, spec, name, i, start, stop)
+        for name, i, lo, hi, first in tasks_all:
+            yield partial(annotation_map_task, spec, name, i, lo, hi, first)
 
     def prepare() -> None:
         from cloudfiles import CloudFiles
@@ -225,12 +258,14 @@ def clear_outputs(dest: str, layer: bool = True, work: bool = True) -> None:
 
 
 @queueable
-def annotation_map_task(job: dict, name: str, file_index: int, start: int, stop: int) -> None:
-    """Encode one row range once; write its partials for every index."""
+def annotation_map_task(job: dict, name: str, file_index: int, lo: int, hi: int, first_row: int) -> None:
+    """Encode one part of a file once (rows [lo, hi), or line-aligned bytes [lo, hi) of a
+    CSV file, its first row being number `first_row` of the file); write its partials for
+    every index."""
     spec = ImportJob(**job)
-    url, fmt, _, first = spec.files[file_index]
-    rows = concat_rows([parse_batch(spec, b, first + start + offset, url)
-                        for offset, b in _offsets(tables.batches(url, fmt, spec.read_types(), start, stop))])
+    url, fmt, _, first, _ = spec.files[file_index]
+    rows = concat_rows([parse_batch(spec, b, first + first_row + offset, url)
+                        for offset, b in _offsets(tables.read_part(url, fmt, spec.read_types(), lo, hi))])
     records = ann.encode_records(spec.kind, spec.properties, rows.geometry, rows.values)
     size = records.dtype.itemsize
     raw = records.tobytes()
@@ -294,7 +329,7 @@ def _sum_counts(table: mapreduce.Table) -> mapreduce.Table:
 
 def plan_counts(job: ImportJob) -> Plan:
     """Phase 2: per partition, the fullest cell of each level."""
-    spec = asdict(job)
+    spec = job.spec()
 
     def tasks() -> Iterator:
         for p in range(job.partitions):
@@ -348,7 +383,7 @@ def duplicate_message(job: ImportJob, duplicate: dict) -> str:
     """duplicate annotation id 4 (rows 1 and 2 of URL): ..., rows numbered from 1 in each file."""
     places = []
     for number in duplicate["rows"]:
-        url, _, _, first = next(f for f in reversed(job.files) if f[3] <= number)
+        url, _, _, first, _ = next(f for f in reversed(job.files) if f[3] <= number)
         places.append((url, number - first + 1))
     urls = {url for url, _ in places}
     if len(urls) == 1:
@@ -391,7 +426,7 @@ def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
     shardings = [ann.spatial_sharding(levels, first, i, job.shard_above) if first <= last else None
                  for i in range(len(levels))]
     sampling = Sampling(thresholds, last, first, shardings)
-    spec, smp = asdict(job), asdict(sampling)
+    spec, smp = job.spec(), asdict(sampling)
     kinds = emit_kinds(job, sampling)
 
     def tasks() -> Iterator:

@@ -158,7 +158,8 @@ def parse_relationship(text: str) -> list[str]:
 class Scan:
     """What one pass over the table found."""
 
-    rows: list
+    rows: list  # per file: (rows, number of its first row in the table)
+    pieces: list = field(default_factory=list)  # per file: int64 (k, 3) of piece lo, hi, rows
     count: int = 0
     lo: np.ndarray = field(default_factory=lambda: np.full(3, np.inf))
     hi: np.ndarray = field(default_factory=lambda: np.full(3, -np.inf))
@@ -187,25 +188,33 @@ def _scan_file(job: ImportJob, url: str, fmt: str, types: dict, first: int, scan
                ranges: dict, progress: Progress) -> int:
     """Check one file's rows into `scan`; returns the next file's first row number."""
     n = 0
-    for batch in tables.batches(url, fmt, types):
-        rows = parse_batch(job, batch, first + n, url, enums=False)
-        n += batch.num_rows
-        progress.update()
-        scan.count += len(rows.ids)
-        for seg, col in zip(segments, rows.related):
-            seg.add(col[col != 0])
-        if len(rows.ids):
-            scan.lo = np.minimum(scan.lo, rows.lo.min(axis=0))
-            scan.hi = np.maximum(scan.hi, rows.hi.max(axis=0))
-            scan.span = np.maximum(scan.span, (rows.hi - rows.lo).max(axis=0))
-        for p, v in zip(job.properties, rows.values):
-            r = ranges[p["id"]]
-            if isinstance(r, set):
-                r.update(np.unique(v).tolist())
-            elif len(v) and v.ndim == 1:
-                r[0], r[1] = min(r[0], float(v.min())), max(r[1], float(v.max()))
+    found = []
+    for lo, hi, got in tables.pieces(url, fmt, types):
+        found.append([lo, hi, sum(b.num_rows for b in got)])
+        for batch in got:
+            _scan_batch(job, parse_batch(job, batch, first + n, url, enums=False), scan, segments, ranges)
+            n += batch.num_rows
+            progress.update()
     scan.rows.append((n, first))
+    scan.pieces.append(np.array(found, dtype=np.int64).reshape(-1, 3))
     return first + n
+
+
+def _scan_batch(job: ImportJob, rows: Rows, scan: Scan, segments: list, ranges: dict) -> None:
+    """Fold one checked batch into the scan: count, segments, extent, property ranges."""
+    scan.count += len(rows.ids)
+    for seg, col in zip(segments, rows.related):
+        seg.add(col[col != 0])
+    if len(rows.ids):
+        scan.lo = np.minimum(scan.lo, rows.lo.min(axis=0))
+        scan.hi = np.maximum(scan.hi, rows.hi.max(axis=0))
+        scan.span = np.maximum(scan.span, (rows.hi - rows.lo).max(axis=0))
+    for p, v in zip(job.properties, rows.values):
+        r = ranges[p["id"]]
+        if isinstance(r, set):
+            r.update(np.unique(v).tolist())
+        elif len(v) and v.ndim == 1:
+            r[0], r[1] = min(r[0], float(v.min())), max(r[1], float(v.max()))
 
 
 class DistinctCount:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 
-MIN_FETCH = 1 << 15  # small reads (a Parquet footer's length, a header line) share one request
+MIN_FETCH = 1 << 13  # small reads (a Parquet footer's length, a header line) share one request
 
 
 class Source:

@@ -22,7 +22,7 @@ from igneous_like.errors import UserError
 
 FORMATS = ("csv", "parquet")
 BLOCK_BYTES = 1 << 22  # CSV parse block: memory of a streaming read
-PIECE_BYTES = (1 << 16, 1 << 23)  # a CSV piece: about 1/256 of its file, within these bounds
+PIECE_BYTES = (1 << 14, 1 << 23)  # a CSV piece: about 1/256 of its file, within these bounds
 
 
 def table_files(url: str, fmt: str = "auto") -> list[tuple[str, str]]:
@@ -193,15 +193,15 @@ def _line_start(f, at: int) -> int:
     if at >= f.size:
         return f.size
     f.seek(at - 1)
-    pos = at - 1
+    pos, step = at - 1, 1 << 12  # lines are short: small reads first, growing
     while True:
-        block = f.read(1 << 16)
+        block = f.read(step)
         if not block:
             return f.size
         i = block.find(b"\n")
         if i >= 0:
             return pos + i + 1
-        pos += len(block)
+        pos, step = pos + len(block), min(2 * step, 1 << 20)
 
 
 def _csv_part(src, names: list[str], types: dict, lo: int, hi: int) -> Iterator:

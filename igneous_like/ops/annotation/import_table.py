@@ -117,6 +117,8 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
         raise UserError(f"--resolution must be positive, got {list(resolution)}")
     if partitions is not None and not 1 <= partitions <= mapreduce.MAX_PARTITIONS:
         raise UserError(f"--partitions must be 1 to {mapreduce.MAX_PARTITIONS}, got {partitions}")
+    if rows_per_task is not None and rows_per_task < 1:
+        raise UserError(f"--rows-per-task must be at least 1, got {rows_per_task}")
     if shard_above < 0:
         raise UserError(f"--shard-above must not be negative, got {shard_above}")
     if memory <= PROCESS_OVERHEAD + 100e6:

@@ -378,7 +378,7 @@ def test_help_has_examples():
 def test_fast_shard_hash_is_cloud_volumes():
     """Shard numbers come from cloud-volume's ShardingSpecification; only its MurmurHash3 is
     swapped for the mmh3 C extension, which must give the same locations."""
-    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification, synthesize_shard_files
 
     from igneous_like import annotations
 
@@ -386,3 +386,10 @@ def test_fast_shard_hash_is_cloud_volumes():
     fast, slow = annotations.sharding_object(spec), ShardingSpecification.from_dict(spec)
     keys = np.random.default_rng(1).integers(0, 2**64 - 1, 3000, dtype=np.uint64, endpoint=True)
     assert [fast.compute_shard_location(int(k)) for k in keys] == [slow.compute_shard_location(int(k)) for k in keys]
+    for spec in (spec, {**spec, "preshift_bits": 3, "minishard_bits": 2, "shard_bits": 5},
+                 {**spec, "hash": "identity", "preshift_bits": 2}):
+        slow = ShardingSpecification.from_dict(spec)  # the vectorized shard numbers agree too
+        assert annotations.shard_numbers(keys, spec).tolist() == \
+            [int(slow.compute_shard_location(int(k)).shard_number, 16) for k in keys]
+        values = {int(k): int(k).to_bytes(8, "little") * (int(k) % 3 + 1) for k in keys}
+        assert annotations.shard_files(values, spec) == synthesize_shard_files(slow, values)

@@ -39,6 +39,12 @@ from igneous_like.ops.annotation.rows import ROLES, Rows, concat_rows, parse_bat
 DEFAULT_LIMIT = 1000
 ROW_BYTES = 400  # one annotation in a partial, with Arrow and numpy working copies
 MAP_ROW_BYTES = 120  # per annotation and level in a map task (cell ids, count keys)
+# Parallelism: enough tasks per phase to keep a pool of workers busy, each still a few seconds
+# of work; memory (--memory) may ask for more partitions, never for fewer.
+ROWS_PER_PARTITION = 50_000
+ROWS_PER_MAP = 25_000
+MAX_ROWS_PER_MAP = 200_000  # a map task of a minute or so at most, whatever the memory
+PARALLEL_TASKS = 64  # tasks per phase that parallelism alone asks for, at most
 MAX_CELL_SPAN = 64  # levels stop where the largest line/box/ellipsoid would touch more cells
 WORK = "_work"
 
@@ -160,12 +166,12 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
     props = [props[i] for i in ann.encoded_order(props)]
     layers.check_writable(dest)
     if partitions is None:
-        partitions = mapreduce.choose_partitions(scan.count, ROW_BYTES, memory - PROCESS_OVERHEAD)
+        partitions = choose_partitions(scan.count, memory)
     levels = _level_count(kind, lower, upper, scan.span)
     all_levels = ann.spatial_levels(lower, upper, levels)
     task_level = next((i for i, lv in enumerate(all_levels) if math.prod(lv.grid) >= 8 * partitions), len(all_levels) - 1)
     if rows_per_task is None:
-        rows_per_task = int(max(1000, min(200_000, (memory - PROCESS_OVERHEAD) / (MAP_ROW_BYTES * levels + ROW_BYTES))))
+        rows_per_task = choose_rows_per_task(scan.count, levels, memory)
     rel_sharding = [ann.index_sharding(scan.ranges[f"rel:{name}"], shard_above) for name, _ in rels]
     job_files, maps = [], []
     for i, ((u, f), (n, first), pieces) in enumerate(zip(files, scan.rows, scan.pieces)):
@@ -199,6 +205,20 @@ def split_parts(pieces: np.ndarray, rows_per_task: int, by_rows: bool) -> list[l
     if current:
         parts.append(current[:3])
     return parts
+
+
+def choose_partitions(count: int, memory: float) -> int:
+    """Partitions of the counts and emit phases: as many as one reduce's memory needs, and at
+    least one per ROWS_PER_PARTITION rows (up to PARALLEL_TASKS) so that a pool is kept busy."""
+    need = mapreduce.choose_partitions(count, ROW_BYTES, memory - PROCESS_OVERHEAD)
+    return int(min(max(need, min(PARALLEL_TASKS, math.ceil(count / ROWS_PER_PARTITION))), mapreduce.MAX_PARTITIONS))
+
+
+def choose_rows_per_task(count: int, levels: int, memory: float) -> int:
+    """Rows per map task: what a worker's memory holds, no more than an equal share of
+    PARALLEL_TASKS tasks, no fewer than ROWS_PER_MAP (a task's fixed costs stay small)."""
+    fits = (memory - PROCESS_OVERHEAD) / (MAP_ROW_BYTES * levels + ROW_BYTES)
+    return int(max(1000, min(fits, MAX_ROWS_PER_MAP, max(ROWS_PER_MAP, math.ceil(count / PARALLEL_TASKS)))))
 
 
 def _level_count(kind: str, lower, upper, span) -> int:

@@ -220,21 +220,32 @@ def _scan_batch(job: ImportJob, rows: Rows, scan: Scan, segments: list, ranges: 
 class DistinctCount:
     """The number of distinct uint64 keys of a stream in bounded memory: exact up to KEEP
     keys, beyond that the k-minimum-values estimate from the KEEP smallest splitmix64 hashes
-    (relative error about 1/sqrt(KEEP)); enough to size a relationship index's shards."""
+    (relative error about 1/sqrt(KEEP)); enough to size a relationship index's shards.
+    Hashes are folded KEEP at a time (one sort: np.union1d per batch costs 40 ms)."""
 
     KEEP = 1 << 16
 
     def __init__(self) -> None:
         self.smallest = np.zeros(0, np.uint64)
+        self.pending: list[np.ndarray] = []
+        self.waiting = 0
         self.truncated = False
 
     def add(self, keys: np.ndarray) -> None:
-        merged = np.union1d(self.smallest, mix64(keys))  # mix64 is a bijection: distinct keys, distinct hashes
+        self.pending.append(mix64(keys))  # a bijection: distinct keys, distinct hashes
+        self.waiting += len(keys)
+        if self.waiting >= self.KEEP:
+            self._fold()
+
+    def _fold(self) -> None:
+        merged = np.sort(np.concatenate([self.smallest, *self.pending]))
+        merged = merged[np.concatenate([[True], merged[1:] != merged[:-1]])] if len(merged) else merged
         if len(merged) > self.KEEP:
             merged, self.truncated = merged[:self.KEEP], True
-        self.smallest = merged
+        self.smallest, self.pending, self.waiting = merged, [], 0
 
     def count(self) -> int:
+        self._fold()
         if not self.truncated:
             return len(self.smallest)
         return int((self.KEEP - 1) / (float(self.smallest[-1]) / 2.0**64))

@@ -73,10 +73,9 @@ def relationship_bytes(related: list[np.ndarray]) -> list[bytes]:
     (0 means no related segment)."""
     n = len(related[0]) if related else 0
     tails = [b""] * n
-    for col in related:
-        one = np.zeros(1, "<u4") + 1
-        for i, seg in enumerate(col.tolist()):
-            tails[i] += (one.tobytes() + np.uint64(seg).astype("<u8").tobytes()) if seg else b"\0\0\0\0"
+    one, none = (1).to_bytes(4, "little"), (0).to_bytes(4, "little")
+    for col in related:  # Python ints: about 10x faster than numpy scalars' tobytes per row
+        tails = [t + (one + seg.to_bytes(8, "little") if seg else none) for t, seg in zip(tails, col.tolist())]
     return tails
 
 

@@ -64,6 +64,8 @@ def main() -> None:
     times["counts tasks (-p 2)"] = run("-p", "2", "execute", q, "-x", "-q")
     times["plan emit (coarse levels here)"] = run("annotation", "import", *args, "--merge")
     times["emit tasks (-p 2)"] = run("-p", "2", "execute", q, "-x", "-q")
+    times["finish (info, remove work)"] = run("annotation", "import", *args, "--merge")
+    assert (root / "syn" / "info").exists() and not list((root / "syn" / "_work").rglob("*.arrow"))
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"{'phase':34s} {'wall':>7s}   {'CPU':>7s}")
     for name, (wall, cpu) in times.items():

@@ -194,6 +194,7 @@ def test_queued_sharded_equals_unsharded(tmp_path):
         run_cli("-p", "2", "execute", q, "-x")
         run_cli("annotation", "import", *common, "--queue", q, "--merge")
     run_cli("-p", "2", "execute", q, "-x")
+    assert (sharded / "by_id").is_dir() and not (sharded / "info").exists()  # the info comes last
     done = run_cli("annotation", "import", *common, "--queue", q, "--merge")
     assert "is complete" in done.stderr
     for layer in (sharded, plain):  # unqueued runs clean up too

@@ -78,7 +78,7 @@ def import_(ctx, table, dest, kind, columns, resolution, properties, relationshi
           --property score:float32 --property kind:enum \\
           --relationship pre:pre_id --relationship post:post_id
     Queued: add --queue fq://q, run the workers, then repeat with --merge (counts, then emit;
-    once more at the end to confirm and remove the working files).
+    once more at the end to write the info, last, and remove the working files).
     """
     from igneous_like.ops.annotation import import_table as op
     from igneous_like.ops.annotation.rows import parse_property, parse_relationship
@@ -145,9 +145,9 @@ def drive(ctx, job, dest: str, queue, parallel, dry_run: bool, merge: bool) -> N
             raise
         if plan is None:  # every phase has run
             if not dry_run:
-                op.remove_work(job)
+                op.finish(job)  # the info, last
             click.echo(f"annotation: {job.dest} is complete ({job.count} annotations)"
-                       + ("" if dry_run else "; working files removed"), err=True)
+                       + ("" if dry_run else "; info written, working files removed"), err=True)
             return
         submit(ctx, plan, queue, parallel, dry_run)
         if queue or dry_run:

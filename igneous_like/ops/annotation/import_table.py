@@ -13,7 +13,8 @@ Phases, over the map -> reduce-by-partition machinery (igneous_like/mapreduce.py
           any layer file is written).
   coarse  (here, with --merge) the per-level thresholds, and levels 0..K-1 from the few
           annotations that can appear there (priority under the level K-1 threshold); an
-          earlier layer at DEST is removed first, and the info is written last.
+          earlier layer at DEST is removed first.
+  finish  (here, with --merge once the emit tasks have run) DEST/info, last; working files removed.
   emit    (one task per partition) spatial levels K.. of each task cell, by_id, relationships.
 A worker holds one row range or one partition, never the whole table. Rows are parsed and
 checked by rows.py; the format and the sampling are igneous_like/annotations.py.
@@ -471,8 +472,8 @@ def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
                 for (name, _), s in zip(job.relationships, job.rel_sharding)]
         info = ann.info(job.kind, job.resolution, job.lower, job.upper, job.properties, rels, job.by_id_sharding,
                         levels, job.limit, sampling.shardings)
-        CloudFiles(job.dest).put("info", json.dumps(info, indent=1).encode(), compress=None,
-                                 content_type="application/json", cache_control="no-cache")
+        # staged: DEST/info is written last, by `finish`, once every emit task has run
+        CloudFiles(f"{job.dest}/{WORK}").put("info", json.dumps(info, indent=1).encode(), compress=None)
 
     details = {"spatial levels": f"{last + 1} (fullest cells: {fullest[:last + 1]}, limit {job.limit})",
                "coarse levels (here)": sampling.first_task_level, "emit tasks": len(kinds) * job.partitions,
@@ -651,6 +652,16 @@ def emit_done(job: ImportJob) -> bool:
         return False
     names = [f"emitted/{k}-{p:05d}" for k in emit_kinds(job, Sampling(**sampling)) for p in range(job.partitions)]
     return all(cf.exists(names).values())
+
+
+def finish(job: ImportJob) -> None:
+    """The last step: DEST/info (staged by the emit planning) is written once every other
+    layer file is, so a viewer never opens a half-written layer; then the working files go."""
+    from cloudfiles import CloudFiles
+
+    info = _required(CloudFiles(job.dest), f"{WORK}/info")
+    CloudFiles(job.dest).put("info", info, compress=None, content_type="application/json", cache_control="no-cache")
+    remove_work(job)
 
 
 def remove_work(job: ImportJob) -> None:

@@ -259,14 +259,16 @@ def info(kind: str, resolution, lower, upper, properties: list[dict], relationsh
     }
 
 
-def index_sharding(keys: int, shard_above: int = SHARD_ABOVE) -> dict | None:
+def index_sharding(keys: int, shard_above: int = SHARD_ABOVE, min_shards: int = 1) -> dict | None:
     """A uint64 index with more than `shard_above` keys is sharded (hashed ids, cloud-volume's
-    sizing rule, as for meshes); a smaller one is one file per key."""
+    sizing rule, as for meshes, with at least `min_shards` shards: one task writes a shard
+    whole, so shards bound an emit task's memory and share the work); a smaller one is one
+    file per key."""
     from igneous_like.ops.mesh.merge_sharded import sharding_spec
 
     if keys <= shard_above:
         return None
-    return sharding_spec(keys, 2**13, 2**15, 1, None)
+    return sharding_spec(keys, 2**13, 2**15, max(min_shards, 1), None)
 
 
 def sharding_object(sharding: dict):

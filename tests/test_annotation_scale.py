@@ -36,3 +36,14 @@ def test_default_partitions_and_map_tasks_scale_with_rows_and_memory():
     assert op.choose_rows_per_task(1_000_000, 15, mem) == 25_000
     assert op.choose_rows_per_task(100_000_000, 15, mem) == op.MAX_ROWS_PER_MAP
     assert op.choose_rows_per_task(100_000_000, 15, 0.6e9) < op.MAX_ROWS_PER_MAP  # a small worker
+
+
+def test_index_shards_follow_rows_so_emit_tasks_share_the_work():
+    """cloud-volume's sizing alone gives a million ids two shards (two emit tasks holding half
+    a million annotations each); at least one shard per ROWS_PER_SHARD rows spreads them."""
+    from igneous_like import annotations
+
+    assert annotations.index_sharding(10**6, 4096)["shard_bits"] == 1
+    bits = annotations.index_sharding(10**6, 4096, -(-10**6 // op.ROWS_PER_SHARD))["shard_bits"]
+    assert 2**(bits + 1) > 10**6 // op.ROWS_PER_SHARD  # cloud-volume rounds down to a power of two
+    assert annotations.index_sharding(3000, 4096, 40) is None  # small indexes stay one file per key

@@ -46,6 +46,7 @@ ROWS_PER_PARTITION = 50_000
 ROWS_PER_MAP = 25_000
 MAX_ROWS_PER_MAP = 200_000  # a map task of a minute or so at most, whatever the memory
 PARALLEL_TASKS = 64  # tasks per phase that parallelism alone asks for, at most
+ROWS_PER_SHARD = ROWS_PER_PARTITION // 2  # by_id and relationship shards: ~2 per partition
 MAX_CELL_SPAN = 64  # levels stop where the largest line/box/ellipsoid would touch more cells
 WORK = "_work"
 
@@ -173,7 +174,8 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
     task_level = next((i for i, lv in enumerate(all_levels) if math.prod(lv.grid) >= 8 * partitions), len(all_levels) - 1)
     if rows_per_task is None:
         rows_per_task = choose_rows_per_task(scan.count, levels, memory)
-    rel_sharding = [ann.index_sharding(scan.ranges[f"rel:{name}"], shard_above) for name, _ in rels]
+    shards = math.ceil(scan.count / ROWS_PER_SHARD)  # rows, not keys: what an emit task holds
+    rel_sharding = [ann.index_sharding(scan.ranges[f"rel:{name}"], shard_above, shards) for name, _ in rels]
     job_files, maps = [], []
     for i, ((u, f), (n, first), pieces) in enumerate(zip(files, scan.rows, scan.pieces)):
         parts = split_parts(pieces, rows_per_task, tables.by_rows(u, f))
@@ -181,7 +183,7 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
         maps.extend([i, *part] for part in parts)
     return ImportJob(dest, kind, job_files, cols, props, rels, [float(r) for r in resolution], lower, upper, clip,
                      limit, rows_per_task, partitions, task_level, levels, scan.count, shard_above,
-                     ann.index_sharding(scan.count, shard_above), rel_sharding, maps)
+                     ann.index_sharding(scan.count, shard_above, shards), rel_sharding, maps)
 
 
 def split_parts(pieces: np.ndarray, rows_per_task: int, by_rows: bool) -> list[list[int]]:

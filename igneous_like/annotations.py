@@ -73,10 +73,9 @@ def relationship_bytes(related: list[np.ndarray]) -> list[bytes]:
     (0 means no related segment)."""
     n = len(related[0]) if related else 0
     tails = [b""] * n
-    for col in related:
-        one = np.zeros(1, "<u4") + 1
-        for i, seg in enumerate(col.tolist()):
-            tails[i] += (one.tobytes() + np.uint64(seg).astype("<u8").tobytes()) if seg else b"\0\0\0\0"
+    one, none = (1).to_bytes(4, "little"), (0).to_bytes(4, "little")
+    for col in related:  # Python ints: about 10x faster than numpy scalars' tobytes per row
+        tails = [t + (one + seg.to_bytes(8, "little") if seg else none) for t, seg in zip(tails, col.tolist())]
     return tails
 
 
@@ -260,14 +259,16 @@ def info(kind: str, resolution, lower, upper, properties: list[dict], relationsh
     }
 
 
-def index_sharding(keys: int, shard_above: int = SHARD_ABOVE) -> dict | None:
+def index_sharding(keys: int, shard_above: int = SHARD_ABOVE, min_shards: int = 1) -> dict | None:
     """A uint64 index with more than `shard_above` keys is sharded (hashed ids, cloud-volume's
-    sizing rule, as for meshes); a smaller one is one file per key."""
+    sizing rule, as for meshes, with at least `min_shards` shards: one task writes a shard
+    whole, so shards bound an emit task's memory and share the work); a smaller one is one
+    file per key."""
     from igneous_like.ops.mesh.merge_sharded import sharding_spec
 
     if keys <= shard_above:
         return None
-    return sharding_spec(keys, 2**13, 2**15, 1, None)
+    return sharding_spec(keys, 2**13, 2**15, max(min_shards, 1), None)
 
 
 def sharding_object(sharding: dict):
@@ -283,9 +284,27 @@ def sharding_object(sharding: dict):
 
 
 def shard_numbers(keys: np.ndarray, sharding: dict) -> np.ndarray:
-    """The shard each uint64 key lands in, by cloud-volume's own sharding computation."""
-    spec = sharding_object(sharding)
-    return np.array([int(spec.compute_shard_location(int(k)).shard_number, 16) for k in keys.tolist()], dtype=np.uint64)
+    """The shard each uint64 key lands in."""
+    return shard_locations(keys, sharding)[0]
+
+
+def shard_locations(keys: np.ndarray, sharding: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(shard, minishard) of each uint64 key, as the sharded format defines them and
+    cloud-volume's compute_shard_location computes them, vectorized (that one builds an object
+    per key, 20-30 us each): h = hash(key >> preshift_bits); minishard = its low minishard_bits,
+    shard = the shard_bits above them."""
+    import mmh3
+
+    keys = np.asarray(keys, dtype=np.uint64) >> np.uint64(sharding["preshift_bits"])
+    if sharding["hash"] == "identity":
+        hashed = keys
+    else:  # murmurhash3_x86_128 of the 8 little-endian bytes, its low 64 bits
+        raw = keys.astype("<u8").tobytes()
+        hashed = np.fromiter((mmh3.hash64(raw[i:i + 8], x64arch=False, signed=False)[0] for i in range(0, len(raw), 8)),
+                             dtype=np.uint64, count=len(keys))
+    minishard = hashed & np.uint64((1 << sharding["minishard_bits"]) - 1)
+    shard = (hashed >> np.uint64(sharding["minishard_bits"])) & np.uint64((1 << sharding["shard_bits"]) - 1)
+    return shard, minishard
 
 
 def spatial_sharding(levels: list[Level], task_level: int, level: int, shard_above: int = SHARD_ABOVE) -> dict | None:
@@ -314,7 +333,24 @@ def write_uint64_index(cf, key: str, values: dict[int, bytes], sharding: dict | 
     if sharding is None:
         put_many(cf, ((f"{key}/{k}", values[k]) for k in sorted(values)), compress=None)
         return
-    from cloudvolume.datasource.precomputed.sharding import synthesize_shard_files
-
-    files = synthesize_shard_files(sharding_object(sharding), values)
+    files = shard_files(values, sharding)
     put_many(cf, ((f"{key}/{name}", data) for name, data in sorted(files.items())), compress=None)
+
+
+def shard_files(values: dict[int, bytes], sharding: dict) -> dict[str, bytes]:
+    """{name.shard: bytes} holding `values` (whole shards): cloud-volume's synthesize_shard_file
+    writes each shard from the keys' shard and minishard numbers, which are computed here for
+    all keys at once (cloud-volume's synthesize_shard_files computes them one key at a time,
+    two thirds of an emit task's time). Minishards are in order of first appearance, as there."""
+    from collections import defaultdict
+
+    from cloudvolume.datasource.precomputed.sharding import synthesize_shard_file
+
+    keys = list(values)
+    shard, minishard = shard_locations(np.array(keys, dtype=np.uint64), sharding)
+    groups: dict = defaultdict(lambda: defaultdict(dict))
+    for k, s, m in zip(keys, shard.tolist(), minishard.tolist()):
+        groups[s][m][k] = values[k]
+    spec, width = sharding_object(sharding), math.ceil(sharding["shard_bits"] / 4)
+    return {f"{format(s, 'x').zfill(width)}.shard": synthesize_shard_file(spec, group, presorted=True)
+            for s, group in groups.items()}

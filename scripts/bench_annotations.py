@@ -1,8 +1,9 @@
 """One million synapse-like points from CSV into an annotation layer through a FileQueue with
-`execute -p 2`: wall time per phase and the peak RSS of the largest single process (a worker
-or the planner), as ru_maxrss of waited children reports it.
+`execute -p 2`: wall time per phase, the CPU seconds of all processes, and the peak RSS of the
+largest single process (a worker or the planner), as ru_maxrss of waited children reports it.
+Partitions and map row ranges are the planner's default unless --partitions is given.
 
-    .venv/bin/python scripts/bench_annotations.py [--rows 1000000] [--dir /tmp/bench-ann]
+    .venv/bin/python scripts/bench_annotations.py [--rows 1000000] [--dir /tmp/bench-ann] [--partitions P]
 """
 from __future__ import annotations
 
@@ -35,16 +36,20 @@ def make_csv(path: Path, rows: int) -> None:
             np.savetxt(f, block, fmt=["%d", "%.1f", "%.1f", "%.1f", "%.4f", "%d"], delimiter=",")
 
 
-def run(*args: str) -> float:
+def run(*args: str) -> tuple[float, float]:
+    """(wall, CPU seconds of the command and its children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "igneous_like", *args], check=True)
-    return time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - t, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--dir", default="/tmp/bench-ann")
+    ap.add_argument("--partitions", type=int, default=None, help="default: the planner's choice")
     opts = ap.parse_args()
     root = Path(opts.dir)
     shutil.rmtree(root, ignore_errors=True)
@@ -52,17 +57,21 @@ def main() -> None:
     table, dest, q = root / "syn.csv", f"file://{root}/syn", f"fq://{root}/q"
     make_csv(table, opts.rows)
     args = [str(table), dest, "--resolution", "8,8,40", "--property", "score:float32", "--relationship", "pre:pre",
-            "--queue", q, "--partitions", "4"]
+            "--queue", q, *(["--partitions", str(opts.partitions)] if opts.partitions else [])]
     times = {"plan map (scan + insert)": run("annotation", "import", *args)}
     times["map tasks (-p 2)"] = run("-p", "2", "execute", q, "-x", "-q")
     times["plan counts"] = run("annotation", "import", *args, "--merge")
     times["counts tasks (-p 2)"] = run("-p", "2", "execute", q, "-x", "-q")
     times["plan emit (coarse levels here)"] = run("annotation", "import", *args, "--merge")
     times["emit tasks (-p 2)"] = run("-p", "2", "execute", q, "-x", "-q")
+    times["finish (info, remove work)"] = run("annotation", "import", *args, "--merge")
+    assert (root / "syn" / "info").exists() and not list((root / "syn" / "_work").rglob("*.arrow"))
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    for name, sec in times.items():
-        print(f"{name:34s} {sec:7.1f} s")
-    print(f"{'total wall':34s} {sum(times.values()):7.1f} s for {opts.rows} points")
+    print(f"{'phase':34s} {'wall':>7s}   {'CPU':>7s}")
+    for name, (wall, cpu) in times.items():
+        print(f"{name:34s} {wall:7.1f} s {cpu:7.1f} s")
+    print(f"{'total':34s} {sum(w for w, _ in times.values()):7.1f} s {sum(c for _, c in times.values()):7.1f} s"
+          f" for {opts.rows} points")
     print(f"peak RSS of the largest process:   {peak:7.0f} MB")
 
 

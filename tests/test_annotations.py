@@ -194,6 +194,7 @@ def test_queued_sharded_equals_unsharded(tmp_path):
         run_cli("-p", "2", "execute", q, "-x")
         run_cli("annotation", "import", *common, "--queue", q, "--merge")
     run_cli("-p", "2", "execute", q, "-x")
+    assert (sharded / "by_id").is_dir() and not (sharded / "info").exists()  # the info comes last
     done = run_cli("annotation", "import", *common, "--queue", q, "--merge")
     assert "is complete" in done.stderr
     for layer in (sharded, plain):  # unqueued runs clean up too
@@ -272,7 +273,7 @@ def test_import_to_s3(tmp_path, s3_bucket, moto):
     ([["x", "y", "z", "s"], [1, 2, 3, 1]], ["--property", "s:float64"], "not one the annotation spec allows"),
     ([["x", "y", "z", "s"], [1, 2, 3, 1]], ["--property", "S:float32"], "must match"),
     ([["x", "y", "z", "s"], [1, 2, 3, 300]], ["--property", "s:uint8"], "does not fit uint8"),
-    ([["id", "x", "y", "z"], [4, 1, 2, 3], [4, 2, 2, 2]], [], "duplicate annotation id 4"),
+    ([["id", "x", "y", "z"], [4, 1, 2, 3], [4, 2, 2, 2]], [], "duplicate annotation id 4 (rows 1 and 2 of"),
     ([["x", "y", "z"], [1, 2, 3]], ["--columns", "q=x"], "--columns"),
     ([["x", "y", "z"], [1, 2, 3]], ["--relationship", "pre"], "NAME:COLUMN"),
     ([["x", "y", "z"]], [], "no annotations"),
@@ -295,17 +296,50 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, rows, args, expect):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["annotation", "import", str(table), f"file://{out}", *map(str, args)])
     assert result.exit_code == 1, result.output
-    assert result.stderr.startswith("igneous-like: error:") and expect in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert error_lines(result.stderr) == [result.stderr.strip().splitlines()[-1]]
+    assert result.stderr.strip().splitlines()[-1].startswith("igneous-like: error:") and expect in result.stderr
     assert not out.exists()
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without the phases' progress lines ("... N tasks done"): a duplicate id is found
+    after the map phase has run (and its files have been removed again)."""
+    return [line for line in stderr.strip().splitlines() if not line.endswith("tasks done")]
 
 
 def test_bad_input_through_the_real_entry_point(tmp_path):
     table = write_csv(tmp_path / "t.csv", ["id", "x", "y", "z"], [[4, 1, 2, 3], [4, 2, 2, 2]])
     proc = run_cli("annotation", "import", table, f"file://{tmp_path}/out", check=False)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == \
-        ["igneous-like: error: duplicate annotation id 4 (1 duplicates): ids must be unique"]
+    assert proc.returncode == 1 and error_lines(proc.stderr) == \
+        [f"igneous-like: error: duplicate annotation id 4 (rows 1 and 2 of file://{table}): ids must be unique"]
     assert not (tmp_path / "out").exists()
+
+
+def test_duplicate_ids_found_by_partition_stop_a_queued_job(tmp_path):
+    """The planner keeps no ids: the counts task of the partition holding a repeated id records
+    it (rows from separate map tasks and files), the next --merge stops with one line, and no
+    layer file is written; an earlier layer at DEST is left as it was."""
+    header, rows = synapses(600, seed=6)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    rows[450][0] = rows[20][0]  # row 451 repeats row 21's id, in the second part file
+    write_csv(parts / "a.csv", header, rows[:300])
+    write_csv(parts / "b.csv", header, rows[300:])
+    out, q = tmp_path / "out", f"fq://{tmp_path}/q"
+    good = write_csv(tmp_path / "good.csv", header, rows[:100])
+    run_cli("annotation", "import", good, f"file://{out}", *PROPS)
+    before = tree_digest(out)
+    common = [parts, f"file://{out}", *PROPS, "--partitions", "5", "--queue", q]
+    run_cli("annotation", "import", *common)  # one map task per part file at least
+    run_cli("-p", "2", "execute", q, "-x")
+    run_cli("annotation", "import", *common, "--merge")  # plans the counts phase
+    run_cli("-p", "2", "execute", q, "-x")  # the counts task of the id's partition records it
+    expect = f"duplicate annotation id {rows[20][0]} (file://{parts}/a.csv row 21, file://{parts}/b.csv row 151)"
+    for _ in range(2):  # every later --merge stops with it
+        proc = run_cli("annotation", "import", *common, "--merge", check=False)
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines() == \
+            [f"igneous-like: error: {expect}: ids must be unique"]
+    assert {k: v for k, v in tree_digest(out).items() if not k.startswith("_work")} == before
 
 
 def test_from_stats_needs_a_stats_table(layers):
@@ -345,7 +379,7 @@ def test_help_has_examples():
 def test_fast_shard_hash_is_cloud_volumes():
     """Shard numbers come from cloud-volume's ShardingSpecification; only its MurmurHash3 is
     swapped for the mmh3 C extension, which must give the same locations."""
-    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification, synthesize_shard_files
 
     from igneous_like import annotations
 
@@ -353,3 +387,10 @@ def test_fast_shard_hash_is_cloud_volumes():
     fast, slow = annotations.sharding_object(spec), ShardingSpecification.from_dict(spec)
     keys = np.random.default_rng(1).integers(0, 2**64 - 1, 3000, dtype=np.uint64, endpoint=True)
     assert [fast.compute_shard_location(int(k)) for k in keys] == [slow.compute_shard_location(int(k)) for k in keys]
+    for spec in (spec, {**spec, "preshift_bits": 3, "minishard_bits": 2, "shard_bits": 5},
+                 {**spec, "hash": "identity", "preshift_bits": 2}):
+        slow = ShardingSpecification.from_dict(spec)  # the vectorized shard numbers agree too
+        assert annotations.shard_numbers(keys, spec).tolist() == \
+            [int(slow.compute_shard_location(int(k)).shard_number, 16) for k in keys]
+        values = {int(k): int(k).to_bytes(8, "little") * (int(k) % 3 + 1) for k in keys}
+        assert annotations.shard_files(values, spec) == synthesize_shard_files(slow, values)

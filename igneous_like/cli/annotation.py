@@ -29,6 +29,8 @@ def _common(fn):
                      help="Most annotations per spatial index cell (default 1000); never exceeded."),
         click.option("--partitions", type=int, default=None,
                      help="Partitions of the reduce and emit phases (default from the row count and --memory)."),
+        click.option("--rows-per-task", type=int, default=None,
+                     help="Rows per map task, about (default from the row count and --memory)."),
         click.option("--shard-above", type=int, default=4096, show_default=True,
                      help="Shard an index (by_id, each relationship) holding more keys than this."),
         click.option("--merge", is_flag=True,
@@ -65,7 +67,7 @@ def annotation() -> None:
 @_common
 @click.pass_context
 def import_(ctx, table, dest, kind, columns, resolution, properties, relationships, bounds, clip, fmt, limit, partitions,
-            shard_above, merge, memory, queue, parallel, dry_run):
+            rows_per_task, shard_above, merge, memory, queue, parallel, dry_run):
     """Import a CSV or Parquet table (a file, or a directory of part files) of annotations
     into a Neuroglancer precomputed annotation layer at DEST: a multi-level spatial index,
     by_id, and one index per relationship, sharded when large. Every row is checked first.
@@ -76,7 +78,7 @@ def import_(ctx, table, dest, kind, columns, resolution, properties, relationshi
           --property score:float32 --property kind:enum \\
           --relationship pre:pre_id --relationship post:post_id
     Queued: add --queue fq://q, run the workers, then repeat with --merge (counts, then emit;
-    once more at the end to confirm and remove the working files).
+    once more at the end to write the info, last, and remove the working files).
     """
     from igneous_like.ops.annotation import import_table as op
     from igneous_like.ops.annotation.rows import parse_property, parse_relationship
@@ -87,7 +89,7 @@ def import_(ctx, table, dest, kind, columns, resolution, properties, relationshi
                           properties=[parse_property(p) for p in properties],
                           relationships=[parse_relationship(r) for r in relationships], resolution=resolution,
                           bounds=bounds, clip=clip, limit=op.DEFAULT_LIMIT if limit is None else limit, fmt=fmt,
-                          memory=memory, partitions=partitions, shard_above=shard_above)
+                          memory=memory, partitions=partitions, rows_per_task=rows_per_task, shard_above=shard_above)
     drive(ctx, job, dest, queue, parallel, dry_run, merge)
 
 
@@ -99,7 +101,8 @@ def import_(ctx, table, dest, kind, columns, resolution, properties, relationshi
 @click.option("--stats", default=None, help="The statistics table (default: LAYER/stats, as `image stats` writes it).")
 @_common
 @click.pass_context
-def from_stats(ctx, layer, dest, kind, stats, limit, partitions, shard_above, merge, memory, queue, parallel, dry_run):
+def from_stats(ctx, layer, dest, kind, stats, limit, partitions, rows_per_task, shard_above, merge, memory, queue,
+               parallel, dry_run):
     """One annotation per label of a segmentation, from its `image stats` table: a point at
     the centroid (or the bounding box), every numeric column as a property, and a `segment`
     relationship, so selecting a segment in Neuroglancer shows its annotation.
@@ -112,13 +115,15 @@ def from_stats(ctx, layer, dest, kind, stats, limit, partitions, shard_above, me
     from igneous_like.ops.annotation.from_stats import open_stats_job
 
     job = None if merge else open_stats_job(layer, dest, kind=kind, stats=stats, limit=limit, memory=memory,
-                                            partitions=partitions, shard_above=shard_above)
+                                            partitions=partitions, rows_per_task=rows_per_task,
+                                            shard_above=shard_above)
     drive(ctx, job, dest, queue, parallel, dry_run, merge)
 
 
 def drive(ctx, job, dest: str, queue, parallel, dry_run: bool, merge: bool) -> None:
     """The phases: map, counts, emit. Queued: one phase per invocation (--merge advances);
     unqueued: all of them here."""
+    from igneous_like.errors import UserError
     from igneous_like.ops.annotation import import_table as op
 
     if job is not None:
@@ -132,12 +137,17 @@ def drive(ctx, job, dest: str, queue, parallel, dry_run: bool, merge: bool) -> N
         dest = job.dest
     job = op.load_job(dest)
     while True:
-        plan = op.next_phase(job)
+        try:
+            plan = op.next_phase(job)
+        except UserError:  # e.g. duplicate ids: unqueued, leave nothing behind; queued, keep the record
+            if not queue and not dry_run:
+                op.remove_work(job)
+            raise
         if plan is None:  # every phase has run
             if not dry_run:
-                op.remove_work(job)
+                op.finish(job)  # the info, last
             click.echo(f"annotation: {job.dest} is complete ({job.count} annotations)"
-                       + ("" if dry_run else "; working files removed"), err=True)
+                       + ("" if dry_run else "; info written, working files removed"), err=True)
             return
         submit(ctx, plan, queue, parallel, dry_run)
         if queue or dry_run:

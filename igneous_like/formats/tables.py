@@ -2,11 +2,19 @@
 part files read as one table (names starting with `_` or `.` skipped, as pyarrow does).
 
 Columns are read with the types the caller asks for, so a value that does not parse is an
-error naming its column, never a silently inferred string. Local files are streamed; files on
-object storage are fetched whole with cloud-files (one file at a time)."""
+error naming its column, never a silently inferred string.
+
+A file is read in pieces, and a task reads only its part of a file through ranged reads
+(formats/ranged.py), on object storage as on local disk:
+- CSV: pieces are line-aligned byte ranges (pyarrow's CSV reader already assumes no newline
+  inside a quoted value); a part [lo, hi) in bytes is parsed with the header's column names.
+- Parquet: pieces are row groups; a part [lo, hi) in rows reads the row groups it overlaps.
+- gzip CSV cannot be entered midway: pieces are record batches, a part [lo, hi) in rows is
+  streamed (decompressed) from the start of the file.
+`pieces` is the planner's one pass (it checks every row and learns each piece's rows);
+`read_part` is a map task's read."""
 from __future__ import annotations
 
-import io
 import os
 from typing import Iterator
 
@@ -14,6 +22,7 @@ from igneous_like.errors import UserError
 
 FORMATS = ("csv", "parquet")
 BLOCK_BYTES = 1 << 22  # CSV parse block: memory of a streaming read
+PIECE_BYTES = (1 << 14, 1 << 23)  # a CSV piece: about 1/256 of its file, within these bounds
 
 
 def table_files(url: str, fmt: str = "auto") -> list[tuple[str, str]]:
@@ -65,22 +74,159 @@ def schema(url: str, fmt: str) -> dict:
     return {f.name: f.type for f in arrow}
 
 
+def by_rows(url: str, fmt: str) -> bool:
+    """Whether a file's pieces and parts are row ranges (Parquet, gzip CSV), which can be cut
+    anywhere, rather than byte ranges (CSV)."""
+    return fmt == "parquet" or url.endswith(".gz")
+
+
+def pieces(url: str, fmt: str, types: dict, piece_bytes: int | None = None) -> Iterator[tuple[int, int, list]]:
+    """The whole file as (lo, hi, typed RecordBatches) pieces, in order: [lo, hi) in rows
+    when `by_rows`, else in bytes (line-aligned, about `piece_bytes` long)."""
+    if fmt == "parquet":
+        pf = _parquet(url)
+        lo = 0
+        for group in range(pf.num_row_groups):
+            n = pf.metadata.row_group(group).num_rows
+            got = _guard(url, lambda: list(pf.iter_batches(batch_size=65536, row_groups=[group], columns=list(types))))
+            yield lo, lo + n, [_typed(b, types, url) for b in got]
+            lo += n
+        return
+    if url.endswith(".gz"):
+        lo = 0
+        for batch in batches(url, fmt, types):
+            yield lo, lo + batch.num_rows, [batch]
+            lo += batch.num_rows
+        return
+    from igneous_like.formats.ranged import RangeFile
+
+    with _source(url) as src:
+        size = src.size
+        step = piece_bytes or min(max(size // 256, PIECE_BYTES[0]), PIECE_BYTES[1])
+        names, lo = _csv_header(src)
+        with RangeFile(src) as probe:
+            while lo < size:
+                hi = _line_start(probe, min(lo + step, size))
+                yield lo, hi, list(_csv_part(src, names, types, lo, hi))
+                lo = hi
+
+
+def read_part(url: str, fmt: str, types: dict, lo: int, hi: int) -> Iterator:
+    """A map task's typed RecordBatches of part [lo, hi) of a file (rows when `by_rows`, else
+    line-aligned bytes), fetching only what that part needs (gzip CSV: its prefix)."""
+    if fmt == "parquet":
+        pf = _parquet(url)
+        starts = [0]
+        for group in range(pf.num_row_groups):
+            starts.append(starts[-1] + pf.metadata.row_group(group).num_rows)
+        groups = [g for g in range(pf.num_row_groups) if starts[g] < hi and starts[g + 1] > lo]
+        if not groups:
+            return
+        got = _guard(url, lambda: pf.iter_batches(batch_size=65536, row_groups=groups, columns=list(types)))
+        yield from _sliced(got, types, url, lo - starts[groups[0]], hi - starts[groups[0]])
+        return
+    if url.endswith(".gz"):
+        yield from batches(url, fmt, types, lo, hi)
+        return
+    with _source(url) as src:
+        names, _ = _csv_header(src)
+        yield from _csv_part(src, names, types, lo, hi)
+
+
 def batches(url: str, fmt: str, types: dict, start: int = 0, stop: int | None = None) -> Iterator:
     """pyarrow RecordBatches of rows [start, stop) with only the columns of `types`
-    (column -> pyarrow type), cast to those types."""
-    import pyarrow as pa
+    (column -> pyarrow type), cast to those types, streamed from the start of the file."""
+    yield from _sliced(_raw_batches(url, fmt, types), types, url, start, stop)
 
+
+def _sliced(raw, types: dict, url: str, start: int, stop: int | None) -> Iterator:
     offset = 0
-    for batch in _raw_batches(url, fmt, types):
+    for batch in raw:
         n = batch.num_rows
         if stop is not None and offset >= stop:
             return
         lo, hi = max(start - offset, 0), n if stop is None else min(stop - offset, n)
         if hi > lo:
-            part = batch.slice(lo, hi - lo)
-            yield pa.RecordBatch.from_arrays([_cast(part.column(c), t, c, url) for c, t in types.items()],
-                                             names=list(types))
+            yield _typed(batch.slice(lo, hi - lo), types, url)
         offset += n
+
+
+def _typed(batch, types: dict, url: str):
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays([_cast(batch.column(c), t, c, url) for c, t in types.items()], names=list(types))
+
+
+def _source(url: str):
+    from igneous_like.formats.ranged import Source
+
+    return _guard(url, lambda: Source(url))
+
+
+def _parquet(url: str):
+    import pyarrow.parquet as pq
+
+    from igneous_like.formats.ranged import RangeFile
+
+    return _guard(url, lambda: pq.ParquetFile(RangeFile(_source(url))))
+
+
+def _csv_header(src) -> tuple[list[str], int]:
+    """The column names of a CSV file and the byte offset of its first data line."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from igneous_like.formats.ranged import RangeFile
+
+    with RangeFile(src) as f:
+        end = _line_start(f, 1) if src.size else 0
+        f.seek(0)
+        line = f.read(end)
+    if not line.strip():
+        raise UserError(f"cannot read {src.url}: no header line")
+    names = _guard(src.url, lambda: pcsv.read_csv(pa.BufferReader(line)).column_names)
+    return names, end
+
+
+def _line_start(f, at: int) -> int:
+    """The first offset >= `at` where a line starts (the file's size if none does)."""
+    if at >= f.size:
+        return f.size
+    f.seek(at - 1)
+    pos, step = at - 1, 1 << 12  # lines are short: small reads first, growing
+    while True:
+        block = f.read(step)
+        if not block:
+            return f.size
+        i = block.find(b"\n")
+        if i >= 0:
+            return pos + i + 1
+        pos, step = pos + len(block), min(2 * step, 1 << 20)
+
+
+def _csv_part(src, names: list[str], types: dict, lo: int, hi: int) -> Iterator:
+    """Typed batches of the line-aligned bytes [lo, hi) of a CSV file (no header among them)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from igneous_like.formats.ranged import RangeFile
+
+    missing = [c for c in types if c not in names]
+    if missing:
+        raise UserError(f"{src.url} has no column {missing[0]!r} (columns: {', '.join(names)})")
+    convert = pcsv.ConvertOptions(include_columns=list(types), column_types={c: pa.string() for c in types},
+                                  strings_can_be_null=True)
+    options = pcsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES)
+    reader = _guard(src.url, lambda: pcsv.open_csv(RangeFile(src, lo, hi), read_options=options,
+                                                   convert_options=convert))
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise UserError(f"cannot parse {src.url}: {exc}".splitlines()[0]) from None
+        yield _typed(batch, types, src.url)
 
 
 def count_rows(url: str, fmt: str, column: str) -> int:
@@ -140,23 +286,16 @@ def _cast(column, to, name: str, url: str):
 
 
 def _open(url: str):
-    """A local file as a stream; a remote one fetched whole."""
+    """A file as a stream of ranged reads (gzip: decompressed as it streams)."""
     import pyarrow as pa
 
-    from igneous_like.layers import local_path
+    from igneous_like.formats.ranged import RangeFile, Source
 
-    path = local_path(url)
-    if path is not None:
-        if url.endswith(".gz"):
-            return pa.CompressedInputStream(pa.OSFile(path), "gzip")
-        return pa.OSFile(path)
-    from cloudfiles import CloudFiles
-
-    parent, _, name = url.rpartition("/")
-    data = CloudFiles(parent).get(name)
-    if data is None:
-        raise UserError(f"no table file at {url}")
-    return pa.BufferReader(data) if not url.endswith(".gz") else pa.CompressedInputStream(io.BytesIO(data), "gzip")
+    try:
+        f = RangeFile(Source(url))
+    except FileNotFoundError:
+        raise UserError(f"no table file at {url}") from None
+    return pa.CompressedInputStream(f, "gzip") if url.endswith(".gz") else f
 
 
 def _guard(url: str, fn):

@@ -16,7 +16,8 @@ NOT_PROPERTIES = {"label"}
 
 
 def open_stats_job(layer: str, dest: str, kind: str = "point", stats: str | None = None, limit: int | None = None,
-                   memory: float = 3.5e9, partitions: int | None = None, shard_above: int = 4096) -> ImportJob:
+                   memory: float = 3.5e9, partitions: int | None = None, rows_per_task: int | None = None,
+                   shard_above: int = 4096) -> ImportJob:
     """Check the layer and its statistics table, then the rows, as `annotation import` does."""
     import pyarrow as pa
     from cloudfiles import CloudFiles
@@ -52,4 +53,4 @@ def open_stats_job(layer: str, dest: str, kind: str = "point", stats: str | None
     return open_job(stats, dest, kind=kind, columns=GEOMETRY[kind], properties=props,
                     relationships=[["segment", "label"]], resolution=info["scales"][mip]["resolution"],
                     bounds=[*bounds.start, *bounds.stop], limit=limit or import_table.DEFAULT_LIMIT,
-                    memory=memory, partitions=partitions, shard_above=shard_above)
+                    memory=memory, partitions=partitions, rows_per_task=rows_per_task, shard_above=shard_above)

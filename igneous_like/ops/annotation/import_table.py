@@ -3,13 +3,18 @@ Neuroglancer precomputed annotation layer (igneous_like/annotations.py has the f
 
 Phases, over the map -> reduce-by-partition machinery (igneous_like/mapreduce.py):
   scan    (here, before anything is written) parse and check every row: coordinates, bounds,
-          property values, duplicate ids; count rows, segments and enum labels.
+          property values; count rows, segments and enum labels.
   map     (one task per row range) encode each annotation once and write partials: per-level
-          cell counts; spatial rows keyed by their cell at the task level K; by_id rows keyed
-          by id (or shard); relationship rows keyed by segment (or shard).
-  counts  (one task per partition) the fullest cell of every level within the partition.
+          cell counts; ids with their row numbers keyed by id; spatial rows keyed by their
+          cell at the task level K; by_id rows keyed by id (or shard); relationship rows keyed
+          by segment (or shard).
+  counts  (one task per partition) the fullest cell of every level within the partition, and
+          the partition's duplicate ids (an example is recorded: the job stops there, before
+          any layer file is written).
   coarse  (here, with --merge) the per-level thresholds, and levels 0..K-1 from the few
-          annotations that can appear there (priority under the level K-1 threshold).
+          annotations that can appear there (priority under the level K-1 threshold); an
+          earlier layer at DEST is removed first.
+  finish  (here, with --merge once the emit tasks have run) DEST/info, last; working files removed.
   emit    (one task per partition) spatial levels K.. of each task cell, by_id, relationships.
 A worker holds one row range or one partition, never the whole table. Rows are parsed and
 checked by rows.py; the format and the sampling are igneous_like/annotations.py.
@@ -35,6 +40,13 @@ from igneous_like.ops.annotation.rows import ROLES, Rows, concat_rows, parse_bat
 DEFAULT_LIMIT = 1000
 ROW_BYTES = 400  # one annotation in a partial, with Arrow and numpy working copies
 MAP_ROW_BYTES = 120  # per annotation and level in a map task (cell ids, count keys)
+# Parallelism: enough tasks per phase to keep a pool of workers busy, each still a few seconds
+# of work; memory (--memory) may ask for more partitions, never for fewer.
+ROWS_PER_PARTITION = 50_000
+ROWS_PER_MAP = 25_000
+MAX_ROWS_PER_MAP = 200_000  # a map task of a minute or so at most, whatever the memory
+PARALLEL_TASKS = 64  # tasks per phase that parallelism alone asks for, at most
+ROWS_PER_SHARD = ROWS_PER_PARTITION // 2  # by_id and relationship shards: ~2 per partition
 MAX_CELL_SPAN = 64  # levels stop where the largest line/box/ellipsoid would touch more cells
 WORK = "_work"
 
@@ -45,7 +57,7 @@ class ImportJob:
 
     dest: str
     kind: str
-    files: list  # [url, format, rows, first row number]
+    files: list  # [url, format, rows, number of its first row in the table, map tasks]
     columns: dict  # role (x, y, z, x1, ..., rx, id) -> column name
     properties: list  # info property dicts, plus "column" and "source" (number, enum, rgb)
     relationships: list  # [name, column]
@@ -62,19 +74,24 @@ class ImportJob:
     shard_above: int = ann.SHARD_ABOVE
     by_id_sharding: dict | None = None
     rel_sharding: list = field(default_factory=list)
+    maps: list = field(default_factory=list)  # [file index, lo, hi, first row in file]: the planner's only
+
+    def spec(self) -> dict:
+        """The job as tasks and job.json carry it: without the map parts (their count per file
+        names the partials; each map task gets its own part as arguments)."""
+        return {k: v for k, v in asdict(self).items() if k != "maps"}
 
     def layout(self, name: str) -> mapreduce.Layout:
         return mapreduce.Layout(f"{self.dest}/{WORK}/{name}", self.partitions)
 
-    def map_tasks(self) -> Iterator[tuple[str, int, int, int]]:
-        """(name, file index, first row, stop row) of every map task."""
-        for i, (_, _, rows, _) in enumerate(self.files):
-            for start in range(0, rows, self.rows_per_task):
-                stop = min(start + self.rows_per_task, rows)
-                yield f"f{i:04d}_{start}-{stop}", i, start, stop
+    def map_tasks(self) -> Iterator[tuple[str, int, int, int, int]]:
+        """(name, file index, lo, hi, first row in the file) of every map task (planner only)."""
+        names = iter(self.map_names())
+        for i, lo, hi, first in self.maps:
+            yield next(names), i, lo, hi, first
 
     def map_names(self) -> list[str]:
-        return [t[0] for t in self.map_tasks()]
+        return [f"f{i:04d}_m{k:06d}" for i, f in enumerate(self.files) for k in range(f[4])]
 
     def spatial_levels(self) -> list[ann.Level]:
         return ann.spatial_levels(self.lower, self.upper, self.levels)
@@ -108,6 +125,8 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
         raise UserError(f"--resolution must be positive, got {list(resolution)}")
     if partitions is not None and not 1 <= partitions <= mapreduce.MAX_PARTITIONS:
         raise UserError(f"--partitions must be 1 to {mapreduce.MAX_PARTITIONS}, got {partitions}")
+    if rows_per_task is not None and rows_per_task < 1:
+        raise UserError(f"--rows-per-task must be at least 1, got {rows_per_task}")
     if shard_above < 0:
         raise UserError(f"--shard-above must not be negative, got {shard_above}")
     if memory <= PROCESS_OVERHEAD + 100e6:
@@ -135,7 +154,7 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
             raise UserError(f"--bounds {list(bounds)}: each upper bound must exceed its lower bound")
     else:
         lower, upper = [-np.inf] * 3, [np.inf] * 3
-    draft = ImportJob(dest, kind, [[u, f, 0, 0] for u, f in files], cols, props, rels, [float(r) for r in resolution],
+    draft = ImportJob(dest, kind, [[u, f, 0, 0, 0] for u, f in files], cols, props, rels, [float(r) for r in resolution],
                       lower, upper, clip, limit, 1, 1, 0, ann.MAX_LEVELS, 0)
     scan = scan_rows(draft)
     if scan.count == 0:
@@ -149,17 +168,60 @@ def open_job(table: str, dest: str, kind: str = "point", columns: str | dict | N
     props = [props[i] for i in ann.encoded_order(props)]
     layers.check_writable(dest)
     if partitions is None:
-        partitions = mapreduce.choose_partitions(scan.count, ROW_BYTES, memory - PROCESS_OVERHEAD)
+        partitions = choose_partitions(scan.count, memory)
     levels = _level_count(kind, lower, upper, scan.span)
     all_levels = ann.spatial_levels(lower, upper, levels)
     task_level = next((i for i, lv in enumerate(all_levels) if math.prod(lv.grid) >= 8 * partitions), len(all_levels) - 1)
     if rows_per_task is None:
-        rows_per_task = int(max(1000, min(200_000, (memory - PROCESS_OVERHEAD) / (MAP_ROW_BYTES * levels + ROW_BYTES))))
-    rel_sharding = [ann.index_sharding(scan.ranges[f"rel:{name}"], shard_above) for name, _ in rels]
-    job_files = [[u, f, n, first] for (u, f), (n, first) in zip(files, scan.rows)]
+        rows_per_task = choose_rows_per_task(scan.count, levels, memory)
+    shards = math.ceil(scan.count / ROWS_PER_SHARD)  # rows, not keys: what an emit task holds
+    rel_sharding = [ann.index_sharding(scan.ranges[f"rel:{name}"], shard_above, shards) for name, _ in rels]
+    job_files, maps = [], []
+    for i, ((u, f), (n, first), pieces) in enumerate(zip(files, scan.rows, scan.pieces)):
+        parts = split_parts(pieces, rows_per_task, tables.by_rows(u, f))
+        job_files.append([u, f, n, first, len(parts)])
+        maps.extend([i, *part] for part in parts)
     return ImportJob(dest, kind, job_files, cols, props, rels, [float(r) for r in resolution], lower, upper, clip,
                      limit, rows_per_task, partitions, task_level, levels, scan.count, shard_above,
-                     ann.index_sharding(scan.count, shard_above), rel_sharding)
+                     ann.index_sharding(scan.count, shard_above, shards), rel_sharding, maps)
+
+
+def split_parts(pieces: np.ndarray, rows_per_task: int, by_rows: bool) -> list[list[int]]:
+    """One file's map parts [lo, hi, first row] from its pieces [lo, hi, rows]: consecutive
+    whole pieces up to `rows_per_task` rows; a larger piece is cut into equal row ranges where
+    the file is addressed by row (Parquet row group, gzip), else it is a part of its own."""
+    parts: list[list[int]] = []
+    current: list[int] | None = None  # [lo, hi, first row, rows]
+    row = 0
+    for lo, hi, n in pieces.tolist():
+        if current and current[3] + n > rows_per_task:
+            parts.append(current[:3])
+            current = None
+        if by_rows and n > rows_per_task:
+            cuts = lo + (n * np.arange(math.ceil(n / rows_per_task) + 1)) // math.ceil(n / rows_per_task)
+            parts.extend([int(a), int(b), row + int(a - lo)] for a, b in zip(cuts[:-1], cuts[1:]))
+        elif current:
+            current[1], current[3] = hi, current[3] + n
+        else:
+            current = [lo, hi, row, n]
+        row += n
+    if current:
+        parts.append(current[:3])
+    return parts
+
+
+def choose_partitions(count: int, memory: float) -> int:
+    """Partitions of the counts and emit phases: as many as one reduce's memory needs, and at
+    least one per ROWS_PER_PARTITION rows (up to PARALLEL_TASKS) so that a pool is kept busy."""
+    need = mapreduce.choose_partitions(count, ROW_BYTES, memory - PROCESS_OVERHEAD)
+    return int(min(max(need, min(PARALLEL_TASKS, math.ceil(count / ROWS_PER_PARTITION))), mapreduce.MAX_PARTITIONS))
+
+
+def choose_rows_per_task(count: int, levels: int, memory: float) -> int:
+    """Rows per map task: what a worker's memory holds, no more than an equal share of
+    PARALLEL_TASKS tasks, no fewer than ROWS_PER_MAP (a task's fixed costs stay small)."""
+    fits = (memory - PROCESS_OVERHEAD) / (MAP_ROW_BYTES * levels + ROW_BYTES)
+    return int(max(1000, min(fits, MAX_ROWS_PER_MAP, max(ROWS_PER_MAP, math.ceil(count / PARALLEL_TASKS)))))
 
 
 def _level_count(kind: str, lower, upper, span) -> int:
@@ -180,16 +242,16 @@ def _level_count(kind: str, lower, upper, span) -> int:
 def plan_map(job: ImportJob, memory: float = 3.5e9) -> Plan:
     """Phase 1: one task per row range."""
     tasks_all = list(job.map_tasks())
-    spec = asdict(job)
+    spec = job.spec()
 
     def tasks() -> Iterator:
-        for name, i, start, stop in tasks_all:
-            yield partial(annotation_map_task, spec, name, i, start, stop)
+        for name, i, lo, hi, first in tasks_all:
+            yield partial(annotation_map_task, spec, name, i, lo, hi, first)
 
     def prepare() -> None:
         from cloudfiles import CloudFiles
 
-        clear_outputs(job.dest)
+        clear_outputs(job.dest, layer=False)
         CloudFiles(f"{job.dest}/{WORK}").put_json("job.json", spec)
 
     details = {"table": ", ".join(f[0] for f in job.files[:3]) + (" ..." if len(job.files) > 3 else ""),
@@ -203,33 +265,39 @@ def plan_map(job: ImportJob, memory: float = 3.5e9) -> Plan:
     return Plan("annotation import (map)", len(tasks_all), tasks, prepare, details)
 
 
-def clear_outputs(dest: str) -> None:
-    """Delete an earlier import at DEST (its info, indexes and working files): a stale cell or
-    count file would otherwise join this run's layer."""
+def clear_outputs(dest: str, layer: bool = True, work: bool = True) -> None:
+    """Delete an earlier import at DEST: its layer (info first, then indexes) when this run's
+    layer is about to be written, its working files when this run's map starts; a stale cell
+    or count file would otherwise join this run's output. A table that fails the counts
+    phase's checks leaves an earlier layer in place."""
     import re
 
     from cloudfiles import CloudFiles
 
     cf = CloudFiles(dest)
-    ours = re.compile(r"^(info$|by_id/|rel_[^/]+/|spatial\d+/|" + WORK + "/)")
-    stale = [name for name in cf.list() if ours.match(name)]
+    kinds = [*(["info$", r"by_id/", r"rel_[^/]+/", r"spatial\d+/"] if layer else []), *([WORK + "/"] if work else [])]
+    ours = re.compile(r"^(" + "|".join(kinds) + ")")
+    stale = sorted((name for name in cf.list() if ours.match(name)), key=lambda n: n != "info")
     if stale:
         cf.delete(stale)
 
 
 @queueable
-def annotation_map_task(job: dict, name: str, file_index: int, start: int, stop: int) -> None:
-    """Encode one row range once; write its partials for every index."""
+def annotation_map_task(job: dict, name: str, file_index: int, lo: int, hi: int, first_row: int) -> None:
+    """Encode one part of a file once (rows [lo, hi), or line-aligned bytes [lo, hi) of a
+    CSV file, its first row being number `first_row` of the file); write its partials for
+    every index."""
     spec = ImportJob(**job)
-    url, fmt, _, first = spec.files[file_index]
-    rows = concat_rows([parse_batch(spec, b, first + start + offset, url)
-                        for offset, b in _offsets(tables.batches(url, fmt, spec.read_types(), start, stop))])
+    url, fmt, _, first, _ = spec.files[file_index]
+    rows = concat_rows([parse_batch(spec, b, first + first_row + offset, url)
+                        for offset, b in _offsets(tables.read_part(url, fmt, spec.read_types(), lo, hi))])
     records = ann.encode_records(spec.kind, spec.properties, rows.geometry, rows.values)
     size = records.dtype.itemsize
     raw = records.tobytes()
     recs = np.array([raw[i * size:(i + 1) * size] for i in range(len(records))], dtype=object)
     levels = spec.spatial_levels()
     mapreduce.write_partials(spec.layout("counts"), name, _counts(spec, levels, rows))
+    mapreduce.write_partials(spec.layout("ids"), name, {"label": rows.ids, "row": rows.numbers})
     mapreduce.write_partials(spec.layout("spatial"), name, _spatial(spec, levels, rows, recs))
     tails = ann.relationship_bytes(rows.related)
     by_id = np.array([r + t for r, t in zip(recs.tolist(), tails)], dtype=object) if tails else recs
@@ -286,7 +354,7 @@ def _sum_counts(table: mapreduce.Table) -> mapreduce.Table:
 
 def plan_counts(job: ImportJob) -> Plan:
     """Phase 2: per partition, the fullest cell of each level."""
-    spec = asdict(job)
+    spec = job.spec()
 
     def tasks() -> Iterator:
         for p in range(job.partitions):
@@ -297,26 +365,71 @@ def plan_counts(job: ImportJob) -> Plan:
 
 @queueable
 def annotation_counts_task(job: dict, partition: int) -> None:
+    """The fullest cell of each level within one partition, and whether the partition's ids
+    repeat: recorded with an example (the next --merge stops with it), not raised, since a
+    retry would find the same duplicate and the queue would never drain."""
     from cloudfiles import CloudFiles
 
     spec = ImportJob(**job)
+    duplicate = None
+    try:
+        mapreduce.reduce_partition(spec.layout("ids"), spec.map_names(), partition, _unique_ids)
+    except DuplicateId as exc:
+        duplicate = {"id": exc.id, "rows": exc.rows}
     merged = mapreduce.reduce_partition(spec.layout("counts"), spec.map_names(), partition, _sum_counts)
     fullest = np.zeros(spec.levels, dtype=np.int64)
     if merged:
         level = (merged["label"] >> np.uint64(ann.LEVEL_SHIFT)).astype(np.int64)
         np.maximum.at(fullest, level, merged["n"])
-    CloudFiles(f"{spec.dest}/{WORK}/fullest").put_json(f"p{partition:05d}.json", {"fullest": fullest.tolist()})
+    CloudFiles(f"{spec.dest}/{WORK}/fullest").put_json(f"p{partition:05d}.json",
+                                                       {"fullest": fullest.tolist(), "duplicate": duplicate})
 
 
-def read_fullest(job: ImportJob) -> list[int] | None:
-    """maxCount per level over all partitions, or None while a counts task has not run."""
+class DuplicateId(Exception):
+    """An annotation id found on more than one row (rows: 0-based numbers in the table)."""
+
+    def __init__(self, aid: int, rows: list[int]):
+        super().__init__(aid, rows)
+        self.id, self.rows = aid, rows
+
+
+def _unique_ids(table: mapreduce.Table) -> mapreduce.Table:
+    """The merge of the ids partials: rows sorted by id; a repeated id raises DuplicateId."""
+    order = np.argsort(table["label"], kind="stable")
+    ids = table["label"][order]
+    same = np.flatnonzero(ids[1:] == ids[:-1])
+    if len(same):
+        aid = ids[same[0]]
+        raise DuplicateId(int(aid), sorted(int(r) for r in table["row"][table["label"] == aid])[:5])
+    return {"label": ids, "row": table["row"][order]}
+
+
+def duplicate_message(job: ImportJob, duplicate: dict) -> str:
+    """duplicate annotation id 4 (rows 1 and 2 of URL): ..., rows numbered from 1 in each file."""
+    places = []
+    for number in duplicate["rows"]:
+        url, _, _, first, _ = next(f for f in reversed(job.files) if f[3] <= number)
+        places.append((url, number - first + 1))
+    urls = {url for url, _ in places}
+    if len(urls) == 1:
+        nums = [str(n) for _, n in places]
+        where = f"rows {', '.join(nums[:-1])} and {nums[-1]} of {urls.pop()}"
+    else:
+        where = ", ".join(f"{url} row {n}" for url, n in places)
+    return f"duplicate annotation id {duplicate['id']} ({where}): ids must be unique"
+
+
+def read_counts(job: ImportJob) -> tuple[list[int], dict | None] | None:
+    """maxCount per level over all partitions and the first partition's duplicate id (or
+    None), or None while a counts task has not run."""
     from cloudfiles import CloudFiles
 
     cf = CloudFiles(f"{job.dest}/{WORK}/fullest")
     got = cf.get_json([f"p{p:05d}.json" for p in range(job.partitions)])
     if any(g is None for g in got):
         return None
-    return np.max([g["fullest"] for g in got], axis=0).tolist()
+    duplicate = next((g["duplicate"] for g in got if g.get("duplicate")), None)
+    return np.max([g["fullest"] for g in got], axis=0).tolist(), duplicate
 
 
 # ---- coarse and emit ---------------------------------------------------------------------
@@ -338,7 +451,7 @@ def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
     shardings = [ann.spatial_sharding(levels, first, i, job.shard_above) if first <= last else None
                  for i in range(len(levels))]
     sampling = Sampling(thresholds, last, first, shardings)
-    spec, smp = asdict(job), asdict(sampling)
+    spec, smp = job.spec(), asdict(sampling)
     kinds = emit_kinds(job, sampling)
 
     def tasks() -> Iterator:
@@ -351,6 +464,7 @@ def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
 
         from cloudfiles import CloudFiles
 
+        clear_outputs(job.dest, work=False)
         if fullest[last] > job.limit:
             print(f"WARNING: {details['warning']}: more annotations than that in one finest cell are written "
                   "together", file=sys.stderr)
@@ -360,8 +474,8 @@ def plan_emit(job: ImportJob, fullest: list[int]) -> Plan:
                 for (name, _), s in zip(job.relationships, job.rel_sharding)]
         info = ann.info(job.kind, job.resolution, job.lower, job.upper, job.properties, rels, job.by_id_sharding,
                         levels, job.limit, sampling.shardings)
-        CloudFiles(job.dest).put("info", json.dumps(info, indent=1).encode(), compress=None,
-                                 content_type="application/json", cache_control="no-cache")
+        # staged: DEST/info is written last, by `finish`, once every emit task has run
+        CloudFiles(f"{job.dest}/{WORK}").put("info", json.dumps(info, indent=1).encode(), compress=None)
 
     details = {"spatial levels": f"{last + 1} (fullest cells: {fullest[:last + 1]}, limit {job.limit})",
                "coarse levels (here)": sampling.first_task_level, "emit tasks": len(kinds) * job.partitions,
@@ -521,9 +635,12 @@ def next_phase(job: ImportJob) -> Plan | None:
     if missing:
         raise UserError(f"map output incomplete: {len(missing)} of {len(job.map_names())} tasks have not run "
                         f"(e.g. {missing[0]}); run the queue to the end, then --merge again")
-    fullest = read_fullest(job)
-    if fullest is None:
+    counted = read_counts(job)
+    if counted is None:
         return plan_counts(job)
+    fullest, duplicate = counted
+    if duplicate:
+        raise UserError(duplicate_message(job, duplicate))
     return None if emit_done(job) else plan_emit(job, fullest)
 
 
@@ -539,9 +656,32 @@ def emit_done(job: ImportJob) -> bool:
     return all(cf.exists(names).values())
 
 
-def remove_work(job: ImportJob) -> None:
-    """Delete the working files (partials, counts, markers) of a finished import."""
+def finish(job: ImportJob) -> None:
+    """The last step: DEST/info (staged by the emit planning) is written once every other
+    layer file is, so a viewer never opens a half-written layer; then the working files go."""
     from cloudfiles import CloudFiles
+
+    info = _required(CloudFiles(job.dest), f"{WORK}/info")
+    CloudFiles(job.dest).put("info", info, compress=None, content_type="application/json", cache_control="no-cache")
+    remove_work(job)
+
+
+def remove_work(job: ImportJob) -> None:
+    """Delete the working files (partials, counts, markers) of a finished or failed import;
+    on file:// also the directories they leave, and DEST itself when nothing else is there."""
+    import os
+
+    from cloudfiles import CloudFiles
+
+    from igneous_like.layers import local_path
 
     cf = CloudFiles(f"{job.dest}/{WORK}")
     cf.delete(list(cf.list()))
+    local = local_path(job.dest)
+    if local is None or not os.path.isdir(local):
+        return
+    for root, _, _ in sorted(os.walk(os.path.join(local, WORK)), key=lambda w: -len(w[0])):
+        if not os.listdir(root):
+            os.rmdir(root)
+    if not os.listdir(local):
+        os.rmdir(local)

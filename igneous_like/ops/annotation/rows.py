@@ -1,6 +1,7 @@
 """Annotation rows of a table: the column conventions, option parsing (--columns,
 --property, --relationship), parsing and checking one batch of rows, and the check of a whole
-table before anything is written (ids, extent, property ranges and enum labels, segments).
+table before anything is written (values, extent, property ranges and enum labels, segments;
+duplicate ids are found later, partition by partition, by the import's counts phase).
 Used by annotation import (import_table.py); errors are one-line UserErrors naming the row."""
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from igneous_like import annotations as ann
 from igneous_like.errors import UserError
 from igneous_like.formats import tables
+from igneous_like.mapreduce import mix64
 from igneous_like.progress import Progress
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ class Rows:
     """One batch of annotations, parsed and checked."""
 
     ids: np.ndarray
+    numbers: np.ndarray  # each row's number in the whole table (0-based), for error messages
     geometry: np.ndarray  # (n, 3 or 6) float32
     values: list  # per property, in info order
     related: list  # per relationship, uint64 (0: none)
@@ -41,10 +44,11 @@ def parse_batch(job: ImportJob, batch, first_row: int, url: str, enums: bool = T
     roles = ROLES[job.kind]
     geometry = np.stack([_floats(cols[job.columns[r]], job.columns[r], first_row, url) for r in roles], axis=1)
     geometry = geometry.astype(np.float32)
+    numbers = np.arange(first_row, first_row + n, dtype=np.uint64)
     if "id" in job.columns:
         ids = _no_nulls(cols[job.columns["id"]], job.columns["id"], first_row, url).astype(np.uint64)
     else:
-        ids = np.arange(first_row, first_row + n, dtype=np.uint64)
+        ids = numbers
     lo, hi = ann.extents(job.kind, geometry)
     inside = (lo >= np.asarray(job.lower)).all(axis=1) & (hi <= np.asarray(job.upper)).all(axis=1)
     if not inside.all() and not job.clip:
@@ -55,10 +59,10 @@ def parse_batch(job: ImportJob, batch, first_row: int, url: str, enums: bool = T
     related = [_segments(cols[c]) for _, c in job.relationships]
     if not inside.all():
         keep = np.flatnonzero(inside)
-        ids, geometry, lo, hi = ids[keep], geometry[keep], lo[keep], hi[keep]
+        ids, numbers, geometry, lo, hi = ids[keep], numbers[keep], geometry[keep], lo[keep], hi[keep]
         values = [v[keep] for v in values]
         related = [r[keep] for r in related]
-    return Rows(ids, geometry, values, related, lo, hi)
+    return Rows(ids, numbers, geometry, values, related, lo, hi)
 
 
 def _segments(column) -> np.ndarray:
@@ -154,7 +158,8 @@ def parse_relationship(text: str) -> list[str]:
 class Scan:
     """What one pass over the table found."""
 
-    rows: list
+    rows: list  # per file: (rows, number of its first row in the table)
+    pieces: list = field(default_factory=list)  # per file: int64 (k, 3) of piece lo, hi, rows
     count: int = 0
     lo: np.ndarray = field(default_factory=lambda: np.full(3, np.inf))
     hi: np.ndarray = field(default_factory=lambda: np.full(3, -np.inf))
@@ -163,51 +168,87 @@ class Scan:
 
 
 def scan_rows(job: ImportJob) -> Scan:
-    """One streaming pass: every row parsed and checked; ids (8 bytes each) kept to find
-    duplicates; the data's extent; per property its value range or labels; per relationship
-    the number of distinct segments."""
+    """One streaming pass: every row parsed and checked; the row count; the data's extent;
+    per property its value range or labels; per relationship the number of distinct segments
+    (a bounded sketch). Ids are not kept: duplicates are found by the partitioned counts
+    phase, so no process holds every id."""
     scan = Scan(rows=[])
-    ids, segments = [], [[] for _ in job.relationships]
+    segments = [DistinctCount() for _ in job.relationships]
     ranges: dict = {p["id"]: set() if p["source"] == "enum" else [np.inf, -np.inf] for p in job.properties}
     types = job.read_types()
     first = 0
     with Progress("Checking the table (row batches)", None) as progress:
-        for url, fmt, _, _ in job.files:
-            first = _scan_file(job, url, fmt, types, first, scan, ids, segments, ranges, progress)
-    every = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
-    scan.count = len(every)
-    every.sort()
-    dup = np.flatnonzero(every[1:] == every[:-1])
-    if len(dup):
-        raise UserError(f"duplicate annotation id {int(every[dup[0]])} ({len(dup)} duplicates): ids must be unique")
-    scan.ranges = {**ranges, **{f"rel:{name}": len(np.unique(np.concatenate(s))) if s else 0
-                                for (name, _), s in zip(job.relationships, segments)}}
+        for entry in job.files:
+            first = _scan_file(job, entry[0], entry[1], types, first, scan, segments, ranges, progress)
+    scan.ranges = {**ranges, **{f"rel:{name}": s.count() for (name, _), s in zip(job.relationships, segments)}}
     return scan
 
 
-def _scan_file(job: ImportJob, url: str, fmt: str, types: dict, first: int, scan: Scan, ids: list, segments: list,
+def _scan_file(job: ImportJob, url: str, fmt: str, types: dict, first: int, scan: Scan, segments: list,
                ranges: dict, progress: Progress) -> int:
     """Check one file's rows into `scan`; returns the next file's first row number."""
     n = 0
-    for batch in tables.batches(url, fmt, types):
-        rows = parse_batch(job, batch, first + n, url, enums=False)
-        n += batch.num_rows
-        progress.update()
-        ids.append(rows.ids)
-        for seg, col in zip(segments, rows.related):
-            seg.append(np.unique(col[col != 0]))
-        if len(rows.ids):
-            scan.lo = np.minimum(scan.lo, rows.lo.min(axis=0))
-            scan.hi = np.maximum(scan.hi, rows.hi.max(axis=0))
-            scan.span = np.maximum(scan.span, (rows.hi - rows.lo).max(axis=0))
-        for p, v in zip(job.properties, rows.values):
-            r = ranges[p["id"]]
-            if isinstance(r, set):
-                r.update(np.unique(v).tolist())
-            elif len(v) and v.ndim == 1:
-                r[0], r[1] = min(r[0], float(v.min())), max(r[1], float(v.max()))
+    found = []
+    for lo, hi, got in tables.pieces(url, fmt, types):
+        found.append([lo, hi, sum(b.num_rows for b in got)])
+        for batch in got:
+            _scan_batch(job, parse_batch(job, batch, first + n, url, enums=False), scan, segments, ranges)
+            n += batch.num_rows
+            progress.update()
     scan.rows.append((n, first))
+    scan.pieces.append(np.array(found, dtype=np.int64).reshape(-1, 3))
     return first + n
+
+
+def _scan_batch(job: ImportJob, rows: Rows, scan: Scan, segments: list, ranges: dict) -> None:
+    """Fold one checked batch into the scan: count, segments, extent, property ranges."""
+    scan.count += len(rows.ids)
+    for seg, col in zip(segments, rows.related):
+        seg.add(col[col != 0])
+    if len(rows.ids):
+        scan.lo = np.minimum(scan.lo, rows.lo.min(axis=0))
+        scan.hi = np.maximum(scan.hi, rows.hi.max(axis=0))
+        scan.span = np.maximum(scan.span, (rows.hi - rows.lo).max(axis=0))
+    for p, v in zip(job.properties, rows.values):
+        r = ranges[p["id"]]
+        if isinstance(r, set):
+            r.update(np.unique(v).tolist())
+        elif len(v) and v.ndim == 1:
+            r[0], r[1] = min(r[0], float(v.min())), max(r[1], float(v.max()))
+
+
+class DistinctCount:
+    """The number of distinct uint64 keys of a stream in bounded memory: exact up to KEEP
+    keys, beyond that the k-minimum-values estimate from the KEEP smallest splitmix64 hashes
+    (relative error about 1/sqrt(KEEP)); enough to size a relationship index's shards.
+    Hashes are folded KEEP at a time (one sort: np.union1d per batch costs 40 ms)."""
+
+    KEEP = 1 << 16
+
+    def __init__(self) -> None:
+        self.smallest = np.zeros(0, np.uint64)
+        self.pending: list[np.ndarray] = []
+        self.waiting = 0
+        self.truncated = False
+
+    def add(self, keys: np.ndarray) -> None:
+        self.pending.append(mix64(keys))  # a bijection: distinct keys, distinct hashes
+        self.waiting += len(keys)
+        if self.waiting >= self.KEEP:
+            self._fold()
+
+    def _fold(self) -> None:
+        merged = np.sort(np.concatenate([self.smallest, *self.pending]))
+        merged = merged[np.concatenate([[True], merged[1:] != merged[:-1]])] if len(merged) else merged
+        if len(merged) > self.KEEP:
+            merged, self.truncated = merged[:self.KEEP], True
+        self.smallest, self.pending, self.waiting = merged, [], 0
+
+    def count(self) -> int:
+        self._fold()
+        if not self.truncated:
+            return len(self.smallest)
+        return int((self.KEEP - 1) / (float(self.smallest[-1]) / 2.0**64))
 
 
 def settle_type(spec: dict, found) -> dict:
@@ -230,7 +271,7 @@ def concat_rows(parts: list[Rows]) -> Rows:
     def cat(arrays):
         return np.concatenate(arrays)
 
-    return Rows(cat([p.ids for p in parts]), cat([p.geometry for p in parts]),
+    return Rows(cat([p.ids for p in parts]), cat([p.numbers for p in parts]), cat([p.geometry for p in parts]),
                 [cat([p.values[i] for p in parts]) for i in range(len(parts[0].values))],
                 [cat([p.related[i] for p in parts]) for i in range(len(parts[0].related))],
                 cat([p.lo for p in parts]), cat([p.hi for p in parts]))

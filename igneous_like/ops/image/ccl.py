@@ -239,6 +239,10 @@ def read_faces(job: CclJob, t: int) -> tuple[list[np.ndarray], np.ndarray, np.nd
     data = CloudFiles(job.root).get(f"faces/{t}.arrow")
     if data is None:
         raise TaskError(f"faces output missing: {job.root}/faces/{t}.arrow; run the faces pass first")
+    return parse_faces(job, t, data)
+
+
+def parse_faces(job: CclJob, t: int, data: bytes) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     column = mapreduce.decode_table(data)["v"]
     planes, at = [], 0
     for shape in plane_shapes(job.box(t).shape):

@@ -28,12 +28,14 @@ import numpy as np
 
 from igneous_like import mapreduce
 from igneous_like.errors import TaskError
-from igneous_like.ops.image.ccl import LOCAL_BITS, CclJob, read_faces
+from igneous_like.storage import get_many, put_many
+from igneous_like.ops.image.ccl import LOCAL_BITS, CclJob, parse_faces
 from igneous_like.ops.image.ccl_links import COLUMNS, edges_path
 from igneous_like.ops.image.ccl_tree import cells_in, merge_level
 
 LOCAL_MASK = np.uint64(0xFFFFFFFF)
 U64 = np.uint64
+BATCH = 256  # files read or written per call in a ranks task
 
 
 def _cf(job: CclJob):
@@ -43,7 +45,7 @@ def _cf(job: CclJob):
 
 
 def put_table(job: CclJob, name: str, table: mapreduce.Table) -> None:
-    _cf(job).put(name, mapreduce.encode_table(table), compress=None)
+    _cf(job).put(name, mapreduce.encode_table(table, compression=None), compress=None)
 
 
 def get_table(job: CclJob, name: str) -> mapreduce.Table:
@@ -53,15 +55,18 @@ def get_table(job: CclJob, name: str) -> mapreduce.Table:
     return mapreduce.decode_table(data)
 
 
-def get_tables(job: CclJob, names: list[str]) -> list[mapreduce.Table]:
-    from igneous_like.storage import get_many
-
+def get_raw(job: CclJob, names: list[str]) -> list[bytes]:
+    """Files of the job directory, in order; a missing one is an error naming it."""
     got = get_many(_cf(job), names) if names else []
     missing = [g["path"] for g in got if g["content"] is None]
     if missing:
         raise TaskError(f"calc-labels: missing {job.root}/{missing[0]} (and {len(missing) - 1} more); "
                         "run the earlier step first")
-    return [mapreduce.decode_table(g["content"]) for g in got]
+    return [g["content"] for g in got]
+
+
+def get_tables(job: CclJob, names: list[str]) -> list[mapreduce.Table]:
+    return [mapreduce.decode_table(data) for data in get_raw(job, names)]
 
 
 def leaf_tasks(job: CclJob, p: int, grow: int = 0) -> np.ndarray:
@@ -195,22 +200,33 @@ def ranks_leaf(job: CclJob, p: int) -> None:
     tasks = leaf_tasks(job, p)
     counts = np.zeros(len(tasks), np.int64)
     bounds = np.searchsorted(node_task, np.stack([tasks, tasks + 1]))
-    for i, t in enumerate(tasks):
-        _, sizes, _ = read_faces(job, int(t))
-        rows = slice(int(bounds[0, i]), int(bounds[1, i]))
-        ids, loc = node[rows], local(node[rows])
-        total = sizes.astype(U64)
-        total[loc] = size[rows]
-        keep = total >= max(job.dust, 1)
-        keep[0] = False
-        merged = root[rows] != ids
-        keep[loc[merged]] = False
-        roots = np.zeros(len(sizes), U64)
-        roots[loc[merged]] = root[rows][merged]
-        rank = np.where(keep, np.cumsum(keep) - 1, -1).astype(np.int64)
-        counts[i] = int(keep.sum())
-        put_table(job, f"ranks/{int(t)}.arrow", {"rank": rank, "root": roots})
+    for b in range(0, len(tasks), BATCH):  # a batch of faces files in, a batch of ranks files out
+        some = tasks[b:b + BATCH]
+        faces = get_raw(job, [f"faces/{int(t)}.arrow" for t in some])
+        files = []
+        for i, (t, data) in enumerate(zip(some, faces), start=b):
+            _, sizes, _ = parse_faces(job, int(t), data)
+            rows = slice(int(bounds[0, i]), int(bounds[1, i]))
+            table, counts[i] = task_ranks(job, sizes, node[rows], root[rows], size[rows])
+            files.append((f"ranks/{int(t)}.arrow", mapreduce.encode_table(table, compression=None)))
+        put_many(_cf(job), files, compress=None)
     put_table(job, f"counts/{p:05d}.arrow", {"task": tasks, "count": counts})
+
+
+def task_ranks(job: CclJob, sizes: np.ndarray, ids: np.ndarray, root: np.ndarray, size: np.ndarray) -> tuple[mapreduce.Table, int]:
+    """One task's ranks file and kept-root count, from its local component sizes and the roots
+    and component sizes of its ids on task borders."""
+    loc = local(ids)
+    total = sizes.astype(U64)
+    total[loc] = size
+    keep = total >= max(job.dust, 1)
+    keep[0] = False
+    merged = root != ids
+    keep[loc[merged]] = False
+    roots = np.zeros(len(sizes), U64)
+    roots[loc[merged]] = root[merged]
+    rank = np.where(keep, np.cumsum(keep) - 1, -1).astype(np.int64)
+    return {"rank": rank, "root": roots}, int(keep.sum())
 
 
 def write_offsets(job: CclJob) -> int:

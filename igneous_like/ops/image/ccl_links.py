@@ -105,5 +105,5 @@ def links_work(spec: CclJob, t: int) -> None:
     files = []
     for p in target_leaves(spec, t):
         rows = leaf == p
-        files.append((edges_path(p, t), mapreduce.encode_table({k: v[rows] for k, v in edges.items()})))
+        files.append((edges_path(p, t), mapreduce.encode_table({k: v[rows] for k, v in edges.items()}, compression=None)))
     put_many(CloudFiles(spec.root), files, compress=None)

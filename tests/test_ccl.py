@@ -285,3 +285,20 @@ def test_mip_1(volumes, tmp_path):
     assert info["scales"][0]["resolution"] == src["resolution"] and info["scales"][0]["size"] == src["size"]
     got = ts_read(tmp_path / "cc", 0)[..., 0]
     assert_same_components(got, cc3d.connected_components(down, connectivity=26))
+
+
+@pytest.mark.parametrize("grid,leaves", [((16, 16, 4), 4), ((3, 1, 2), 5), ((5, 7, 3), 7), ((1, 1, 1), 3), ((4, 4, 4), 8)])
+def test_leaf_tree_partitions_the_grid(grid, leaves):
+    """Each task lies in exactly one leaf, whose box leaf_cells gives (links writers and up-0
+    readers must agree), and leaves of one group at level L are p >> L apart only."""
+    from igneous_like.ops.image.ccl_tree import LeafTree, cells_in, merge_level
+
+    tree = LeafTree(grid, (32, 32, 32), leaves)
+    t = np.arange(np.prod(grid))
+    leaf = tree.leaf_of(np.stack([t % grid[0], (t // grid[0]) % grid[1], t // (grid[0] * grid[1])], axis=1))
+    assert leaf.min() >= 0 and leaf.max() < leaves
+    for p in range(leaves):
+        assert sorted(cells_in(tree.leaf_cells(p), grid).tolist()) == t[leaf == p].tolist()
+    p, q = np.meshgrid(np.arange(leaves), np.arange(leaves))
+    level = merge_level(p, q)
+    assert ((p >> level) == (q >> level)).all() and ((level == 0) | ((p >> (level - 1)) != (q >> (level - 1)))).all()

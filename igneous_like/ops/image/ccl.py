@@ -1,15 +1,17 @@
 """image ccl: connected components of a segmentation (each connected piece of each label) or of
 a thresholded image, over the whole volume, labelled 1..N.
 
-Passes (each a queueable command; `auto` chains them here):
+Passes (each a queueable command; `auto` runs them here or chains them through a queue,
+ops/image/ccl_phases.py):
   faces   per task: cc3d of the box; write its component sizes, source values and face planes
   links   per task: pair its high faces with the neighbours' low faces (diagonals included for
-          18/26), write equivalence edges of provisional ids (task << 32 | local id) by partition
-          (ops/image/ccl_links.py)
-  calc-labels  the partitioned union-find and the numbering (ops/image/ccl_labels.py)
-  relabel per task: cc3d again, map local ids to final ids, write DEST
-Intermediate files live in DEST/_ccl/KEY, KEY a hash of the options that shape them, so a run
-with other options never reads stale ones.
+          18/26), write equivalence edges of provisional ids (task << 32 | local id) by leaf of
+          the union-find tree (ops/image/ccl_links.py, ops/image/ccl_tree.py)
+  calc-labels  the hierarchical union-find and the numbering (ops/image/ccl_labels.py)
+  relabel per task: cc3d again, map local ids to final ids, write DEST (ops/image/ccl_relabel.py)
+This module holds the job (its options, task grid and tree), the faces pass and the file
+helpers the others share. Intermediate files live in DEST/_ccl/KEY, KEY a hash of the options
+that shape them, so a run with other options never reads stale ones.
 """
 from __future__ import annotations
 

@@ -302,3 +302,19 @@ def test_leaf_tree_partitions_the_grid(grid, leaves):
     p, q = np.meshgrid(np.arange(leaves), np.arange(leaves))
     level = merge_level(p, q)
     assert ((p >> level) == (q >> level)).all() and ((level == 0) | ((p >> (level - 1)) != (q >> (level - 1)))).all()
+
+
+def test_phase_complete_is_seen_by_the_last_task_only(tmp_path):
+    """Grouped done markers: only the task finishing last (in any order) sees its phase whole."""
+    from igneous_like.ops.image.ccl import CclJob, done_count, mark_done, phase_complete
+
+    job = CclJob(src="file:///nowhere", dest=f"file://{tmp_path}/cc", mip=0, bounds=[0, 0, 0, 8, 8, 8],
+                 shape=[8, 8, 8], connectivity=6, threshold_gte=None, threshold_lte=None, dust=0, fill_missing=False,
+                 partitions=1, encoding="raw", chunk_size=[8, 8, 8])
+    order = np.random.default_rng(3).permutation(11)
+    seen = []
+    for i in order:
+        mark_done(job, "links", int(i), group=4)
+        seen.append(phase_complete(job, "links", 11, int(i), group=4))
+    assert seen == [False] * 10 + [True]
+    assert done_count(job, "links") == 11

@@ -35,6 +35,7 @@ EDGE_ROW_BYTES = 24
 LOCAL_BITS = np.uint64(32)
 NOT_IN_KEY = ("encoding", "chunk_size")  # options that only shape DEST, not the intermediates
 JOB_FILE = "job.json"
+MARK_GROUP = 512  # done markers per listing (see phase_complete)
 CONNECTIVITIES = (6, 18, 26)
 
 
@@ -263,18 +264,36 @@ def write_job(job: CclJob) -> None:
     CloudFiles(f"{job.dest}/_ccl").put_json(f"jobs/{job.key}.json", asdict(job))
 
 
-def mark_done(job: CclJob, phase: str, i: int) -> None:
-    """A task of `phase` finished (written last, after its outputs)."""
+def mark_done(job: CclJob, phase: str, i: int, group: int = MARK_GROUP) -> None:
+    """A task of `phase` finished (written last, after its outputs): done/PHASE/GROUP/I, GROUP =
+    I // MARK_GROUP, so the task checking whether its phase is complete lists one group."""
     from cloudfiles import CloudFiles
 
-    CloudFiles(job.root).put(f"done/{phase}/{i}", b"", compress=None)
+    CloudFiles(job.root).put(f"done/{phase}/{i // group}/{i}", b"", compress=None)
+
+
+def phase_complete(job: CclJob, phase: str, total: int, i: int, group: int = MARK_GROUP) -> bool:
+    """Whether every task of `phase` has finished, as task i sees it right after its marker: it
+    lists its group; if that is whole, marks the group and lists the groups. Two listings of at
+    most MARK_GROUP and total / MARK_GROUP names, not one of every task."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(job.root)
+    g = i // group
+    if len(list_names(cf, f"done/{phase}/{g}/")) < min(group, total - g * group):
+        return False
+    cf.put(f"groups/{phase}/{g}", b"", compress=None)
+    return len(list_names(cf, f"groups/{phase}/")) >= -(-total // group)
 
 
 def done_count(job: CclJob, phase: str) -> int:
-    """How many tasks of `phase` have finished (one listing of its markers)."""
+    """How many tasks of `phase` have finished (one recursive listing of its markers)."""
     from cloudfiles import CloudFiles
 
-    return len(list_names(CloudFiles(job.root), f"done/{phase}/"))
+    try:
+        return sum(1 for _ in CloudFiles(job.root).list(prefix=f"done/{phase}/"))
+    except FileNotFoundError:
+        return 0
 
 
 def require(job: CclJob, phase: str, total: int, after: str) -> None:

@@ -18,7 +18,9 @@ from taskqueue import queueable
 
 from igneous_like.errors import TaskError, UserError
 from igneous_like.ops.image import ccl_labels, ccl_links, ccl_relabel
-from igneous_like.ops.image.ccl import CclJob, done_count, faces_work, list_names, load_job, mark_done, require, task_memory, write_job
+from igneous_like.ops.image.ccl import (
+    CclJob, done_count, faces_work, list_names, load_job, mark_done, phase_complete, require, task_memory, write_job,
+)
 from igneous_like.plan import Plan, fmt_vec, human_bytes
 
 CLEAN = "clean"  # the pseudo-phase after relabel: delete the job's intermediates
@@ -59,7 +61,7 @@ def ccl_task(job: dict, phase: str, i: int, follow: dict | None = None) -> None:
     run_one(spec, phase, i)
     mark_done(spec, phase, i)
     if follow:
-        advance(spec, phase, follow)
+        advance(spec, phase, i, follow)
 
 
 def successor(job: CclJob, phase: str) -> str | None:
@@ -68,14 +70,14 @@ def successor(job: CclJob, phase: str) -> str | None:
     return names[at + 1] if at + 1 < len(names) else None
 
 
-def advance(job: CclJob, phase: str, follow: dict) -> None:
+def advance(job: CclJob, phase: str, i: int, follow: dict) -> None:
     """If `phase` is complete, queue the next one (up to follow["until"]), once."""
     from cloudfiles import CloudFiles
 
     from igneous_like import queues
 
     total = dict(phases(job))[phase]
-    if phase == follow["until"] or done_count(job, phase) < total:
+    if phase == follow["until"] or not phase_complete(job, phase, total, i):
         return
     nxt = successor(job, phase)
     if nxt == CLEAN:

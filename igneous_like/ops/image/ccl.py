@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class CclJob:
     encoding: str
     chunk_size: list[int]
 
-    @property
+    @cached_property
     def key(self) -> str:
         keyed = {k: v for k, v in asdict(self).items() if k not in NOT_IN_KEY}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]

@@ -36,6 +36,7 @@ from igneous_like.ops.image.ccl_tree import cells_in, merge_level
 LOCAL_MASK = np.uint64(0xFFFFFFFF)
 U64 = np.uint64
 BATCH = 256  # files read or written per call in a ranks task
+OFFSETS = "offsets.bin"
 
 
 def _cf(job: CclJob):
@@ -234,11 +235,20 @@ def write_offsets(job: CclJob) -> int:
     counts = np.zeros(job.tasks, np.int64)
     for part in get_tables(job, [f"counts/{p:05d}.arrow" for p in range(job.partitions)]):
         counts[part["task"].astype(np.int64)] = part["count"]
-    offsets = np.concatenate([[1], 1 + np.cumsum(counts)[:-1]]).astype(np.int64)
+    offsets = np.concatenate([[1], 1 + np.cumsum(counts)[:-1]]).astype("<i8")
     total = int(counts.sum())
-    put_table(job, "offsets.arrow", {"offset": offsets})
+    # raw little-endian int64, one per task: a relabel task reads its few entries by byte range
+    _cf(job).put(OFFSETS, offsets.tobytes(), compress=None)
     _cf(job).put_json("labels.json", {"labels": total})
     return total
+
+
+def read_offsets(job: CclJob, tasks: list[int]) -> dict[int, int]:
+    """The first final id of each of these tasks (8-byte ranged reads of offsets.bin)."""
+    got = get_many(_cf(job), [{"path": OFFSETS, "start": 8 * t, "end": 8 * t + 8} for t in tasks])
+    if any(g["content"] is None or len(g["content"]) != 8 for g in got):
+        raise TaskError(f"relabel: {job.root}/{OFFSETS} is missing or short; run calc-labels first")
+    return {t: int(np.frombuffer(g["content"], "<i8")[0]) for t, g in zip(tasks, got)}
 
 
 def label_count(job: CclJob) -> int | None:

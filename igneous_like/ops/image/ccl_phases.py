@@ -156,7 +156,7 @@ def calc_details(job: CclJob) -> dict:
     return {"partitions (tree leaves)": job.partitions, "tree depth": tree.depth, "steps (tasks)": steps,
             "peak memory per task": "one leaf's edges (up-0), one group's boundary vertices (up/down), "
                                     "one task's component count (down-0)",
-            "writes": f"{job.root}/uf, ranks/T.arrow, counts, offsets.arrow, labels.json"}
+            "writes": f"{job.root}/uf, ranks/T.arrow, counts, offsets.bin, labels.json"}
 
 
 def check_ready(job: CclJob, phase: str) -> None:

@@ -53,23 +53,25 @@ def check_labels(job: CclJob) -> int:
 
 def final_ids(job: CclJob, t: int, n: int) -> np.ndarray:
     """Final id (0 for dust) of each local id 0..n of task t: its own kept roots from its ranks,
-    its merged ids from the ranks of their roots' tasks (read one task at a time)."""
+    its merged ids from the ranks of their roots' tasks (one batched read), each offset by its
+    task's first id."""
     from igneous_like.errors import TaskError
 
-    get = ccl_labels.get_table
-    offsets = get(job, "offsets.arrow")["offset"]
-    mine = get(job, f"ranks/{t}.arrow")
+    mine = ccl_labels.get_table(job, f"ranks/{t}.arrow")
     rank, root = mine["rank"], mine["root"]
     if len(rank) != n + 1:
         raise TaskError(f"relabel: task {t} has {n} components but calc-labels saw {len(rank) - 1}: the source changed")
-    ids = np.where(rank >= 0, offsets[t] + rank, 0).astype(np.uint64)
     member = np.flatnonzero(root)
     root = root[member]
     root_task = (root >> LOCAL_BITS).astype(np.int64)
-    for other in np.unique(root_task):
+    others = [int(o) for o in np.unique(root_task) if o != t]
+    ranks = dict(zip(others, (r["rank"] for r in ccl_labels.get_tables(job, [f"ranks/{o}.arrow" for o in others]))))
+    ranks[t] = rank
+    offsets = ccl_labels.read_offsets(job, [t, *others])
+    ids = np.where(rank >= 0, offsets[t] + rank, 0).astype(np.uint64)
+    for other in [t, *others]:
         these = root_task == other
-        other_rank = rank if other == t else get(job, f"ranks/{int(other)}.arrow")["rank"]
-        got = other_rank[ccl_labels.local(root[these])]
+        got = ranks[other][ccl_labels.local(root[these])]
         ids[member[these]] = np.where(got >= 0, offsets[other] + got, 0).astype(np.uint64)
     ids[0] = 0
     return ids

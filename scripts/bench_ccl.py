@@ -10,9 +10,11 @@ equivalence step sees many boundary labels. Each pass is run as a user types it,
 FileQueue and one worker (`execute -x`, one process), and timed as its process tree (os.wait4:
 user+system CPU seconds, peak RSS):
   faces, links, relabel   producer (--queue Q) + execute, summed; RSS the larger (DEST chunks =
-                          the task shape for both: Igneous refuses writes not aligned to them)
+                          the task shape for both: Igneous refuses writes not aligned to them;
+                          DEST encoding compressed_segmentation for both)
   calc-labels             ours: every union-find step here in one process (-p 1), with
-                          --partitions P (default 4); Igneous: its single-machine calc-labels
+                          --partitions P (default 4; 2*ceil(log2 P)+2 steps, counted from its
+                          log); Igneous: its single-machine calc-labels
 The two outputs are checked to be the same components (a one-to-one map between label sets).
 Prints CPU s, wall s and peak RSS MiB per pass and the ratios ours/theirs; OUT/bench_ccl.json.
 """
@@ -50,18 +52,19 @@ def make_volume(url: str, size: str) -> None:
 def commands(tool: str, exe: str, src: str, dest: str, q: str, shape: str, partitions: int) -> dict[str, list[list[str]]]:
     """The commands of each pass, as a user would type them."""
     thr = ["--threshold-gte", "128"]
+    enc = ["--encoding", "cseg"]  # both: the reference venv may lack the compresso codec
     if tool == "ours":
         job = ["--shape", shape, *thr, "--partitions", str(partitions)]
         run = [exe, "execute", q, "-p", "1", "-x", "-q"]
         return {"faces": [[exe, "image", "ccl", "faces", src, dest, *job, "--queue", q], run],
                 "links": [[exe, "image", "ccl", "links", src, dest, *job, "--queue", q], run],
                 "calc-labels": [[exe, "-p", "1", "image", "ccl", "calc-labels", src, dest, *job]],
-                "relabel": [[exe, "image", "ccl", "relabel", src, dest, *job, "--chunk-size", shape, "--queue", q], run]}
+                "relabel": [[exe, "image", "ccl", "relabel", src, dest, *job, "--chunk-size", shape, *enc, "--queue", q], run]}
     run = [exe, "-p", "1", "execute", "-x", "-q", q]
     return {"faces": [[exe, "image", "ccl", "faces", src, "--shape", shape, *thr, "--queue", q], run],
             "links": [[exe, "image", "ccl", "links", src, "--shape", shape, *thr, "--queue", q], run],
             "calc-labels": [[exe, "image", "ccl", "calc-labels", src, "--shape", shape]],
-            "relabel": [[exe, "image", "ccl", "relabel", src, dest, "--shape", shape, *thr, "--chunk-size", shape,
+            "relabel": [[exe, "image", "ccl", "relabel", src, dest, "--shape", shape, *thr, "--chunk-size", shape, *enc,
                          "--queue", q], run]}
 
 
@@ -76,6 +79,11 @@ def same_components(a_url: str, b_url: str) -> str:
     pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
     ok = len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
     return f"same components ({pairs.shape[1]} labels)" if ok else "DIFFERENT components"
+
+
+def calc_steps(log: Path) -> int:
+    """Steps our calc-labels ran: one "...: N tasks done" line each in its log."""
+    return sum(1 for line in log.read_text().splitlines() if line.endswith("tasks done"))
 
 
 def main() -> None:
@@ -118,13 +126,16 @@ def main() -> None:
                                    "rss_mib": max(r.rss_mib for r in runs)}
     if args.calc_labels_only:
         o, t = results["ours"]["calc-labels"], results["theirs"]["calc-labels"]
-        print(f"volume {args.size} noise >= 128, task shape {args.shape}, ours --partitions {args.partitions}; calc-labels: "
+        print(f"volume {args.size} noise >= 128, task shape {args.shape}, ours --partitions {args.partitions} "
+              f"({calc_steps(out / 'logs' / 'ours-calc-labels-0.log')} steps); calc-labels: "
               f"cpu {o['cpu']:.2f} / {t['cpu']:.2f} s, wall {o['wall']:.2f} / {t['wall']:.2f} s, "
               f"peak RSS {o['rss_mib']:.0f} / {t['rss_mib']:.0f} MiB (ours / theirs)")
         (out / "bench_ccl.json").write_text(json.dumps({"results": results, "args": vars(args)}, indent=1))
         return
     check = same_components(f"file://{out}/cc-ours", f"file://{out}/cc-theirs")
-    print(f"volume {args.size} noise >= 128, task shape {args.shape}, ours --partitions {args.partitions}: {check}")
+    steps = calc_steps(out / "logs" / "ours-calc-labels-0.log")
+    print(f"volume {args.size} noise >= 128, task shape {args.shape}, ours --partitions {args.partitions} "
+          f"(calc-labels in {steps} steps): {check}")
     print(f"{'pass':12} {'cpu ours':>9} {'theirs':>8} {'ratio':>6} {'wall ours':>10} {'theirs':>8} {'ratio':>6} "
           f"{'RSS ours':>9} {'theirs':>8} {'ratio':>6}")
     total = {t: {"cpu": 0.0, "wall": 0.0} for t in exes}

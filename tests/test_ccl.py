@@ -205,3 +205,116 @@ def test_fill_missing(volumes, tmp_path):
     want = seg.copy()
     want[16:32, 0:16, 0:8] = 0
     assert_same_components(ts_read(tmp_path / "cc", 0)[..., 0], cc3d.connected_components(want, connectivity=6))
+
+
+def test_auto_queued_runs_every_pass_in_one_execute(volumes, tmp_path):
+    """auto --queue queues faces only; the last task of each pass queues the next, so one
+    `execute -p 2 -x` runs the whole job (calc-labels' tree: 3 leaves, depth 2)."""
+    root, seg, _ = volumes
+    q = f"fq://{tmp_path}/q"
+    said = run_cli("image", "ccl", "auto", f"file://{root}/seg", f"file://{tmp_path}/cc", "--shape", "17,13,9",
+                   "--connectivity", "26", "--partitions", "3", "--encoding", "raw", "--queue", q).stderr
+    assert "image ccl faces: 48 tasks queued" in said
+    assert not (tmp_path / "cc" / "info").exists(), "relabel's info is written by the task that queues it"
+    run_cli("execute", q, "-p", "2", "-x", "-q")
+    got = ts_read(tmp_path / "cc", 0)[..., 0]
+    assert_same_components(got, cc3d.connected_components(seg, connectivity=26))
+    contiguous(got)
+    assert not (tmp_path / "cc" / "_ccl").exists(), "the last relabel task cleans"
+    status = run_cli("queue", "status", q).stdout
+    # faces, links, relabel: 48 each; up-0..2: 3+2+1; down-1, down-0: 2+3; offsets: 1
+    assert "inserted   156" in status and "completed  156" in status and "enqueued   0" in status, status
+
+
+def test_calc_labels_steps_do_not_grow_with_the_spiral(volumes, tmp_path):
+    """The spiral crosses every task; calc-labels still takes 2*ceil(log2 P)+2 steps."""
+    root, seg, _ = volumes
+    said = run_cli("image", "ccl", "auto", f"file://{root}/seg", f"file://{tmp_path}/cc", "--shape", "8,8,8",
+                   "--partitions", "8", "--encoding", "raw").stderr
+    steps = [line.split(":")[0] for line in said.splitlines() if line.startswith(("image ccl up-", "image ccl down-"))]
+    assert steps == ["image ccl up-0", "image ccl up-1", "image ccl up-2", "image ccl up-3",
+                     "image ccl down-2", "image ccl down-1", "image ccl down-0"], said
+    assert_same_components(ts_read(tmp_path / "cc", 0)[..., 0], cc3d.connected_components(seg, connectivity=6))
+
+
+def test_dry_run_writes_nothing(volumes, tmp_path):
+    root, _, _ = volumes
+    seg, dest = f"file://{root}/seg", f"file://{tmp_path}/cc"
+    opts = ("--shape", "32,24,12", "--partitions", "4")
+    out = run_cli("image", "ccl", "auto", seg, dest, *opts, "--dry-run").stdout
+    for line in ("image ccl faces: 8 tasks", "image ccl links: 8 tasks", "image ccl calc-labels: 14 tasks in 6 steps",
+                 "image ccl relabel: 8 tasks", "task shape: 32x24x12", "peak memory per task", "steps (tasks): up-0 (4), "
+                 "up-1 (2), up-2 (1), down-1 (2), down-0 (4), offsets (1)", "image ccl clean: removes"):
+        assert line in out, out
+    for name in ("faces", "links", "calc-labels", "relabel"):
+        assert "tasks" in run_cli("image", "ccl", name, seg, dest, *opts, "--dry-run").stdout
+    assert not (tmp_path / "cc").exists(), "a dry run writes nothing"
+    run_cli("image", "ccl", "faces", seg, dest, *opts)
+    said = run_cli("image", "ccl", "clean", seg, dest, *opts, "--dry-run").stdout
+    assert "would remove" in said and (tmp_path / "cc" / "_ccl").exists()
+
+
+def test_ranges_label_a_sub_box(volumes, tmp_path):
+    """--xrange/--yrange/--zrange: components of the sub-box alone (a piece joined only outside
+    it is split), DEST covering just that box."""
+    root, seg, _ = volumes
+    run_cli("image", "ccl", "auto", f"file://{root}/seg", f"file://{tmp_path}/cc", "--shape", "16,16,5",
+            "--xrange", "3,50", "--yrange", "2,40", "--zrange", "1,13", "--connectivity", "18", "--encoding", "raw")
+    info = json.loads((tmp_path / "cc" / "info").read_text())
+    assert info["scales"][0]["voxel_offset"] == [3, 2, 1] and info["scales"][0]["size"] == [47, 38, 12]
+    got = ts_read(tmp_path / "cc", 0)[..., 0]
+    want = cc3d.connected_components(np.ascontiguousarray(seg[3:50, 2:40, 1:13]), connectivity=18)
+    assert_same_components(got, want)
+    contiguous(got)
+    bad = run_cli("image", "ccl", "auto", f"file://{root}/seg", f"file://{tmp_path}/cc2", "--xrange", "50,3",
+                  check=False)
+    one_line_error(bad, "--xrange")
+
+
+def test_mip_1(volumes, tmp_path):
+    import shutil
+
+    root, _, _ = volumes
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    run_cli("image", "downsample", f"file://{tmp_path}/seg", "--num-mips", "1")
+    down = ts_read(tmp_path / "seg", 1)[..., 0]
+    run_cli("image", "ccl", "auto", f"file://{tmp_path}/seg", f"file://{tmp_path}/cc", "--mip", "1",
+            "--shape", "9,7,5", "--connectivity", "26", "--partitions", "2", "--encoding", "raw")
+    info = json.loads((tmp_path / "cc" / "info").read_text())
+    src = json.loads((tmp_path / "seg" / "info").read_text())["scales"][1]
+    assert info["scales"][0]["resolution"] == src["resolution"] and info["scales"][0]["size"] == src["size"]
+    got = ts_read(tmp_path / "cc", 0)[..., 0]
+    assert_same_components(got, cc3d.connected_components(down, connectivity=26))
+
+
+@pytest.mark.parametrize("grid,leaves", [((16, 16, 4), 4), ((3, 1, 2), 5), ((5, 7, 3), 7), ((1, 1, 1), 3), ((4, 4, 4), 8)])
+def test_leaf_tree_partitions_the_grid(grid, leaves):
+    """Each task lies in exactly one leaf, whose box leaf_cells gives (links writers and up-0
+    readers must agree), and leaves of one group at level L are p >> L apart only."""
+    from igneous_like.ops.image.ccl_tree import LeafTree, cells_in, merge_level
+
+    tree = LeafTree(grid, (32, 32, 32), leaves)
+    t = np.arange(np.prod(grid))
+    leaf = tree.leaf_of(np.stack([t % grid[0], (t // grid[0]) % grid[1], t // (grid[0] * grid[1])], axis=1))
+    assert leaf.min() >= 0 and leaf.max() < leaves
+    for p in range(leaves):
+        assert sorted(cells_in(tree.leaf_cells(p), grid).tolist()) == t[leaf == p].tolist()
+    p, q = np.meshgrid(np.arange(leaves), np.arange(leaves))
+    level = merge_level(p, q)
+    assert ((p >> level) == (q >> level)).all() and ((level == 0) | ((p >> (level - 1)) != (q >> (level - 1)))).all()
+
+
+def test_phase_complete_is_seen_by_the_last_task_only(tmp_path):
+    """Grouped done markers: only the task finishing last (in any order) sees its phase whole."""
+    from igneous_like.ops.image.ccl import CclJob, done_count, mark_done, phase_complete
+
+    job = CclJob(src="file:///nowhere", dest=f"file://{tmp_path}/cc", mip=0, bounds=[0, 0, 0, 8, 8, 8],
+                 shape=[8, 8, 8], connectivity=6, threshold_gte=None, threshold_lte=None, dust=0, fill_missing=False,
+                 partitions=1, encoding="raw", chunk_size=[8, 8, 8])
+    order = np.random.default_rng(3).permutation(11)
+    seen = []
+    for i in order:
+        mark_done(job, "links", int(i), group=4)
+        seen.append(phase_complete(job, "links", 11, int(i), group=4))
+    assert seen == [False] * 10 + [True]
+    assert done_count(job, "links") == 11

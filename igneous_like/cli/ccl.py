@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
-from igneous_like.cli.options import POSITIVE3, memory_option, parallel_option, queue_option, submit
+from igneous_like.cli.options import (
+    POSITIVE3, dry_run_option, fill_missing_option, memory_option, producer_options, ranges, submit,
+)
 from igneous_like.validate import NONNEG_INT, POSITIVE_INT
 
 
@@ -15,15 +17,16 @@ def job_options(fn):
         click.option("--shape", type=POSITIVE3, default=None,
                      help="Task shape in voxels (default 512,512,512, clipped to the volume). Same in every pass."),
         click.option("--mip", type=NONNEG_INT, default=0, show_default=True, help="Label this mip of SRC."),
+        ranges("labels only inside this box (DEST covers just the box)"),
         click.option("--connectivity", type=click.Choice(["6", "18", "26"]), default="6", show_default=True,
                      help="Voxel neighbourhood: faces (6), +edges (18), +corners (26)."),
         click.option("--threshold-gte", type=float, default=None, help="Images: foreground is image >= value."),
         click.option("--threshold-lte", type=float, default=None, help="Images: foreground is image <= value."),
         click.option("--dust", type=NONNEG_INT, default=0, show_default=True,
                      help="Drop components under this many voxels, counted over the whole volume."),
-        click.option("--fill-missing", is_flag=True, help="Read missing chunks as background instead of failing."),
+        fill_missing_option,
         click.option("--partitions", type=POSITIVE_INT, default=None,
-                     help="Partitions of the union-find (tasks per calc-labels step). Default from the volume and --memory."),
+                     help="Leaves of the union-find tree (tasks of its first step). Default from the volume and --memory."),
         memory_option,
     ]):
         fn = deco(fn)
@@ -43,7 +46,8 @@ def open_job(kw: dict, encoding: str | None = None, chunk_size=None):
     return ccl.open_job(kw["src"], kw["dest"], mip=kw["mip"], shape=kw["shape"], connectivity=int(kw["connectivity"]),
                         threshold_gte=kw["threshold_gte"], threshold_lte=kw["threshold_lte"], dust=kw["dust"],
                         fill_missing=kw["fill_missing"], encoding=encoding, chunk_size=chunk_size,
-                        partitions=kw["partitions"], memory=kw["memory"])
+                        partitions=kw["partitions"], memory=kw["memory"], xrange=kw["xrange"], yrange=kw["yrange"],
+                        zrange=kw["zrange"])
 
 
 @click.group()
@@ -61,37 +65,54 @@ def ccl() -> None:
 @job_options
 @dest_options
 @click.option("--clean/--no-clean", "do_clean", default=True, show_default=True, help="Delete intermediate files at the end.")
-@parallel_option
+@producer_options
 @click.pass_context
-def auto(ctx, encoding, chunk_size, do_clean, parallel, **kw):
-    """Run every pass here: faces, links, calc-labels, relabel (and clean).
+def auto(ctx, encoding, chunk_size, do_clean, queue, parallel, dry_run, **kw):
+    """Every pass: faces, links, calc-labels, relabel (and clean).
+
+    Without --queue they run here. With --queue the faces tasks are queued, and the last task
+    of each pass queues the next one: one `execute` over the queue runs the whole job.
 
     \b
     Example:
       igneous-like -p 4 image ccl auto file://data/seg file://data/seg-cc --connectivity 26 --dust 100
-      igneous-like image ccl auto file://data/prob file://data/cc --threshold-gte 128
+      igneous-like image ccl auto file://data/prob file://data/cc --threshold-gte 128 --queue fq://q
+      igneous-like execute fq://q -p 4 -x
     """
-    from igneous_like.ops.image import ccl as op
-    from igneous_like.ops.image import ccl_labels, ccl_links, ccl_relabel
+    from igneous_like.ops.image import ccl_labels, ccl_phases, ccl_relabel
 
     job = open_job(kw, encoding, chunk_size)
+    if dry_run:
+        click.echo(ccl_phases.describe_job(job, do_clean))
+        return
     ccl_relabel.clean(job)  # auto starts afresh
-    submit(ctx, op.plan_faces(job), None, parallel, False)
-    submit(ctx, ccl_links.plan_links(job), None, parallel, False)
-    _calc_labels(ctx, job, None, parallel)
-    submit(ctx, ccl_relabel.plan_relabel(job), None, parallel, False)
+    if queue:
+        follow = {"queue": queue, "until": ccl_phases.CLEAN if do_clean else "relabel"}
+        submit(ctx, ccl_phases.plan_phase(job, "faces", follow), queue, parallel, False)
+        click.echo("image ccl auto: the passes after faces are queued by the last task of the one before", err=True)
+        return
+    for phase, _ in ccl_phases.phases(job):
+        submit(ctx, ccl_phases.plan_phase(job, phase), None, parallel, False)
     labels = ccl_labels.label_count(job)
     if do_clean:
         ccl_relabel.clean(job)
     click.echo(f"image ccl auto: {labels} labels in {job.dest}", err=True)
 
 
+def _pass(ctx, phase: str, job, queue, parallel, dry_run) -> None:
+    """Plan one pass: its prerequisites checked (unless a dry run), then queued or run here."""
+    from igneous_like.ops.image import ccl_phases
+
+    if not dry_run:
+        ccl_phases.check_ready(job, phase)
+    submit(ctx, ccl_phases.plan_phase(job, phase), queue, parallel, dry_run)
+
+
 @ccl.command()
 @job_options
-@queue_option
-@parallel_option
+@producer_options
 @click.pass_context
-def faces(ctx, queue, parallel, **kw):
+def faces(ctx, queue, parallel, dry_run, **kw):
     """(1) Label each task's box and save its faces, component sizes and values.
 
     \b
@@ -99,17 +120,14 @@ def faces(ctx, queue, parallel, **kw):
       igneous-like image ccl faces file://data/seg file://data/seg-cc --queue fq://q
       igneous-like execute fq://q -p 4 -x
     """
-    from igneous_like.ops.image import ccl as op
-
-    submit(ctx, op.plan_faces(open_job(kw)), queue, parallel, False)
+    _pass(ctx, "faces", open_job(kw), queue, parallel, dry_run)
 
 
 @ccl.command()
 @job_options
-@queue_option
-@parallel_option
+@producer_options
 @click.pass_context
-def links(ctx, queue, parallel, **kw):
+def links(ctx, queue, parallel, dry_run, **kw):
     """(2) Find the equivalences across each task's high faces.
 
     \b
@@ -117,54 +135,53 @@ def links(ctx, queue, parallel, **kw):
       igneous-like image ccl links file://data/seg file://data/seg-cc --queue fq://q
       igneous-like execute fq://q -p 4 -x
     """
-    from igneous_like.ops.image import ccl_links
-
-    submit(ctx, ccl_links.plan_links(open_job(kw)), queue, parallel, False)
+    _pass(ctx, "links", open_job(kw), queue, parallel, dry_run)
 
 
 @ccl.command("calc-labels")
 @job_options
-@queue_option
-@parallel_option
+@producer_options
 @click.pass_context
-def calc_labels(ctx, queue, parallel, **kw):
-    """(3) Partitioned union-find over the equivalences, then the numbering 1..N.
+def calc_labels(ctx, queue, parallel, dry_run, **kw):
+    """(3) Hierarchical union-find over the equivalences, then the numbering 1..N.
 
-    Without --queue every step runs here. With --queue each call enqueues the next step
-    (rounds until no label changes, then requests and ranks): run the queue and call again
-    until it prints the label count.
+    2*ceil(log2 P) + 2 steps (P = --partitions). Without --queue every step runs here. With
+    --queue the first step is queued and the last task of each step queues the next: run
+    the queue, then call calc-labels again to see the label count.
 
     \b
     Example:
       igneous-like image ccl calc-labels file://data/seg file://data/seg-cc --queue fq://q
-      igneous-like execute fq://q -p 4 -x     # repeat both until "N labels"
+      igneous-like execute fq://q -p 4 -x
+      igneous-like image ccl calc-labels file://data/seg file://data/seg-cc   # "N labels"
     """
-    _calc_labels(ctx, open_job(kw), queue, parallel)
+    from igneous_like.ops.image import ccl_labels, ccl_phases
 
-
-def _calc_labels(ctx, job, queue, parallel) -> None:
-    from igneous_like.ops.image import ccl as op
-    from igneous_like.ops.image import ccl_labels
-
-    op.load_job(job, "calc-labels")
-    ccl_labels.check_links_done(job)
-    while True:
-        what, labels = ccl_labels.run_step(job, lambda plan: submit(ctx, plan, queue, parallel, False), queue)
-        if labels is not None:
-            click.echo(f"image ccl calc-labels: {labels} labels; next: image ccl relabel", err=True)
+    job = open_job(kw)
+    if dry_run:
+        click.echo(ccl_phases.describe_calc(job))
+        return
+    ccl_phases.check_ready(job, "calc-labels")
+    while (step := ccl_phases.pending_calc(job)) is not None:
+        if not queue:
+            submit(ctx, ccl_phases.plan_phase(job, step), None, parallel, False)
+            continue
+        if ccl_phases.queued(job, step):
+            click.echo(f"image ccl calc-labels: waiting for step {step} (queued): run the queue", err=True)
             return
-        if queue:
-            click.echo(f"image ccl calc-labels: {what}; run the queue, then calc-labels again", err=True)
-            return
+        submit(ctx, ccl_phases.plan_phase(job, step, {"queue": queue, "until": "offsets"}), queue, parallel, False)
+        ccl_phases.mark_queued(job, step)
+        click.echo("image ccl calc-labels: the steps after it follow as the queue runs; then calc-labels again", err=True)
+        return
+    click.echo(f"image ccl calc-labels: {ccl_labels.label_count(job)} labels; next: image ccl relabel", err=True)
 
 
 @ccl.command()
 @job_options
 @dest_options
-@queue_option
-@parallel_option
+@producer_options
 @click.pass_context
-def relabel(ctx, encoding, chunk_size, queue, parallel, **kw):
+def relabel(ctx, encoding, chunk_size, queue, parallel, dry_run, **kw):
     """(4) Write DEST with the final labels.
 
     \b
@@ -172,14 +189,13 @@ def relabel(ctx, encoding, chunk_size, queue, parallel, **kw):
       igneous-like image ccl relabel file://data/seg file://data/seg-cc --queue fq://q
       igneous-like execute fq://q -p 4 -x
     """
-    from igneous_like.ops.image import ccl_relabel
-
-    submit(ctx, ccl_relabel.plan_relabel(open_job(kw, encoding, chunk_size)), queue, parallel, False)
+    _pass(ctx, "relabel", open_job(kw, encoding, chunk_size), queue, parallel, dry_run)
 
 
 @ccl.command()
 @job_options
-def clean(**kw):
+@dry_run_option
+def clean(dry_run, **kw):
     """(last) Delete the intermediate files of this job (DEST/_ccl/KEY).
 
     \b
@@ -191,4 +207,7 @@ def clean(**kw):
 
     job = open_job(kw)
     op.load_job(job, "clean")
+    if dry_run:
+        click.echo(f"image ccl clean: would remove {len(ccl_relabel.intermediates(job))} files under {job.root}")
+        return
     click.echo(f"image ccl clean: {ccl_relabel.clean(job)} files removed", err=True)

@@ -4,13 +4,18 @@ from __future__ import annotations
 import click
 
 from igneous_like.cli.options import (
-    TUPLE2, TUPLE3, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit,
+    TUPLE2, TUPLE3, fill_missing_option, memory_option, producer_options, range_options, submit,
 )
 
 
 def bounds_mip_option(fn):
     return click.option("--bounds-mip", type=int, default=None,
                         help="Mip the --xrange/--yrange/--zrange values are given in (default: --mip).")(fn)
+
+
+def slab_shape_option(fn):
+    return click.option("--shape", type=TUPLE3, default=None,
+                        help="Task shape in voxels, a multiple of the chunk size (default 2048,2048,chunk z).")(fn)
 
 
 @click.group()
@@ -33,9 +38,7 @@ def contrast() -> None:
               help="Fraction of each slice to sample, in whole chunk columns (1: every voxel).")
 @range_options
 @bounds_mip_option
-@queue_option
-@parallel_option
-@dry_run_option
+@producer_options
 @click.pass_context
 def histogram(ctx, layer, mip, coverage, xrange, yrange, zrange, bounds_mip, queue, parallel, dry_run):
     """(1) Grey-level histogram of each z slice, written to LAYER/levels/MIP/Z.
@@ -55,20 +58,17 @@ def histogram(ctx, layer, mip, coverage, xrange, yrange, zrange, bounds_mip, que
 @contrast.command()
 @click.argument("src")
 @click.argument("dest")
-@click.option("--shape", type=TUPLE3, default=None,
-              help="Task shape in voxels, a multiple of the chunk size (default 2048,2048,chunk z).")
+@slab_shape_option
 @click.option("--translate", type=TUPLE3, default=(0, 0, 0), show_default=True, help="Shift the data by X,Y,Z voxels in DEST.")
 @click.option("--mip", type=int, default=0, show_default=True, help="Equalize this mip.")
 @click.option("--clip-fraction", type=float, default=0.01, show_default=True,
               help="Fraction of non-black voxels clipped at each end of a slice's histogram. Range: [0,0.5]")
-@click.option("--fill-missing", is_flag=True, help="Read missing chunks as background instead of failing.")
+@fill_missing_option
 @click.option("--minval", default=None, help="Clip the output below this value (in the dtype's range).")
 @click.option("--maxval", default=None, help="Clip the output above this value (in the dtype's range).")
 @range_options
 @bounds_mip_option
-@queue_option
-@parallel_option
-@dry_run_option
+@producer_options
 @click.pass_context
 def equalize(ctx, src, dest, shape, translate, mip, clip_fraction, fill_missing, minval, maxval, xrange, yrange,
              zrange, bounds_mip, queue, parallel, dry_run):
@@ -92,10 +92,9 @@ def equalize(ctx, src, dest, shape, translate, mip, clip_fraction, fill_missing,
 @contrast.command()
 @click.argument("src")
 @click.argument("dest")
-@click.option("--shape", type=TUPLE3, default=None,
-              help="Task shape in voxels, a multiple of the chunk size (default 2048,2048,chunk z).")
+@slab_shape_option
 @click.option("--mip", type=int, default=0, show_default=True, help="Apply CLAHE to this mip.")
-@click.option("--fill-missing", is_flag=True, help="Read missing chunks as background instead of failing.")
+@fill_missing_option
 @range_options
 @bounds_mip_option
 @click.option("--clip-limit", type=float, default=40.0, show_default=True,
@@ -104,9 +103,7 @@ def equalize(ctx, src, dest, shape, translate, mip, clip_fraction, fill_missing,
 @click.option("--tile-grid-size", type=TUPLE2, default="8,8", show_default=True,
               help="Tiles across the whole slice in x,y (OpenCV's tileGridSize).")
 @memory_option
-@queue_option
-@parallel_option
-@dry_run_option
+@producer_options
 @click.pass_context
 def clahe(ctx, src, dest, shape, mip, fill_missing, xrange, yrange, zrange, bounds_mip, clip_limit, tile_grid_size,
           memory, queue, parallel, dry_run):

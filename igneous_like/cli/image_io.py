@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from igneous_like.cli.options import (
-    FLOAT3, TUPLE3, dry_run_option, memory_option, parallel_option, queue_option, range_options, submit,
+    FLOAT3, TUPLE3, memory_option, producer_options, range_options, submit,
 )
 
 
@@ -22,6 +22,18 @@ def source_options(fn):
     return fn
 
 
+def encoding_level_option(fn):
+    return click.option("--encoding-level", type=int, default=None, help="jpeg/jxl quality, png level or fpzip precision.")(fn)
+
+
+def compress_option(fn):
+    return click.option("--compress", default=None, help="File compression: none, gzip, br (default: none on file://).")(fn)
+
+
+def chunk_size_option(fn):
+    return click.option("--chunk-size", type=TUPLE3, default=None, help="Chunk size, default 128,128,64.")(fn)
+
+
 def layer_options(fn):
     """The new layer's geometry and encoding."""
     for deco in reversed([
@@ -30,9 +42,9 @@ def layer_options(fn):
         click.option("--offset", type=TUPLE3, default=None, help="Voxel offset X,Y,Z (default: SRC's translation, or 0)."),
         click.option("--encoding", default=None,
                      help="Chunk encoding (default raw for images, compressed_segmentation for 32/64-bit segmentations)."),
-        click.option("--encoding-level", type=int, default=None, help="jpeg/jxl quality, png level or fpzip precision."),
-        click.option("--compress", default=None, help="File compression: none, gzip, br (default: none on file://)."),
-        click.option("--chunk-size", type=TUPLE3, default=None, help="Chunk size, default 128,128,64."),
+        encoding_level_option,
+        compress_option,
+        chunk_size_option,
         click.option("--sharded", is_flag=True, help="Write mip 0 as shards, one task per shard."),
     ]):
         fn = deco(fn)
@@ -51,9 +63,7 @@ def layer_options(fn):
               help="Build the whole pyramid in the same tasks (and the tasks that complete each slab).")
 @click.option("--force", is_flag=True, help="Write into a DEST that already has files.")
 @memory_option
-@queue_option
-@parallel_option
-@dry_run_option
+@producer_options
 @click.pass_context
 def import_(ctx, src, dest, dataset, level, axes, order, pad, resolution, offset, encoding, encoding_level,
             compress, chunk_size, sharded, layer_type, seg, downsample, force, memory, queue, parallel, dry_run):
@@ -89,14 +99,12 @@ def import_(ctx, src, dest, dataset, level, axes, order, pad, resolution, offset
 @click.option("--offset", type=TUPLE3, default=None, help="Voxel offset X,Y,Z.")
 @click.option("--seg", is_flag=True, help="A segmentation layer.")
 @click.option("--encoding", default=None, help="Chunk encoding (default raw, or compressed_segmentation with --seg).")
-@click.option("--encoding-level", type=int, default=None, help="jpeg/jxl quality, png level or fpzip precision.")
-@click.option("--compress", default=None, help="File compression: none, gzip, br.")
-@click.option("--chunk-size", type=TUPLE3, default=None, help="Chunk size, default 128,128,64.")
+@encoding_level_option
+@compress_option
+@chunk_size_option
 @click.option("--h5-dataset", default=None, help="Dataset inside an HDF5 file.")
 @memory_option
-@queue_option
-@parallel_option
-@dry_run_option
+@producer_options
 @click.pass_context
 def create(ctx, src, dest, resolution, offset, seg, encoding, encoding_level, compress, chunk_size, h5_dataset, memory, queue,
            parallel, dry_run):
@@ -139,9 +147,7 @@ def announce(plan, dry_run: bool) -> None:
 @click.option("--shard-shape", type=TUPLE3, default=None, help="ome-zarr-v3: shard X,Y,Z in voxels (chunk multiples).")
 @click.option("--force", is_flag=True, help="Write into a DEST that already has files.")
 @memory_option
-@queue_option
-@parallel_option
-@dry_run_option
+@producer_options
 @click.pass_context
 def export(ctx, layer, dest, fmt, mip, xrange, yrange, zrange, shard_shape, force, memory, queue, parallel,
            dry_run):

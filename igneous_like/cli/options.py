@@ -93,13 +93,28 @@ def memory_option(fn):
     )(fn)
 
 
-def range_options(fn):
-    for axis in ("z", "y", "x"):
-        fn = click.option(
-            f"--{axis}range", type=TUPLE2, default=None,
-            help=f"Only this {axis} span (voxels at --mip), e.g. 0,1024; grown to whole tasks.",
-        )(fn)
-    return fn
+def ranges(note: str = "grown to whole tasks"):
+    """--xrange/--yrange/--zrange, with what the command does with the span (`note`)."""
+    def decorate(fn):
+        for axis in ("z", "y", "x"):
+            fn = click.option(
+                f"--{axis}range", type=TUPLE2, default=None,
+                help=f"Only this {axis} span (voxels at --mip), e.g. 0,1024; {note}.",
+            )(fn)
+        return fn
+    return decorate
+
+
+range_options = ranges()
+
+
+def producer_options(fn):
+    """--queue, -p and --dry-run: the three options of every command that plans tasks."""
+    return queue_option(parallel_option(dry_run_option(fn)))
+
+
+def fill_missing_option(fn):
+    return click.option("--fill-missing", is_flag=True, help="Read missing chunks as background instead of failing.")(fn)
 
 
 def encoding_options(fn):

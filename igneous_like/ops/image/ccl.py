@@ -1,15 +1,17 @@
 """image ccl: connected components of a segmentation (each connected piece of each label) or of
 a thresholded image, over the whole volume, labelled 1..N.
 
-Passes (each a queueable command; `auto` chains them here):
+Passes (each a queueable command; `auto` runs them here or chains them through a queue,
+ops/image/ccl_phases.py):
   faces   per task: cc3d of the box; write its component sizes, source values and face planes
   links   per task: pair its high faces with the neighbours' low faces (diagonals included for
-          18/26), write equivalence edges of provisional ids (task << 32 | local id) by partition
-          (ops/image/ccl_links.py)
-  calc-labels  the partitioned union-find and the numbering (ops/image/ccl_labels.py)
-  relabel per task: cc3d again, map local ids to final ids, write DEST
-Intermediate files live in DEST/_ccl/KEY, KEY a hash of the options that shape them, so a run
-with other options never reads stale ones.
+          18/26), write equivalence edges of provisional ids (task << 32 | local id) by leaf of
+          the union-find tree (ops/image/ccl_links.py, ops/image/ccl_tree.py)
+  calc-labels  the hierarchical union-find and the numbering (ops/image/ccl_labels.py)
+  relabel per task: cc3d again, map local ids to final ids, write DEST (ops/image/ccl_relabel.py)
+This module holds the job (its options, task grid and tree), the faces pass and the file
+helpers the others share. Intermediate files live in DEST/_ccl/KEY, KEY a hash of the options
+that shape them, so a run with other options never reads stale ones.
 """
 from __future__ import annotations
 
@@ -17,16 +19,15 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from functools import partial
-from typing import Iterator
+from functools import cached_property
 
 import numpy as np
-from taskqueue import queueable
 
 from igneous_like import layers, mapreduce, volume_io
 from igneous_like.errors import UserError
 from igneous_like.grid import Box, Vec3, vec3
-from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
+from igneous_like.ops.image.ccl_tree import LeafTree
+from igneous_like.plan import PROCESS_OVERHEAD, fmt_vec
 
 DEFAULT_SHAPE = (512, 512, 512)
 CHUNK_CAP = (128, 128, 64)  # the default DEST chunk: the largest divisor of --shape below these
@@ -35,6 +36,7 @@ EDGE_ROW_BYTES = 24
 LOCAL_BITS = np.uint64(32)
 NOT_IN_KEY = ("encoding", "chunk_size")  # options that only shape DEST, not the intermediates
 JOB_FILE = "job.json"
+MARK_GROUP = 512  # done markers per listing (see phase_complete)
 CONNECTIVITIES = (6, 18, 26)
 
 
@@ -56,7 +58,7 @@ class CclJob:
     encoding: str
     chunk_size: list[int]
 
-    @property
+    @cached_property
     def key(self) -> str:
         keyed = {k: v for k, v in asdict(self).items() if k not in NOT_IN_KEY}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
@@ -91,19 +93,23 @@ class CclJob:
         return cell[0] + self.grid[0] * (cell[1] + self.grid[1] * cell[2])
 
     @property
-    def block_shape(self) -> Vec3:
-        """Tasks per union-find block: about `partitions` spatial blocks of neighbouring tasks,
-        so one round joins everything inside a block and rounds grow with blocks crossed."""
-        k = math.ceil(self.partitions ** (1 / 3) - 1e-9)
-        return vec3(-(-g // min(k, g)) for g in self.grid)
+    def tree(self) -> LeafTree:
+        """The spatial tree of the union-find: the task grid split into `partitions` leaves."""
+        return LeafTree(self.grid, tuple(self.shape), self.partitions)
 
-    def block_of(self, ids: np.ndarray) -> np.ndarray:
-        """The union-find block (the partitioning key) of each provisional id's task."""
-        t = np.asarray(ids, np.uint64) >> LOCAL_BITS
-        gx, gy, _ = (np.uint64(g) for g in self.grid)
-        bx, by, bz = (np.uint64(b) for b in self.block_shape)
-        nx, ny = (np.uint64(-(-g // b)) for g, b in zip(self.grid[:2], self.block_shape[:2]))
-        return (t % gx) // bx + nx * (((t // gx) % gy) // by + ny * ((t // (gx * gy)) // bz))
+    def cells(self, tasks: np.ndarray) -> np.ndarray:
+        """(n, 3) grid cells of task indices."""
+        t = np.asarray(tasks, np.int64)
+        gx, gy, _ = self.grid
+        return np.stack([t % gx, (t // gx) % gy, t // (gx * gy)], axis=1)
+
+    def leaf_of(self, ids: np.ndarray) -> np.ndarray:
+        """The union-find leaf of each provisional id's task."""
+        tasks = (np.asarray(ids, np.uint64) >> LOCAL_BITS).astype(np.int64)
+        if not len(tasks):
+            return np.zeros(0, np.int64)
+        uniq, inverse = np.unique(tasks, return_inverse=True)
+        return self.tree.leaf_of(self.cells(uniq))[inverse]
 
     def cell(self, t: int) -> tuple[int, int, int]:
         gx, gy, _ = self.grid
@@ -118,7 +124,7 @@ def default_chunk(shape: Vec3) -> Vec3:
 def open_job(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, connectivity: int = 6,
              threshold_gte: float | None = None, threshold_lte: float | None = None, dust: int = 0,
              fill_missing: bool = False, encoding: str | None = None, chunk_size: Vec3 | None = None,
-             partitions: int | None = None, memory: float = 3.5e9) -> CclJob:
+             partitions: int | None = None, memory: float = 3.5e9, xrange=None, yrange=None, zrange=None) -> CclJob:
     """Validate every input (nothing is written) and fix the job's parameters."""
     src, dest = layers.normalize_url(src), layers.normalize_url(dest)
     if src == dest:
@@ -138,7 +144,7 @@ def open_job(src: str, dest: str, mip: int = 0, shape: Vec3 | None = None, conne
         raise UserError(f"--dust must not be negative, got {dust}")
     if partitions is not None and not 1 <= partitions <= mapreduce.MAX_PARTITIONS:
         raise UserError(f"--partitions must be 1 to {mapreduce.MAX_PARTITIONS}, got {partitions}")
-    bounds = layers.scale_bounds(info, mip)
+    bounds = layers.bounds_from_ranges(layers.scale_bounds(info, mip), xrange, yrange, zrange, src, mip)
     shape = vec3(min(s, b) for s, b in zip(shape or DEFAULT_SHAPE, bounds.shape))
     if any(s <= 0 for s in shape) or math.prod(shape) >= 2**32:
         raise UserError(f"--shape {fmt_vec(shape)} must be positive and under 2^32 voxels")
@@ -218,12 +224,10 @@ def plane_shapes(shape: Vec3) -> list[tuple[int, int]]:
     return [(sy, sz)] * 2 + [(sx, sz)] * 2 + [(sx, sy)] * 2
 
 
-@queueable
-def ccl_faces_task(job: dict, t: int) -> None:
+def faces_work(spec: CclJob, t: int) -> None:
     """Label one box; write its faces, component sizes and source values (one Arrow column)."""
     from cloudfiles import CloudFiles
 
-    spec = CclJob(**job)
     cc, n, values = components(spec, spec.box(t))
     sizes = np.bincount(cc.ravel(order="K"), minlength=n + 1).astype(np.uint64)
     column = np.concatenate([*(p.ravel(order="F").astype(np.uint64) for p in planes_of(cc)), sizes, values])
@@ -239,6 +243,10 @@ def read_faces(job: CclJob, t: int) -> tuple[list[np.ndarray], np.ndarray, np.nd
     data = CloudFiles(job.root).get(f"faces/{t}.arrow")
     if data is None:
         raise TaskError(f"faces output missing: {job.root}/faces/{t}.arrow; run the faces pass first")
+    return parse_faces(job, t, data)
+
+
+def parse_faces(job: CclJob, t: int, data: bytes) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     column = mapreduce.decode_table(data)["v"]
     planes, at = [], 0
     for shape in plane_shapes(job.box(t).shape):
@@ -249,34 +257,48 @@ def read_faces(job: CclJob, t: int) -> tuple[list[np.ndarray], np.ndarray, np.nd
     return planes, rest[:half], rest[half:]
 
 
-def plan_tasks(job: CclJob, name: str, task, prepare=lambda: None, extra: dict | None = None) -> Plan:
-    def tasks() -> Iterator:
-        spec = asdict(job)
-        for t in range(job.tasks):
-            yield partial(task, spec, t)
-
-    details = {"source": job.src, "dest": job.dest, "mip": job.mip, "task shape": fmt_vec(job.shape),
-               "connectivity": job.connectivity, "partitions": job.partitions, "intermediates": job.root,
-               "peak memory per task": f"~{human_bytes(task_memory(job))}", **(extra or {})}
-    return Plan(f"image ccl {name}", job.tasks, tasks, prepare, details)
-
-
-def plan_faces(job: CclJob) -> Plan:
-    def prepare() -> None:
-        from cloudfiles import CloudFiles
-
-        CloudFiles(job.root).put_json(JOB_FILE, asdict(job))
-        CloudFiles(f"{job.dest}/_ccl").put_json(f"jobs/{job.key}.json", asdict(job))
-
-    return plan_tasks(job, "faces", ccl_faces_task, prepare)
-
-
-def require(job: CclJob, names: list[str], after: str, before: str) -> None:
-    """Refuse to plan `after` while files of the `before` pass are missing."""
+def write_job(job: CclJob) -> None:
+    """The faces pass's preparation: record the job (later passes check their options against it)."""
     from cloudfiles import CloudFiles
 
-    present = set(list_names(CloudFiles(job.root), names[0].split("/")[0] + "/")) if names else set()
-    missing = [n for n in names if n not in present]
-    if missing:
-        raise UserError(f"{after}: {len(missing)} of {len(names)} {before} tasks have not run "
-                        f"(e.g. {missing[0]}): run them first")
+    CloudFiles(job.root).put_json(JOB_FILE, asdict(job))
+    CloudFiles(f"{job.dest}/_ccl").put_json(f"jobs/{job.key}.json", asdict(job))
+
+
+def mark_done(job: CclJob, phase: str, i: int, group: int = MARK_GROUP) -> None:
+    """A task of `phase` finished (written last, after its outputs): done/PHASE/GROUP/I, GROUP =
+    I // MARK_GROUP, so the task checking whether its phase is complete lists one group."""
+    from cloudfiles import CloudFiles
+
+    CloudFiles(job.root).put(f"done/{phase}/{i // group}/{i}", b"", compress=None)
+
+
+def phase_complete(job: CclJob, phase: str, total: int, i: int, group: int = MARK_GROUP) -> bool:
+    """Whether every task of `phase` has finished, as task i sees it right after its marker: it
+    lists its group; if that is whole, marks the group and lists the groups. Two listings of at
+    most MARK_GROUP and total / MARK_GROUP names, not one of every task."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(job.root)
+    g = i // group
+    if len(list_names(cf, f"done/{phase}/{g}/")) < min(group, total - g * group):
+        return False
+    cf.put(f"groups/{phase}/{g}", b"", compress=None)
+    return len(list_names(cf, f"groups/{phase}/")) >= -(-total // group)
+
+
+def done_count(job: CclJob, phase: str) -> int:
+    """How many tasks of `phase` have finished (one recursive listing of its markers)."""
+    from cloudfiles import CloudFiles
+
+    try:
+        return sum(1 for _ in CloudFiles(job.root).list(prefix=f"done/{phase}/"))
+    except FileNotFoundError:
+        return 0
+
+
+def require(job: CclJob, phase: str, total: int, after: str) -> None:
+    """Refuse to plan `after` while tasks of `phase` have not finished."""
+    done = done_count(job, phase)
+    if done < total:
+        raise UserError(f"{after}: {total - done} of {total} {phase} tasks have not run: run them first")

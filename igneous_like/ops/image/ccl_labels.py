@@ -1,38 +1,42 @@
-"""image ccl calc-labels: the partitioned union-find over the links' edges, and the numbering
-1..N, as steps of P tasks each (P = the job's partitions; igneous_like/mapreduce.py moves rows
-between them). No task holds more than its partition's vertices and edges.
+"""image ccl calc-labels: a hierarchical union-find over the links' edges on the spatial tree
+of ccl_tree.py (P leaves, depth D = ceil(log2 P)), then the numbering 1..N. 2D + 2 steps,
+however far a component snakes: no step's count grows with a component's diameter.
 
-  round r  task p owns the vertices of the blocks of neighbouring tasks hashed to p (CclJob.block_of),
-           their adjacency and current labels; it lowers
-           them with the messages of round r-1, takes the minimum over each connected piece of
-           its own adjacency, and sends that minimum to the foreign vertices of the piece.
-           A round in which no label fell is a fixed point: every edge's ends agree, so every
-           vertex holds the smallest provisional id of its component (its root).
-  requests task p sends each non-root vertex, with its root, to its own task's partition, and
-           its sizes summed per root to the root's task's partition (for --dust).
-  ranks    task p, for the tasks hashed to p: which local ids are kept roots (not merged away,
-           not dust) and their rank among them.
-  offsets  one small step (the driver): prefix sums of kept roots per task.
+  up 0     leaf p: connected components of its edges (vertices of its tasks, and their foreign
+           neighbours). Each piece's representative is its smallest id. A vertex's level is the
+           tree level at which its edges' far ends join p's group (ccl_tree.merge_level); the
+           vertices above level 0 go up as rows (vertex, representative, level), with the
+           piece's partial size on one row. A piece with no such vertex is a whole component.
+  up L     group g: the rows of its two children as edges vertex-representative; again pieces,
+           smallest ids, and rows up for the vertices above level L. Its rows are those of its
+           outer faces only, so no task holds the volume's boundary labels. At level D nothing
+           is left open: every representative is a root (the smallest id of its component) and
+           every piece size a component size; the top task starts down D at once.
+  down L   group g: each node's root and component size: its representative's (closed pieces),
+           or the root its parent sent for that representative (open ones); sent on to each
+           child for the representatives that child passed up.
+  down 0   leaf p, for each task of its box: which local ids are kept roots (their own root,
+           not dust over the whole component) and their rank among them; the root of each
+           merged id. (The ranks of the old design, with no step of their own.)
+  offsets  one small task: prefix sums of kept roots per task.
 Final id of a kept root = offsets[task] + rank: 1..N, contiguous, the same on every re-run. A
-relabel task reads its non-roots' roots, and the ranks of the few tasks those roots lie in.
+relabel task reads its own ranks file and those of the few tasks its merged ids' roots lie in.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from functools import partial
-from typing import Iterator
-
 import numpy as np
-from taskqueue import queueable
 
 from igneous_like import mapreduce
-from igneous_like.errors import TaskError, UserError
-from igneous_like.ops.image.ccl import LOCAL_BITS, CclJob, list_names, read_faces
-from igneous_like.plan import Plan
+from igneous_like.errors import TaskError
+from igneous_like.storage import get_many, put_many
+from igneous_like.ops.image.ccl import LOCAL_BITS, CclJob, parse_faces
+from igneous_like.ops.image.ccl_links import COLUMNS, edges_path
+from igneous_like.ops.image.ccl_tree import cells_in, merge_level
 
 LOCAL_MASK = np.uint64(0xFFFFFFFF)
-MAX_ROUNDS = 100000
+U64 = np.uint64
+BATCH = 256  # files read or written per call in a ranks task
+OFFSETS = "offsets.bin"
 
 
 def _cf(job: CclJob):
@@ -41,8 +45,8 @@ def _cf(job: CclJob):
     return CloudFiles(job.root)
 
 
-def _put(job: CclJob, name: str, table: mapreduce.Table) -> None:
-    _cf(job).put(name, mapreduce.encode_table(table), compress=None)
+def put_table(job: CclJob, name: str, table: mapreduce.Table) -> None:
+    _cf(job).put(name, mapreduce.encode_table(table, compression=None), compress=None)
 
 
 def get_table(job: CclJob, name: str) -> mapreduce.Table:
@@ -52,209 +56,199 @@ def get_table(job: CclJob, name: str) -> mapreduce.Table:
     return mapreduce.decode_table(data)
 
 
-def _mark(job: CclJob, step: str, p: int, **values) -> None:
-    _cf(job).put_json(f"steps/{step}/{p}.json", values)
+def get_raw(job: CclJob, names: list[str]) -> list[bytes]:
+    """Files of the job directory, in order; a missing one is an error naming it."""
+    got = get_many(_cf(job), names) if names else []
+    missing = [g["path"] for g in got if g["content"] is None]
+    if missing:
+        raise TaskError(f"calc-labels: missing {job.root}/{missing[0]} (and {len(missing) - 1} more); "
+                        "run the earlier step first")
+    return [g["content"] for g in got]
 
 
-def _sources(job: CclJob) -> list[str]:
-    return [f"p{q:05d}" for q in range(job.partitions)]
+def get_tables(job: CclJob, names: list[str]) -> list[mapreduce.Table]:
+    return [mapreduce.decode_table(data) for data in get_raw(job, names)]
 
 
-def gather(job: CclJob, name: str, sources: list[str], p: int) -> mapreduce.Table:
-    tables = [t for batch in mapreduce.read_partials(job.layout(name), sources, p) for t in batch]
-    return mapreduce.concat(tables)
+def leaf_tasks(job: CclJob, p: int, grow: int = 0) -> np.ndarray:
+    """The tasks of leaf p's box, grown by `grow` tasks on its low sides (clipped to the grid)."""
+    start, stop = job.tree.leaf_cells(p)
+    if start == stop or any(a >= b for a, b in zip(start, stop)):
+        return np.zeros(0, np.int64)
+    return cells_in((tuple(a - grow for a in start), stop), job.grid)
 
 
-def adjacency(job: CclJob, p: int) -> mapreduce.Table:
-    """Partition p's edges from every links task (deduplicated, sorted), kept for later rounds."""
-    name = f"adj/{p:05d}.arrow"
-    if _cf(job).exists(name):
-        return get_table(job, name)
-    rows = gather(job, "edges", [str(t) for t in range(job.tasks)], p)
-    if not rows:
-        rows = {k: np.zeros(0, np.uint64) for k in ("label", "other", "size", "block")}
-    order = np.lexsort((rows["other"], rows["label"]))
-    rows = {k: v[order] for k, v in rows.items()}
-    u, v = rows["label"], rows["other"]
-    keep = np.ones(len(u), bool)
-    keep[1:] = (u[1:] != u[:-1]) | (v[1:] != v[:-1])
-    rows = {k: v[keep] for k, v in rows.items()}
-    _put(job, name, rows)
-    return rows
-
-
-@queueable
-def ccl_round_task(job: dict, r: int, p: int) -> None:
-    """One round of min-label propagation for the vertices of partition p."""
+def pieces(nodes: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components of the graph on `nodes` with edges (a[i], b[i]) (indices)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    spec = CclJob(**job)
-    adj = adjacency(spec, p)
-    own = np.unique(adj["label"])
-    labels = own.copy() if r == 1 else get_table(spec, f"rounds/{r - 1}/labels/{p:05d}.arrow")["value"]
-    before = labels.copy()
-    if r > 1:
-        msgs = gather(spec, f"rounds/{r - 1}/msgs", _sources(spec), p)
-        if msgs:
-            np.minimum.at(labels, np.searchsorted(own, msgs["label"]), msgs["value"])
-    nodes = np.unique(np.concatenate([own, adj["other"]]))
-    if not len(nodes):
-        _put(spec, f"rounds/{r}/labels/{p:05d}.arrow", {"value": labels})
-        mapreduce.write_partials(spec.layout(f"rounds/{r}/msgs"), f"p{p:05d}",
-                                 {"label": nodes, "value": nodes.copy(), "block": nodes.copy()}, key="block")
-        return _mark(spec, f"round-{r}", p, changes=0)
-    a, b = np.searchsorted(nodes, adj["label"]), np.searchsorted(nodes, adj["other"])
-    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(len(nodes), len(nodes)))
-    _, comp = connected_components(graph, directed=False)
-    value = nodes.copy()  # a foreign vertex's id bounds its label from above: as good as a label
-    at_own = np.searchsorted(nodes, own)
-    value[at_own] = labels
-    low = mapreduce.group_min(comp, value, int(comp.max()) + 1 if len(comp) else 0)
-    seen, labels = labels, low[comp[at_own]]
-    foreign = np.ones(len(nodes), bool)
-    foreign[at_own] = False
-    send = foreign & (low[comp] < nodes)
-    # hooking: a vertex's old label is a vertex of the same component: tell it the new minimum,
-    # so the minimum jumps to wherever the old one had spread (far fewer rounds on long chains)
-    fell = labels < seen
-    hooks, inverse = mapreduce.group(seen[fell])
-    hook_values = mapreduce.group_min(inverse, labels[fell], len(hooks))
-    to = np.concatenate([nodes[send], hooks])
-    _put(spec, f"rounds/{r}/labels/{p:05d}.arrow", {"value": labels})
-    mapreduce.write_partials(spec.layout(f"rounds/{r}/msgs"), f"p{p:05d}",
-                             {"label": to, "value": np.concatenate([low[comp][send], hook_values]),
-                              "block": spec.block_of(to)}, key="block")
-    _mark(spec, f"round-{r}", p, changes=int((labels < before).sum()))
+    n = len(nodes)
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
+    count, comp = connected_components(graph, directed=False)
+    return comp, int(count)
 
 
-@queueable
-def ccl_requests_task(job: dict, r: int, p: int) -> None:
-    """Partition p's non-root vertices, to their own task (with their root), and their sizes
-    summed per root, to the root's task (one row per root per partition: a component spanning
-    the volume costs its root's task P rows, not one per member)."""
-    spec = CclJob(**job)
-    adj = adjacency(spec, p)
-    own, first = np.unique(adj["label"], return_index=True)
-    labels = get_table(spec, f"rounds/{r}/labels/{p:05d}.arrow")["value"]
-    non = labels != own
-    name = f"p{p:05d}"
-    mapreduce.write_partials(spec.layout("nonroots"), name,
-                             {"task": own[non] >> LOCAL_BITS, "member": own[non], "root": labels[non]}, key="task")
-    roots, inverse = mapreduce.group(labels[non])
-    sizes = mapreduce.group_sum(inverse, adj["size"][first][non], len(roots))
-    mapreduce.write_partials(spec.layout("sizes"), name, {"task": roots >> LOCAL_BITS, "root": roots, "size": sizes},
-                             key="task")
-    _mark(spec, "requests", p)
+def summarize(job: CclJob, level: int, g: int, nodes: np.ndarray, comp: np.ndarray, count: int,
+              node_level: np.ndarray, node_size: np.ndarray) -> None:
+    """Write group g's state (each node's representative, open flag, piece size) and its rows
+    up (vertices above `level`, the piece size on the first row of each piece)."""
+    rep = mapreduce.group_min(comp, nodes, count)
+    size = mapreduce.group_sum(comp, node_size, count)
+    up = node_level > level
+    opened = np.zeros(count, bool)
+    opened[comp[up]] = True
+    put_table(job, f"uf/state/{level}/{g:05d}.arrow",
+              {"node": nodes, "rep": rep[comp], "open": opened[comp], "size": size[comp]})
+    if level < job.tree.depth:
+        rows = np.flatnonzero(up)
+        first = np.zeros(len(rows), bool)
+        if len(rows):
+            _, at = np.unique(comp[rows], return_index=True)
+            first[at] = True
+        put_table(job, f"uf/up/{level}/{g:05d}.arrow",
+                  {"node": nodes[rows], "rep": rep[comp[rows]], "level": node_level[rows],
+                   "size": np.where(first, size[comp[rows]], U64(0))})
 
 
-def tasks_of(job: CclJob, p: int) -> np.ndarray:
-    """The task indices hashed to partition p (the ranks step's share of the tasks)."""
-    tasks = np.arange(job.tasks, dtype=np.uint64)
-    return tasks[mapreduce.partition_of(tasks, job.partitions) == p]
+def up_leaf(job: CclJob, p: int) -> None:
+    """Up 0: pieces of leaf p's edges (read from the links tasks of its box grown one task down)."""
+    names = [edges_path(p, int(t)) for t in leaf_tasks(job, p, grow=1)]
+    rows = mapreduce.concat(get_tables(job, names)) or {k: np.zeros(0, U64) for k in COLUMNS}
+    u, v = rows["label"], rows["other"]
+    nodes = np.unique(np.concatenate([u, v]))
+    a, b = np.searchsorted(nodes, u), np.searchsorted(nodes, v)
+    comp, count = pieces(nodes, a, b)
+    # every edge's far end v lies in leaf(v); both ends are on the group boundary below that level
+    edge_level = merge_level(np.full(len(v), p), job.leaf_of(v))
+    node_level = np.zeros(len(nodes), np.int64)
+    np.maximum.at(node_level, a, edge_level)
+    np.maximum.at(node_level, b, edge_level)
+    node_size = np.zeros(len(nodes), U64)
+    node_size[a] = rows["size"]  # a vertex's task-local size, counted once, at its own leaf
+    summarize(job, 0, p, nodes, comp, count, node_level, node_size)
 
 
-def by_task(job: CclJob, name: str, p: int, columns: tuple[str, ...]) -> mapreduce.Table:
-    """Partition p's rows of a task-keyed layout, sorted by task (for searchsorted slices)."""
-    rows = gather(job, name, _sources(job), p) or {k: np.zeros(0, np.uint64) for k in columns}
-    order = np.argsort(rows["task"], kind="stable")
-    return {k: v[order] for k, v in rows.items()}
+def up_group(job: CclJob, level: int, g: int) -> None:
+    """Up L >= 1: pieces of the children's rows (edges vertex-representative)."""
+    kids = job.tree.children(level, g)
+    rows = mapreduce.concat(get_tables(job, [f"uf/up/{level - 1}/{c:05d}.arrow" for c in kids]))
+    if not rows:
+        rows = {"node": np.zeros(0, U64), "rep": np.zeros(0, U64), "level": np.zeros(0, np.int64), "size": np.zeros(0, U64)}
+    nodes = np.unique(np.concatenate([rows["node"], rows["rep"]]))
+    a, b = np.searchsorted(nodes, rows["node"]), np.searchsorted(nodes, rows["rep"])
+    comp, count = pieces(nodes, a, b)
+    node_level = np.zeros(len(nodes), np.int64)
+    np.maximum.at(node_level, a, rows["level"])
+    node_size = np.zeros(len(nodes), U64)
+    np.add.at(node_size, a, rows["size"])
+    summarize(job, level, g, nodes, comp, count, node_level, node_size)
 
 
-def rows_of(rows: mapreduce.Table, t: int) -> slice:
-    return slice(*np.searchsorted(rows["task"], [t, t + 1]))
+def resolve(job: CclJob, level: int, g: int) -> tuple[mapreduce.Table, np.ndarray, np.ndarray]:
+    """Group g's state and each node's (root, component size): its own representative's for
+    closed pieces, the parent's answer for that representative for open ones."""
+    state = get_table(job, f"uf/state/{level}/{g:05d}.arrow")
+    root, size = state["rep"].copy(), state["size"].copy()
+    opened = state["open"].astype(bool)
+    if opened.any():
+        sent = get_table(job, f"uf/down/{level}/{g:05d}.arrow")
+        at = np.searchsorted(sent["rep"], state["rep"][opened])
+        if (at >= len(sent["rep"])).any() or (sent["rep"][np.minimum(at, len(sent["rep"]) - 1)] != state["rep"][opened]).any():
+            raise TaskError(f"calc-labels: the tree's answer for group {g} of level {level} lacks some of its pieces")
+        root[opened], size[opened] = sent["root"][at], sent["size"][at]
+    return state, root, size
+
+
+def down_group(job: CclJob, level: int, g: int) -> None:
+    """Down L >= 1: send each child the root and size of every representative it passed up."""
+    state, root, size = resolve(job, level, g)
+    for c in job.tree.children(level, g):
+        reps = np.unique(get_table(job, f"uf/up/{level - 1}/{c:05d}.arrow")["rep"])
+        at = np.searchsorted(state["node"], reps)
+        put_table(job, f"uf/down/{level - 1}/{c:05d}.arrow", {"rep": reps, "root": root[at], "size": size[at]})
+
+
+def up(job: CclJob, level: int, g: int) -> None:
+    """One up task; the top one goes straight on down (it has no parent to wait for)."""
+    if level == 0:
+        up_leaf(job, g)
+    else:
+        up_group(job, level, g)
+    if level == job.tree.depth:
+        down(job, level, g)
+
+
+def down(job: CclJob, level: int, g: int) -> None:
+    if level > 0:
+        down_group(job, level, g)
+    else:
+        ranks_leaf(job, g)
 
 
 def local(ids: np.ndarray) -> np.ndarray:
     return (ids & LOCAL_MASK).astype(np.int64)
 
 
-@queueable
-def ccl_ranks_task(job: dict, p: int) -> None:
-    """For each task of partition p: the rank among its kept roots (not merged into another
-    task's component, not dust) of each local id, -1 for the others; its kept-root count."""
-    spec = CclJob(**job)
-    non = by_task(spec, "nonroots", p, ("task", "member", "root"))
-    size = by_task(spec, "sizes", p, ("task", "root", "size"))
-    mine = tasks_of(spec, p)
-    counts = np.zeros(len(mine), np.int64)
-    for i, t in enumerate(mine):
-        _, sizes, _ = read_faces(spec, int(t))
-        total = sizes.astype(np.uint64)
-        ss = rows_of(size, t)
-        np.add.at(total, local(size["root"][ss]), size["size"][ss])
-        keep = total >= max(spec.dust, 1)
-        keep[0] = False
-        keep[local(non["member"][rows_of(non, t)])] = False
-        rank = np.where(keep, np.cumsum(keep) - 1, -1).astype(np.int64)
-        counts[i] = int(keep.sum())
-        _put(spec, f"ranks/{int(t)}.arrow", {"rank": rank})
-    _put(spec, f"counts/{p:05d}.arrow", {"task": mine, "count": counts})
-    _mark(spec, "ranks", p)
+def ranks_leaf(job: CclJob, p: int) -> None:
+    """Down 0: for each task of leaf p, each local id's rank among the task's kept roots (-1 for
+    the others) and its root (0 unless merged into another id's component); the kept counts."""
+    state, root, size = resolve(job, 0, p)
+    # a leaf's state holds its foreign neighbours too: keep its own vertices only
+    mine = job.leaf_of(state["node"]) == p
+    node, root, size = state["node"][mine], root[mine], size[mine]
+    node_task = (node >> LOCAL_BITS).astype(np.int64)
+    tasks = leaf_tasks(job, p)
+    counts = np.zeros(len(tasks), np.int64)
+    bounds = np.searchsorted(node_task, np.stack([tasks, tasks + 1]))
+    for b in range(0, len(tasks), BATCH):  # a batch of faces files in, a batch of ranks files out
+        some = tasks[b:b + BATCH]
+        faces = get_raw(job, [f"faces/{int(t)}.arrow" for t in some])
+        files = []
+        for i, (t, data) in enumerate(zip(some, faces), start=b):
+            _, sizes, _ = parse_faces(job, int(t), data)
+            rows = slice(int(bounds[0, i]), int(bounds[1, i]))
+            table, counts[i] = task_ranks(job, sizes, node[rows], root[rows], size[rows])
+            files.append((f"ranks/{int(t)}.arrow", mapreduce.encode_table(table, compression=None)))
+        put_many(_cf(job), files, compress=None)
+    put_table(job, f"counts/{p:05d}.arrow", {"task": tasks, "count": counts})
+
+
+def task_ranks(job: CclJob, sizes: np.ndarray, ids: np.ndarray, root: np.ndarray, size: np.ndarray) -> tuple[mapreduce.Table, int]:
+    """One task's ranks file and kept-root count, from its local component sizes and the roots
+    and component sizes of its ids on task borders."""
+    loc = local(ids)
+    total = sizes.astype(U64)
+    total[loc] = size
+    keep = total >= max(job.dust, 1)
+    keep[0] = False
+    merged = root != ids
+    keep[loc[merged]] = False
+    roots = np.zeros(len(sizes), U64)
+    roots[loc[merged]] = root[merged]
+    rank = np.where(keep, np.cumsum(keep) - 1, -1).astype(np.int64)
+    return {"rank": rank, "root": roots}, int(keep.sum())
 
 
 def write_offsets(job: CclJob) -> int:
     """The last small step: first final id of each task (prefix sums of kept roots); returns N."""
     counts = np.zeros(job.tasks, np.int64)
-    for p in range(job.partitions):
-        part = get_table(job, f"counts/{p:05d}.arrow")
+    for part in get_tables(job, [f"counts/{p:05d}.arrow" for p in range(job.partitions)]):
         counts[part["task"].astype(np.int64)] = part["count"]
-    offsets = np.concatenate([[1], 1 + np.cumsum(counts)[:-1]]).astype(np.int64)
+    offsets = np.concatenate([[1], 1 + np.cumsum(counts)[:-1]]).astype("<i8")
     total = int(counts.sum())
-    _put(job, "offsets.arrow", {"offset": offsets})
+    # raw little-endian int64, one per task: a relabel task reads its few entries by byte range
+    _cf(job).put(OFFSETS, offsets.tobytes(), compress=None)
     _cf(job).put_json("labels.json", {"labels": total})
     return total
 
 
-def _done(job: CclJob, step: str) -> list[dict]:
-    """The markers of a step's finished tasks."""
-    cf = _cf(job)
-    names = list_names(cf, f"steps/{step}/")
-    return [json.loads(g["content"]) for g in cf.get(names) if g["content"]] if names else []
-
-
-def next_step(job: CclJob) -> tuple[str, int, int]:
-    """(step, round, tasks still to run) for calc-labels: where a previous run stopped."""
-    r = 1
-    while r < MAX_ROUNDS:
-        marks = _done(job, f"round-{r}")
-        if len(marks) < job.partitions:
-            return "round", r, job.partitions - len(marks)
-        if sum(m["changes"] for m in marks) == 0:
-            break
-        r += 1
-    for step in ("requests", "ranks"):
-        left = job.partitions - len(_done(job, step))
-        if left:
-            return step, r, left
-    if not _cf(job).exists("labels.json"):
-        return "offsets", r, 1
-    return "done", r, 0
-
-
-def plan_step(job: CclJob, step: str, r: int) -> Plan:
-    """One step's P tasks."""
-    spec = asdict(job)
-
-    def tasks() -> Iterator:
-        for p in range(job.partitions):
-            if step == "round":
-                yield partial(ccl_round_task, spec, r, p)
-            elif step == "requests":
-                yield partial(ccl_requests_task, spec, r, p)
-            else:
-                yield partial(ccl_ranks_task, spec, p)
-
-    name = f"round {r}" if step == "round" else step
-    return Plan(f"image ccl calc-labels ({name})", job.partitions, tasks, lambda: None,
-                {"partitions": job.partitions, "intermediates": job.root})
-
-
-def check_links_done(job: CclJob) -> None:
-    missing = mapreduce.missing_maps(job.layout("edges"), [str(t) for t in range(job.tasks)])
-    if missing:
-        raise UserError(f"calc-labels: {len(missing)} of {job.tasks} links tasks have not run "
-                        f"(e.g. task {missing[0]}): run `image ccl links` and its tasks first")
+def read_offsets(job: CclJob, tasks: list[int]) -> dict[int, int]:
+    """The first final id of each of these tasks (8-byte ranged reads of offsets.bin)."""
+    got = get_many(_cf(job), [{"path": OFFSETS, "start": 8 * t, "end": 8 * t + 8} for t in tasks])
+    if any(g["content"] is None or len(g["content"]) != 8 for g in got):
+        raise TaskError(f"relabel: {job.root}/{OFFSETS} is missing or short; run calc-labels first")
+    return {t: int(np.frombuffer(g["content"], "<i8")[0]) for t, g in zip(tasks, got)}
 
 
 def label_count(job: CclJob) -> int | None:
@@ -262,25 +256,9 @@ def label_count(job: CclJob) -> int | None:
     return None if got is None else int(got["labels"])
 
 
-def queued_marker(step: str, r: int) -> str:
-    return f"queued/{step}-{r}.json" if step == "round" else f"queued/{step}.json"
-
-
-def run_step(job: CclJob, run, queue: str | None) -> tuple[str, int | None]:
-    """Advance calc-labels by one step: run it here (`run(plan)`), or enqueue it once. Returns
-    (what happened, the label count once known)."""
-    step, r, left = next_step(job)
-    if step == "done":
-        return "done", label_count(job)
-    if step == "offsets":
-        return "offsets", write_offsets(job)
-    plan = plan_step(job, step, r)
-    if queue:
-        marker = queued_marker(step, r)
-        if _cf(job).exists(marker):
-            return f"waiting: {left} of {job.partitions} tasks of {plan.operation} have not run", None
-        run(plan)
-        _cf(job).put_json(marker, {"tasks": job.partitions})
-        return f"queued {plan.operation}", None
-    run(plan)
-    return plan.operation, None
+def steps(job: CclJob) -> list[tuple[str, int, int]]:
+    """calc-labels' steps in order: (phase name, level, tasks)."""
+    tree = job.tree
+    out = [(f"up-{L}", L, tree.groups(L)) for L in range(tree.depth + 1)]
+    out += [(f"down-{L}", L, tree.groups(L)) for L in range(tree.depth - 1, -1, -1)]
+    return out + [("offsets", 0, 1)]

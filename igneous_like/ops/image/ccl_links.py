@@ -1,18 +1,23 @@
 """image ccl links: the equivalences across each task's three high faces, from the faces files
-of the task and its (up to seven) high neighbours, written split by union-find partition."""
+of the task and its (up to seven) high neighbours, written split by union-find leaf.
+
+Task t writes one file per leaf among its own and its high neighbours' leaves (empty ones too),
+edges/LEAF/t.arrow, so leaf p reads exactly the tasks of its box grown by one task on its low
+sides (ccl_labels.up_leaf): names from the grid, never from a listing."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
-from taskqueue import queueable
 
 from igneous_like import mapreduce
 from igneous_like.grid import Box
-from igneous_like.ops.image.ccl import LOCAL_BITS, CclJob, load_job, plan_tasks, read_faces, require
-from igneous_like.plan import Plan
+from igneous_like.ops.image.ccl import LOCAL_BITS, CclJob, read_faces
 
 # in-plane offsets (other two axes) of the voxel pairs across a face, per connectivity
 OFFSETS = {6: [(0, 0)], 18: [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)],
            26: [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]}
+COLUMNS = ("label", "other", "size")
 
 
 def _assemble(job: CclJob, faces: dict, t: int, axis: int, high: bool) -> tuple[np.ndarray, ...]:
@@ -51,7 +56,8 @@ def _assemble(job: CclJob, faces: dict, t: int, axis: int, high: bool) -> tuple[
 
 
 def face_edges(job: CclJob, t: int, faces: dict) -> mapreduce.Table:
-    """Equivalences across task t's three high faces, both directions, with each row's size."""
+    """Equivalences across task t's three high faces, both directions, with each row's size
+    (the task-local size of `label`), sorted and without repeats."""
     us, vs, ss = [], [], []
     box, bounds = job.box(t), Box.from_list(job.bounds)
     for axis in range(3):
@@ -68,23 +74,36 @@ def face_edges(job: CclJob, t: int, faces: dict) -> mapreduce.Table:
             vs += [b, a]
             ss += [ls[sl][ok], rs[sr][ok]]
     if not us:
-        return {k: np.zeros(0, np.uint64) for k in ("label", "other", "size", "block")}
+        return {k: np.zeros(0, np.uint64) for k in COLUMNS}
     u, v, s = np.concatenate(us), np.concatenate(vs), np.concatenate(ss)
     order = np.lexsort((v, u))
     u, v, s = u[order], v[order], s[order]
     keep = np.ones(len(u), bool)
     keep[1:] = (u[1:] != u[:-1]) | (v[1:] != v[:-1])
-    return {"label": u[keep], "other": v[keep], "size": s[keep], "block": job.block_of(u[keep])}
+    return {"label": u[keep], "other": v[keep], "size": s[keep]}
 
 
-@queueable
-def ccl_links_task(job: dict, t: int) -> None:
-    """Equivalence edges across task t's high faces, split by partition of their first id."""
-    spec = CclJob(**job)
-    mapreduce.write_partials(spec.layout("edges"), str(t), face_edges(spec, t, {}), key="block")
+def target_leaves(job: CclJob, t: int) -> list[int]:
+    """The leaves task t writes edges for: its own and its high neighbours' (diagonals too)."""
+    cells = [c for c in (tuple(a + d for a, d in zip(job.cell(t), o)) for o in itertools.product((0, 1), repeat=3))
+             if job.index(c) is not None]
+    return sorted({int(p) for p in job.tree.leaf_of(np.asarray(cells))})
 
 
-def plan_links(job: CclJob) -> Plan:
-    load_job(job, "links")
-    require(job, [f"faces/{t}.arrow" for t in range(job.tasks)], "links", "faces")
-    return plan_tasks(job, "links", ccl_links_task)
+def edges_path(leaf: int, t: int) -> str:
+    return f"edges/{leaf:05d}/{t}.arrow"
+
+
+def links_work(spec: CclJob, t: int) -> None:
+    """Equivalence edges across task t's high faces, one file per leaf of their first id."""
+    from cloudfiles import CloudFiles
+
+    from igneous_like.storage import put_many
+
+    edges = face_edges(spec, t, {})
+    leaf = spec.leaf_of(edges["label"])
+    files = []
+    for p in target_leaves(spec, t):
+        rows = leaf == p
+        files.append((edges_path(p, t), mapreduce.encode_table({k: v[rows] for k, v in edges.items()}, compression=None)))
+    put_many(CloudFiles(spec.root), files, compress=None)

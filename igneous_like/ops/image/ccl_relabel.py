@@ -3,13 +3,11 @@ the smallest that holds N and that its encoding takes), then remove the job's in
 from __future__ import annotations
 
 import numpy as np
-from taskqueue import queueable
 
-from igneous_like import layers, mapreduce, volume_io
+from igneous_like import layers, volume_io
 from igneous_like.errors import UserError
 from igneous_like.ops.image import ccl_labels
-from igneous_like.ops.image.ccl import CclJob, components, load_job, plan_tasks
-from igneous_like.plan import Plan
+from igneous_like.ops.image.ccl import LOCAL_BITS, CclJob, components
 
 DTYPES = ("uint8", "uint16", "uint32", "uint64")
 
@@ -23,65 +21,64 @@ def dest_dtype(labels: int, encoding: str) -> str:
 
 
 def dest_info(job: CclJob, labels: int) -> dict:
-    """DEST's info: SRC's geometry at --mip as DEST's only scale, a segmentation."""
+    """DEST's info: SRC's geometry at --mip within the job's bounds (the whole scale unless
+    --xrange/--yrange/--zrange) as DEST's only scale, a segmentation."""
     from cloudvolume import CloudVolume
 
+    from igneous_like.grid import Box
+
     src = layers.read_info(job.src)["scales"][job.mip]
+    bounds = Box.from_list(job.bounds)
     info = CloudVolume.create_new_info(
         num_channels=1, layer_type="segmentation", data_type=dest_dtype(labels, job.encoding),
-        encoding=job.encoding, resolution=src["resolution"], voxel_offset=src["voxel_offset"],
-        volume_size=src["size"], chunk_size=job.chunk_size,
+        encoding=job.encoding, resolution=src["resolution"], voxel_offset=list(bounds.start),
+        volume_size=list(bounds.shape), chunk_size=job.chunk_size,
         compressed_segmentation_block_size=(8, 8, 8) if job.encoding == "compressed_segmentation" else None,
     )
     return info
 
 
-def plan_relabel(job: CclJob) -> Plan:
-    """Relabel tasks, once calc-labels has finished; DEST's info written first."""
-    load_job(job, "relabel")
+def write_dest_info(job: CclJob, info: dict) -> None:
+    layers.write_info(job.dest, info)
+
+
+def check_labels(job: CclJob) -> int:
+    """The label count, or an error when calc-labels has not finished."""
     labels = ccl_labels.label_count(job)
     if labels is None:
         raise UserError("relabel: calc-labels has not finished for these options: run `image ccl calc-labels` "
                         "until it reports the label count")
-    info = dest_info(job, labels)
-
-    def prepare() -> None:
-        layers.write_info(job.dest, info)
-
-    return plan_tasks(job, "relabel", ccl_relabel_task, prepare,
-                 {"labels": labels, "dest dtype": info["data_type"], "encoding": job.encoding,
-                  "chunk size": ",".join(map(str, job.chunk_size))})
+    return labels
 
 
 def final_ids(job: CclJob, t: int, n: int) -> np.ndarray:
     """Final id (0 for dust) of each local id 0..n of task t: its own kept roots from its ranks,
-    its non-roots from the ranks of their roots' tasks (read one task at a time)."""
+    its merged ids from the ranks of their roots' tasks (one batched read), each offset by its
+    task's first id."""
     from igneous_like.errors import TaskError
 
-    get = ccl_labels.get_table
-    offsets = get(job, "offsets.arrow")["offset"]
-    rank = get(job, f"ranks/{t}.arrow")["rank"]
+    mine = ccl_labels.get_table(job, f"ranks/{t}.arrow")
+    rank, root = mine["rank"], mine["root"]
     if len(rank) != n + 1:
         raise TaskError(f"relabel: task {t} has {n} components but calc-labels saw {len(rank) - 1}: the source changed")
+    member = np.flatnonzero(root)
+    root = root[member]
+    root_task = (root >> LOCAL_BITS).astype(np.int64)
+    others = [int(o) for o in np.unique(root_task) if o != t]
+    ranks = dict(zip(others, (r["rank"] for r in ccl_labels.get_tables(job, [f"ranks/{o}.arrow" for o in others]))))
+    ranks[t] = rank
+    offsets = ccl_labels.read_offsets(job, [t, *others])
     ids = np.where(rank >= 0, offsets[t] + rank, 0).astype(np.uint64)
-    p = int(mapreduce.partition_of(np.array([t], np.uint64), job.partitions)[0])
-    non = ccl_labels.by_task(job, "nonroots", p, ("task", "member", "root"))
-    rows = ccl_labels.rows_of(non, t)
-    member, root = ccl_labels.local(non["member"][rows]), non["root"][rows]
-    root_task = (root >> ccl_labels.LOCAL_BITS).astype(np.int64)
-    for other in np.unique(root_task):
+    for other in [t, *others]:
         these = root_task == other
-        other_rank = rank if other == t else get(job, f"ranks/{int(other)}.arrow")["rank"]
-        got = other_rank[ccl_labels.local(root[these])]
+        got = ranks[other][ccl_labels.local(root[these])]
         ids[member[these]] = np.where(got >= 0, offsets[other] + got, 0).astype(np.uint64)
     ids[0] = 0
     return ids
 
 
-@queueable
-def ccl_relabel_task(job: dict, t: int) -> None:
+def relabel_work(spec: CclJob, t: int) -> None:
     """Label the box again (cc3d is deterministic) and write it with final ids."""
-    spec = CclJob(**job)
     box = spec.box(t)
     cc, n, _ = components(spec, box)
     info = layers.read_info(spec.dest)
@@ -92,13 +89,22 @@ def ccl_relabel_task(job: dict, t: int) -> None:
     volume_io.write(spec.dest, info, 0, box, out, compress, False, 0)
 
 
+def intermediates(job: CclJob) -> list[str]:
+    """The files of the job directory (none when it does not exist)."""
+    from cloudfiles import CloudFiles
+
+    try:
+        return sorted(CloudFiles(job.root).list())
+    except FileNotFoundError:
+        return []
+
+
 def clean(job: CclJob) -> int:
     """Delete the job directory (DEST/_ccl/KEY); returns the number of files removed."""
     from cloudfiles import CloudFiles
 
-    cf = CloudFiles(job.root)
-    names = list(cf.list())
-    cf.delete(names)
+    names = intermediates(job)
+    CloudFiles(job.root).delete(names)
     CloudFiles(f"{job.dest}/_ccl").delete(f"jobs/{job.key}.json")
     local = layers.local_path(f"{job.dest}/_ccl")
     if local:  # file:// leaves the emptied directories behind

@@ -382,6 +382,9 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
         try:
             task = tq.lease(seconds=int(opts.lease_sec), wait_sec=wait_sec)
         except QueueEmptyError:
+            if opts.exit_on_empty and others_running(tq, records):
+                stop.wait(min(opts.poll_sec, 1.0))  # their tasks may queue the next phase
+                continue
             if opts.exit_on_empty or time_is_up():
                 break
             stop.wait(opts.poll_sec)
@@ -410,6 +413,44 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
         if opts.min_sec == 0 or time_is_up():
             break
     return result
+
+
+def others_running(tq, records: str | None) -> bool:
+    """Whether a FileQueue task is leased and running somewhere: its lease is still open and it
+    has no failure record (a failed task stays leased until its lease runs out, then is retried).
+
+    A phased job's last task queues the next phase (ccl auto, import pyramids, annotations), so a
+    worker told to exit when the queue is empty waits for running tasks instead of leaving the
+    next phase to one worker. A worker that dies leaves a lease that runs out: then its task is
+    leasable again and is picked up. SQS has no such listing: there workers exit as before."""
+    base = fq_dir(tq)
+    if base is None:
+        return False
+    now = time.time()
+    failed = None
+    try:
+        names = os.listdir(os.path.join(base, "queue"))
+    except FileNotFoundError:
+        return False
+    for name in names:
+        stamp, sep, rest = name.partition("--")
+        if not sep or not stamp.isdigit() or int(stamp) <= now:
+            continue
+        if failed is None:
+            failed = {n[: -len(".json")] for n in _local_names(records)}
+        if os.path.splitext(rest)[0] not in failed:
+            return True
+    return False
+
+
+def _local_names(url: str | None) -> list[str]:
+    """File names in a file:// failure-record directory (others cannot be listed cheaply)."""
+    if not url or not url.startswith("file://"):
+        return []
+    try:
+        return [n for n in os.listdir(url[len("file://"):]) if n.endswith(".json")]
+    except FileNotFoundError:
+        return []
 
 
 def _child(opts: WorkerOptions, index: int) -> None:

@@ -144,3 +144,21 @@ def test_large_plans_insert_in_parallel_with_exact_counts(tmp_path):
     assert len(boxes) == 160 * 160  # no task twice, none lost
     proc = run_cli("execute", f"fq://{q}", "-n", "1", "--max-attempts", "1", check=False)
     assert "missing chunk" in proc.stderr  # a real task ran: the volume has no chunks
+
+
+def test_exit_on_empty_waits_only_for_tasks_still_running(tmp_path):
+    """`execute -x` must not leave while a leased task may still queue the next phase of a
+    phased job, but must leave when the only leased tasks are failed ones waiting out their lease."""
+    from taskqueue import PrintTask, TaskQueue
+
+    from igneous_like.queues import failures_url, others_running
+
+    tq = TaskQueue(f"fq://{tmp_path}/q")
+    tq.insert([PrintTask("a")])
+    records = failures_url(tq)
+    assert not others_running(tq, records)  # queued, not leased
+    task = tq.lease(seconds=60)
+    assert others_running(tq, records)  # running somewhere
+    (tmp_path / "q" / "failures").mkdir(exist_ok=True)
+    (tmp_path / "q" / "failures" / f"{task.id}.json").write_text("{}")
+    assert not others_running(tq, records)  # failed: left for its lease to run out

@@ -137,7 +137,8 @@ def test_csv_pieces_are_line_aligned_and_cover_the_file(tmp_path, piece_bytes):
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_ranged_window_reads_only_its_bytes(tmp_path, s3_bucket, where):
     """A window [start, stop) of a file, local (pread) or on S3 (ranged GETs), reads exactly
-    those bytes wherever its reads start and end, and fetches nothing outside it."""
+    those bytes wherever its reads start and end, fetches nothing outside it, counts what it
+    fetched, and fetches adjacent missing cache blocks in one request."""
     from igneous_like.formats.byte_access import RangedFile
 
     data = np.random.default_rng(3).integers(0, 256, 300_001, dtype=np.uint8).tobytes()
@@ -163,6 +164,8 @@ def test_ranged_window_reads_only_its_bytes(tmp_path, s3_bucket, where):
         assert part.read() == data[stop - 7: stop] and part.read(10) == b""
         assert asked and all(start <= a < b <= stop for a, b in asked), asked  # nothing outside the window
         assert whole.fetched == part.fetched == sum(b - a for a, b in asked)
+        fresh, before = whole.window(start, stop), len(asked)
+        assert fresh.read(8000) == data[start: start + 8000] and len(asked) == before + 1  # 2 blocks, 1 GET
         inner = part.window(10, 20)  # a window of a window, and a read of all of it
         assert inner.read() == data[start + 10: start + 20]
         part.close()  # a window does not close the file it came from

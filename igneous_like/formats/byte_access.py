@@ -141,9 +141,10 @@ class RangedFile(io.RawIOBase):
     """Read-only, seekable file of bytes [start, stop) of a file (default: all of it), read by
     ranges: an object on storage by ranged GETs, a local file by pread. Positions count from
     `start`. Reads up to half the cache go through an LRU cache of `block`-sized blocks aligned
-    to `start` (small header and index reads repeat a lot); larger reads go straight into the
-    caller's buffer, fetched in parallel batches of `part`-sized (default `block`) pieces. No
-    read reaches outside the window. `fetched` counts the bytes fetched from the file."""
+    to `start` (small header and index reads repeat a lot; adjacent missing blocks come in one
+    request of at most `part` bytes, default `block`); larger reads go straight into the
+    caller's buffer, fetched in parallel batches of `part`-sized pieces. No read reaches
+    outside the window. `fetched` counts the bytes fetched from the file."""
 
     CACHE = 32 * MiB  # at most this much cached, whatever the block size
 
@@ -205,17 +206,32 @@ class RangedFile(io.RawIOBase):
     def range(self, start: int, stop: int) -> bytes:
         """Bytes start:stop (inside the window) through the block cache."""
         first, last = start // self.block, (stop - 1) // self.block
-        missing = [b for b in range(first, last + 1) if b not in self.cache]
-        if missing:
-            parts = [(b * self.block, min((b + 1) * self.block, self.size)) for b in missing]
-            for b, piece in zip(missing, self.fetch(parts, joined=False)):
-                self.cache[b] = piece
+        runs = self.missing_runs(first, last)
+        if runs:
+            parts = [(a * self.block, min(b * self.block, self.size)) for a, b in runs]
+            for (a, b), piece in zip(runs, self.fetch(parts, joined=False)):
+                for i in range(a, b):
+                    self.cache[i] = piece[(i - a) * self.block: (i - a + 1) * self.block]
         for b in range(first, last + 1):
             self.cache.move_to_end(b)
         joined = b"".join(self.cache[b] for b in range(first, last + 1))
         while len(self.cache) > self.cache_blocks:
             self.cache.popitem(last=False)
         return joined[start - first * self.block: stop - first * self.block]
+
+    def missing_runs(self, first: int, last: int) -> list[tuple[int, int]]:
+        """Blocks [a, b) of first..last not in the cache, as runs of adjacent blocks fetched in
+        one request each, at most `part` bytes long (with part == block: one request a block)."""
+        most = max(1, self.part // self.block)
+        runs: list[tuple[int, int]] = []
+        for b in range(first, last + 1):
+            if b in self.cache:
+                continue
+            if runs and runs[-1][1] == b and b - runs[-1][0] < most:
+                runs[-1] = (runs[-1][0], b + 1)
+            else:
+                runs.append((b, b + 1))
+        return runs
 
     def fetch_into(self, view: memoryview, start: int) -> None:
         """A large read straight into `view`, bypassing the cache: pieces of `part` bytes

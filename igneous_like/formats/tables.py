@@ -23,8 +23,8 @@ from igneous_like.errors import UserError
 FORMATS = ("csv", "parquet")
 BLOCK_BYTES = 1 << 22  # CSV parse block: memory of a streaming read
 PIECE_BYTES = (1 << 14, 1 << 23)  # a CSV piece: about 1/256 of its file, within these bounds
-READ_BLOCK = 1 << 13  # small reads (a Parquet footer's length, a header line) share one ranged read
-READ_PART = 1 << 20  # larger ones (CSV blocks, column chunks) come in parallel ranged reads this long
+READ_BLOCK = 1 << 12  # cache block: small reads (a header line, a Parquet footer) are rounded to it
+READ_PART = 1 << 20  # one ranged read: adjacent missing blocks, or a piece of a large read
 
 
 def table_files(url: str, fmt: str = "auto") -> list[tuple[str, str]]:

@@ -166,6 +166,9 @@ def test_ranged_window_reads_only_its_bytes(tmp_path, s3_bucket, where):
         assert whole.fetched == part.fetched == sum(b - a for a, b in asked)
         fresh, before = whole.window(start, stop), len(asked)
         assert fresh.read(8000) == data[start: start + 8000] and len(asked) == before + 1  # 2 blocks, 1 GET
+        calls: list[int] = []
+        whole.source.fetch = lambda parts: calls.append(len(parts)) or real(parts)
+        assert fresh.read(60_000) == data[start + 8000: start + 68_000] and calls == [4]  # 4 parts at once
         inner = part.window(10, 20)  # a window of a window, and a read of all of it
         assert inner.read() == data[start + 10: start + 20]
         part.close()  # a window does not close the file it came from

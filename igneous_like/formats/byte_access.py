@@ -147,6 +147,7 @@ class RangedFile(io.RawIOBase):
     outside the window. `fetched` counts the bytes fetched from the file."""
 
     CACHE = 32 * MiB  # at most this much cached, whatever the block size
+    MIN_BATCH = 4  # a large read keeps at least this many pieces in flight (small caches, big parts)
 
     def __init__(self, url: str | ByteSource, block: int = MiB, cache_blocks: int = 32, start: int = 0,
                  stop: int | None = None, part: int | None = None):
@@ -238,7 +239,7 @@ class RangedFile(io.RawIOBase):
         fetched in parallel batches, so at most a batch is held besides the result."""
         step = self.part
         parts = [(s, min(s + step, start + len(view))) for s in range(start, start + len(view), step)]
-        batch = max(1, self.cache_blocks * self.block // (2 * step))
+        batch = max(self.MIN_BATCH, self.cache_blocks * self.block // (2 * step))
         for i in range(0, len(parts), batch):
             for (s, e), piece in zip(parts[i:i + batch], self.fetch(parts[i:i + batch], joined=False)):
                 view[s - start: e - start] = piece

@@ -24,7 +24,7 @@ FORMATS = ("csv", "parquet")
 BLOCK_BYTES = 1 << 22  # CSV parse block: memory of a streaming read
 PIECE_BYTES = (1 << 14, 1 << 23)  # a CSV piece: about 1/256 of its file, within these bounds
 READ_BLOCK = 1 << 12  # cache block: small reads (a header line, a Parquet footer) are rounded to it
-READ_PART = 1 << 20  # one ranged read: adjacent missing blocks, or a piece of a large read
+READ_PART = 1 << 23  # one ranged read: adjacent missing blocks, or a piece of a large read (S3 advice: 8-16 MB)
 
 
 def table_files(url: str, fmt: str = "auto") -> list[tuple[str, str]]:

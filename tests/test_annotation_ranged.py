@@ -39,25 +39,27 @@ def parquet_table(path: Path, header: list[str], rows: list[list], row_group: in
 
 def fetched_by_map_task(monkeypatch, table: str, dest: str, **options) -> tuple[list, dict[str, int]]:
     """Plan in this process, run one middle map task here, and count the bytes it fetched
-    per object (by wrapping the ranged reader's only fetch)."""
-    from igneous_like.formats import ranged
+    per object (the `fetched` counters of the byte sources the task opened)."""
+    from igneous_like.formats import byte_access
     from igneous_like.ops.annotation import import_table as op
     from igneous_like.ops.annotation.rows import parse_property, parse_relationship
 
     job = op.open_job(table, dest, properties=[parse_property(p) for p in ("score:float32", "count:uint16")],
                       relationships=[parse_relationship("pre:pre")], **options)
     tasks = list(job.map_tasks())
-    counts: dict[str, int] = {}
-    real = ranged.Source.fetch
+    opened = []
+    real = byte_access.byte_source
 
-    def counting(self, start, stop):
-        data = real(self, start, stop)
-        counts[self.url] = counts.get(self.url, 0) + len(data)
-        return data
+    def recording(url):
+        opened.append(real(url))
+        return opened[-1]
 
-    monkeypatch.setattr(ranged.Source, "fetch", counting)
+    monkeypatch.setattr(byte_access, "byte_source", recording)
     name, i, lo, hi, first = tasks[len(tasks) // 2]
     op.annotation_map_task(job.spec(), name, i, lo, hi, first)
+    counts: dict[str, int] = {}
+    for source in opened:
+        counts[source.url] = counts.get(source.url, 0) + source.fetched
     return tasks, counts
 
 
@@ -130,3 +132,45 @@ def test_csv_pieces_are_line_aligned_and_cover_the_file(tmp_path, piece_bytes):
     again = np.concatenate([b.column("id").to_numpy() for lo, hi, _ in pieces
                             for b in tables.read_part(url, "csv", types, lo, hi)])
     assert again.tolist() == list(range(2000))
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_ranged_window_reads_only_its_bytes(tmp_path, s3_bucket, where):
+    """A window [start, stop) of a file, local (pread) or on S3 (ranged GETs), reads exactly
+    those bytes wherever its reads start and end, fetches nothing outside it, counts what it
+    fetched, and fetches adjacent missing cache blocks in one request."""
+    from igneous_like.formats.byte_access import RangedFile
+
+    data = np.random.default_rng(3).integers(0, 256, 300_001, dtype=np.uint8).tobytes()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "blob").write_bytes(data)
+    if where == "s3":
+        upload_layer(tmp_path / "d", f"{s3_bucket}/w")
+    url = f"{s3_bucket}/w/blob" if where == "s3" else f"file://{tmp_path}/d/blob"
+    with RangedFile(url, block=4096, cache_blocks=4, part=16384) as whole:  # reads above 8 KiB skip the cache
+        assert whole.size == len(data) and whole.fetched == 0
+        start, stop = 123_457, 234_567
+        asked: list[tuple[int, int]] = []
+        real = whole.source.fetch
+        whole.source.fetch = lambda parts: asked.extend(parts) or real(parts)
+        part = whole.window(start, stop)
+        assert part.size == stop - start
+        rng = np.random.default_rng(4)
+        for _ in range(30):
+            at, n = int(rng.integers(0, part.size)), int(rng.choice([1, 100, 5000, 9000, 60_000]))
+            part.seek(at)
+            assert part.read(n) == data[start + at: start + min(at + n, part.size)]
+        part.seek(-7, 2)
+        assert part.read() == data[stop - 7: stop] and part.read(10) == b""
+        assert asked and all(start <= a < b <= stop for a, b in asked), asked  # nothing outside the window
+        assert whole.fetched == part.fetched == sum(b - a for a, b in asked)
+        fresh, before = whole.window(start, stop), len(asked)
+        assert fresh.read(8000) == data[start: start + 8000] and len(asked) == before + 1  # 2 blocks, 1 GET
+        calls: list[int] = []
+        whole.source.fetch = lambda parts: calls.append(len(parts)) or real(parts)
+        assert fresh.read(60_000) == data[start + 8000: start + 68_000] and calls == [4]  # 4 parts at once
+        inner = part.window(10, 20)  # a window of a window, and a read of all of it
+        assert inner.read() == data[start + 10: start + 20]
+        part.close()  # a window does not close the file it came from
+        whole.seek(len(data) - 5)
+        assert whole.read() == data[-5:]

@@ -1,18 +1,29 @@
-"""Bytes of source files wherever cloud-files reaches them, read only where a task needs them.
+"""Bytes of source files wherever cloud-files reaches them, read only where a task needs them:
+the one place for ranged reads (image import's formats, annotation import's tables).
 
-- `RangedFile`: a seekable binary file over ranged GETs with a small block cache, so libraries
-  that take Python file objects (h5py, tifffile) and header parsers read object storage directly.
+- `byte_source`: a file's size and ranged reads (ranged GETs on object storage, pread on
+  local disk), counting the bytes fetched.
+- `RangedFile`: a seekable binary file over a window [start, stop) of such a file (default: all
+  of it) with a small block cache, so libraries that take Python file objects (h5py, tifffile,
+  pyarrow's CSV and Parquet readers) and header parsers read object storage directly and a task
+  fetches only its part of a file.
 - `Decompressed`: a forward-only gzip/zlib or bz2 stream over any binary file; seeking ahead
   decodes and drops, so a task keeps only what it asked for.
 - `FileArray`: an N-d array stored contiguously (C or Fortran order) at an offset in such a file,
   sliced box by box with reads in increasing offset order (a forward-only stream serves it) and
   at most `max_read` bytes buffered besides the result.
+
+    with RangedFile("s3://bucket/tables/syn.csv", block=8192) as f:
+        part = f.window(1_000_000, 2_000_000)   # bytes [1e6, 2e6) as a file positioned at 0
+        pyarrow.csv.open_csv(part, ...)
+        f.fetched                               # bytes fetched so far, windows included
 """
 from __future__ import annotations
 
 import bz2
 import io
 import math
+import os
 import zlib
 from collections import OrderedDict
 from typing import BinaryIO, Callable
@@ -57,16 +68,12 @@ def get_bytes(url: str) -> bytes:
     return data
 
 
-class RangedFile(io.RawIOBase):
-    """Read-only, seekable file over ranged GETs. Reads up to half the cache go through an LRU
-    cache of aligned blocks (small header and index reads repeat a lot); larger reads go
-    straight into the caller's buffer, fetched in parallel batches of `block`-sized parts."""
+class ObjectBytes:
+    """One object on storage that cloud-files reaches: its size and ranged GETs (in parallel
+    on object stores), with `fetched`, the bytes fetched so far (tests read it)."""
 
-    CACHE = 32 * MiB  # at most this much cached, whatever the block size
-
-    def __init__(self, url: str, block: int = MiB, cache_blocks: int = 32):
-        super().__init__()
-        self.url, self.block, self.cache_blocks = url, block, cache_blocks
+    def __init__(self, url: str):
+        self.url, self.fetched = url, 0
         head, self.key = split_url(url)
         self.cf = cloudfiles(head)
         try:
@@ -75,9 +82,103 @@ class RangedFile(io.RawIOBase):
             raise UserError(f"cannot read {url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
         if size is None:
             raise UserError(f"{url} does not exist")
-        self.size, self.pos = int(size), 0
-        self.cache: OrderedDict[int, bytes] = OrderedDict()
-        self.name = url  # tifffile and h5py show it in messages
+        self.size = int(size)
+
+    def fetch(self, parts: list[tuple[int, int]]) -> list[bytes]:
+        """Bytes [start, stop) of each part (inside the object), in order."""
+        from igneous_like.storage import get_many
+
+        try:
+            got = get_many(self.cf, [{"path": self.key, "start": s, "end": e} for s, e in parts])
+        except Exception as exc:
+            raise UserError(f"cannot read {self.url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        pieces = [g["content"] or b"" for g in got]
+        self.fetched += sum(len(p) for p in pieces)
+        return pieces
+
+    def close(self) -> None:
+        pass
+
+
+class LocalBytes:
+    """A local file (a path or file:// URL) with the same interface: size, ranged reads by
+    pread (no shared position, so windows of one file do not disturb each other), `fetched`."""
+
+    def __init__(self, url: str):
+        self.url, self.fetched = url, 0
+        path = url[len("file://"):] if url.startswith("file://") else url
+        try:
+            self.fd: int | None = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise UserError(f"cannot read {url}: {exc.strerror or exc}") from None
+        self.size = os.fstat(self.fd).st_size
+
+    def fetch(self, parts: list[tuple[int, int]]) -> list[bytes]:
+        if self.fd is None:
+            raise ValueError(f"{self.url} is closed")
+        pieces = [os.pread(self.fd, e - s, s) for s, e in parts]
+        self.fetched += sum(len(p) for p in pieces)
+        return pieces
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+ByteSource = ObjectBytes | LocalBytes
+
+
+def byte_source(url: str) -> ByteSource:
+    """The bytes of a file, local or on storage, read by ranges."""
+    return ObjectBytes(url) if is_remote(url) else LocalBytes(url)
+
+
+class RangedFile(io.RawIOBase):
+    """Read-only, seekable file of bytes [start, stop) of a file (default: all of it), read by
+    ranges: an object on storage by ranged GETs, a local file by pread. Positions count from
+    `start`. Reads up to half the cache go through an LRU cache of `block`-sized blocks aligned
+    to `start` (small header and index reads repeat a lot; adjacent missing blocks come in one
+    request of at most `part` bytes, default `block`); larger reads go straight into the
+    caller's buffer, fetched in parallel batches of `part`-sized pieces. No read reaches
+    outside the window. `fetched` counts the bytes fetched from the file."""
+
+    CACHE = 32 * MiB  # at most this much cached, whatever the block size
+    MIN_BATCH = 4  # a large read keeps at least this many pieces in flight (small caches, big parts)
+
+    def __init__(self, url: str | ByteSource, block: int = MiB, cache_blocks: int = 32, start: int = 0,
+                 stop: int | None = None, part: int | None = None):
+        super().__init__()
+        self.owner, self.cache = False, OrderedDict[int, bytes]()  # what close() needs, should opening fail
+        self.source = byte_source(url) if isinstance(url, str) else url
+        self.owner = isinstance(url, str)  # closing this file closes the source it opened
+        self.url = self.source.url
+        self.block, self.cache_blocks, self.part = block, cache_blocks, part or block
+        self.start = min(max(0, start), self.source.size)
+        self.stop = self.source.size if stop is None else max(self.start, min(stop, self.source.size))
+        self.size, self.pos = self.stop - self.start, 0
+        self.name = self.url  # tifffile and h5py show it in messages
+
+    def window(self, start: int, stop: int | None = None, **options) -> "RangedFile":
+        """Bytes [start, stop) of this file (positions of this file) as a file of their own, over
+        the same source (closed with this file, not with the window)."""
+        settings = {"block": self.block, "cache_blocks": self.cache_blocks, "part": self.part, **options}
+        end = self.size if stop is None else min(stop, self.size)
+        return RangedFile(self.source, start=self.start + start, stop=self.start + end, **settings)
+
+    @property
+    def fetched(self) -> int:
+        """Bytes fetched from the underlying file so far, through this file or its windows."""
+        return self.source.fetched
+
+    def close(self) -> None:
+        if not self.closed and self.owner:
+            self.source.close()
+        self.cache.clear()
+        super().close()
 
     def readable(self) -> bool:
         return True
@@ -104,13 +205,14 @@ class RangedFile(io.RawIOBase):
         return n
 
     def range(self, start: int, stop: int) -> bytes:
-        """Bytes start:stop (inside the file) through the block cache."""
+        """Bytes start:stop (inside the window) through the block cache."""
         first, last = start // self.block, (stop - 1) // self.block
-        missing = [b for b in range(first, last + 1) if b not in self.cache]
-        if missing:
-            parts = [(b * self.block, min((b + 1) * self.block, self.size)) for b in missing]
-            for b, piece in zip(missing, self.fetch(parts, joined=False)):
-                self.cache[b] = piece
+        runs = self.missing_runs(first, last)
+        if runs:
+            parts = [(a * self.block, min(b * self.block, self.size)) for a, b in runs]
+            for (a, b), piece in zip(runs, self.fetch(parts, joined=False)):
+                for i in range(a, b):
+                    self.cache[i] = piece[(i - a) * self.block: (i - a + 1) * self.block]
         for b in range(first, last + 1):
             self.cache.move_to_end(b)
         joined = b"".join(self.cache[b] for b in range(first, last + 1))
@@ -118,27 +220,37 @@ class RangedFile(io.RawIOBase):
             self.cache.popitem(last=False)
         return joined[start - first * self.block: stop - first * self.block]
 
+    def missing_runs(self, first: int, last: int) -> list[tuple[int, int]]:
+        """Blocks [a, b) of first..last not in the cache, as runs of adjacent blocks fetched in
+        one request each, at most `part` bytes long (with part == block: one request a block)."""
+        most = max(1, self.part // self.block)
+        runs: list[tuple[int, int]] = []
+        for b in range(first, last + 1):
+            if b in self.cache:
+                continue
+            if runs and runs[-1][1] == b and b - runs[-1][0] < most:
+                runs[-1] = (runs[-1][0], b + 1)
+            else:
+                runs.append((b, b + 1))
+        return runs
+
     def fetch_into(self, view: memoryview, start: int) -> None:
-        """A large read straight into `view`, bypassing the cache: parts of `block` bytes
+        """A large read straight into `view`, bypassing the cache: pieces of `part` bytes
         fetched in parallel batches, so at most a batch is held besides the result."""
-        parts = [(s, min(s + self.block, start + len(view))) for s in range(start, start + len(view), self.block)]
-        batch = max(1, self.cache_blocks // 2)
+        step = self.part
+        parts = [(s, min(s + step, start + len(view))) for s in range(start, start + len(view), step)]
+        batch = max(self.MIN_BATCH, self.cache_blocks * self.block // (2 * step))
         for i in range(0, len(parts), batch):
             for (s, e), piece in zip(parts[i:i + batch], self.fetch(parts[i:i + batch], joined=False)):
                 view[s - start: e - start] = piece
 
     def fetch(self, parts: list[tuple[int, int]], joined: bool = True):
-        """Ranged GETs (in parallel on object stores), in order."""
-        from igneous_like.storage import get_many
-
-        try:
-            got = get_many(self.cf, [{"path": self.key, "start": s, "end": e} for s, e in parts])
-        except Exception as exc:
-            raise UserError(f"cannot read {self.url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-        pieces = [g["content"] or b"" for g in got]
+        """Bytes of parts (positions in the window), in order."""
+        pieces = self.source.fetch([(self.start + s, self.start + e) for s, e in parts])
         for (s, e), piece in zip(parts, pieces):
             if len(piece) != e - s:
-                raise UserError(f"{self.url}: short read at bytes {s}-{e} (file changed or truncated?)")
+                raise UserError(f"{self.url}: short read at bytes {self.start + s}-{self.start + e} "
+                                "(file changed or truncated?)")
         return b"".join(pieces) if joined else pieces
 
 
@@ -354,10 +466,8 @@ def open_data(path: str, stream_start: int = 0, compression: str | None = None, 
 
 def file_size(path: str) -> int:
     if not is_remote(path):
-        import os
-
         return os.path.getsize(path)
-    return RangedFile(path).size
+    return ObjectBytes(path).size
 
 
 def check_size(path: str, end: int) -> None:
@@ -369,8 +479,6 @@ def check_size(path: str, end: int) -> None:
 
 def join(base: str, name: str) -> str:
     """`name` relative to the directory of the file `base` (a path or URL)."""
-    import os
-
     if is_remote(base):
         return f"{split_url(base)[0]}/{name}"
     return os.path.join(os.path.dirname(base), name)

@@ -5,7 +5,7 @@ Columns are read with the types the caller asks for, so a value that does not pa
 error naming its column, never a silently inferred string.
 
 A file is read in pieces, and a task reads only its part of a file through ranged reads
-(formats/ranged.py), on object storage as on local disk:
+(formats/byte_access.py), on object storage as on local disk:
 - CSV: pieces are line-aligned byte ranges (pyarrow's CSV reader already assumes no newline
   inside a quoted value); a part [lo, hi) in bytes is parsed with the header's column names.
 - Parquet: pieces are row groups; a part [lo, hi) in rows reads the row groups it overlaps.
@@ -23,6 +23,8 @@ from igneous_like.errors import UserError
 FORMATS = ("csv", "parquet")
 BLOCK_BYTES = 1 << 22  # CSV parse block: memory of a streaming read
 PIECE_BYTES = (1 << 14, 1 << 23)  # a CSV piece: about 1/256 of its file, within these bounds
+READ_BLOCK = 1 << 12  # cache block: small reads (a header line, a Parquet footer) are rounded to it
+READ_PART = 1 << 23  # one ranged read: adjacent missing blocks, or a piece of a large read (S3 advice: 8-16 MB)
 
 
 def table_files(url: str, fmt: str = "auto") -> list[tuple[str, str]]:
@@ -98,17 +100,14 @@ def pieces(url: str, fmt: str, types: dict, piece_bytes: int | None = None) -> I
             yield lo, lo + batch.num_rows, [batch]
             lo += batch.num_rows
         return
-    from igneous_like.formats.ranged import RangeFile
-
     with _source(url) as src:
         size = src.size
         step = piece_bytes or min(max(size // 256, PIECE_BYTES[0]), PIECE_BYTES[1])
         names, lo = _csv_header(src)
-        with RangeFile(src) as probe:
-            while lo < size:
-                hi = _line_start(probe, min(lo + step, size))
-                yield lo, hi, list(_csv_part(src, names, types, lo, hi))
-                lo = hi
+        while lo < size:
+            hi = _line_start(src, min(lo + step, size))
+            yield lo, hi, list(_csv_part(src, names, types, lo, hi))
+            lo = hi
 
 
 def read_part(url: str, fmt: str, types: dict, lo: int, hi: int) -> Iterator:
@@ -158,17 +157,16 @@ def _typed(batch, types: dict, url: str):
 
 
 def _source(url: str):
-    from igneous_like.formats.ranged import Source
+    """The file as a seekable file of ranged reads; `window` gives a part of it as a file."""
+    from igneous_like.formats.byte_access import RangedFile
 
-    return _guard(url, lambda: Source(url))
+    return _guard(url, lambda: RangedFile(url, block=READ_BLOCK, part=READ_PART))
 
 
 def _parquet(url: str):
     import pyarrow.parquet as pq
 
-    from igneous_like.formats.ranged import RangeFile
-
-    return _guard(url, lambda: pq.ParquetFile(RangeFile(_source(url))))
+    return _guard(url, lambda: pq.ParquetFile(_source(url)))
 
 
 def _csv_header(src) -> tuple[list[str], int]:
@@ -176,12 +174,9 @@ def _csv_header(src) -> tuple[list[str], int]:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    from igneous_like.formats.ranged import RangeFile
-
-    with RangeFile(src) as f:
-        end = _line_start(f, 1) if src.size else 0
-        f.seek(0)
-        line = f.read(end)
+    end = _line_start(src, 1) if src.size else 0
+    src.seek(0)
+    line = src.read(end)
     if not line.strip():
         raise UserError(f"cannot read {src.url}: no header line")
     names = _guard(src.url, lambda: pcsv.read_csv(pa.BufferReader(line)).column_names)
@@ -209,15 +204,13 @@ def _csv_part(src, names: list[str], types: dict, lo: int, hi: int) -> Iterator:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    from igneous_like.formats.ranged import RangeFile
-
     missing = [c for c in types if c not in names]
     if missing:
         raise UserError(f"{src.url} has no column {missing[0]!r} (columns: {', '.join(names)})")
     convert = pcsv.ConvertOptions(include_columns=list(types), column_types={c: pa.string() for c in types},
                                   strings_can_be_null=True)
     options = pcsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES)
-    reader = _guard(src.url, lambda: pcsv.open_csv(RangeFile(src, lo, hi), read_options=options,
+    reader = _guard(src.url, lambda: pcsv.open_csv(src.window(lo, hi), read_options=options,
                                                    convert_options=convert))
     while True:
         try:
@@ -289,12 +282,7 @@ def _open(url: str):
     """A file as a stream of ranged reads (gzip: decompressed as it streams)."""
     import pyarrow as pa
 
-    from igneous_like.formats.ranged import RangeFile, Source
-
-    try:
-        f = RangeFile(Source(url))
-    except FileNotFoundError:
-        raise UserError(f"no table file at {url}") from None
+    f = _source(url)
     return pa.CompressedInputStream(f, "gzip") if url.endswith(".gz") else f
 
 

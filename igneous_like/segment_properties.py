@@ -48,37 +48,30 @@ def number_type(values: np.ndarray) -> str:
     return "float32"
 
 
-def _join(values) -> bytes:
-    """Comma-joined text of a column, formatted by Arrow in C++ (shortest round-trip repr
-    for float32): a million values in a fraction of a second, no Python objects per value."""
-    import io
+def _dumps(values: np.ndarray) -> bytes:
+    """A JSON array of a numeric column, formatted by orjson in Rust (shortest round-trip repr
+    for float32): millions of values in a fraction of a second, no Python object per value."""
+    import orjson
 
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
-    if len(values) == 0:
-        return b""
-    sink = io.BytesIO()
-    options = pcsv.WriteOptions(include_header=False, quoting_style="none")
-    pcsv.write_csv(pa.table({"v": pa.array(values)}), sink, options)
-    return sink.getvalue().rstrip(b"\n").replace(b"\n", b",")
+    return orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _json_numbers(values: np.ndarray, data_type: str) -> bytes:
     if data_type != "float32":
-        return b"[" + _join(values.astype(np.int64)) + b"]"
+        return _dumps(values.astype(np.int64))
     finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-    return b"[" + _join(finite) + b"]"
+    return _dumps(finite)
 
 
 def _json_ids(ids: np.ndarray) -> bytes:
-    return b'["' + _join(ids.astype(np.uint64)).replace(b",", b'","') + b'"]' if len(ids) else b"[]"
+    """Ids are JSON strings (uint64 does not fit a JSON number): quote orjson's integers."""
+    return b'["' + _dumps(ids.astype(np.uint64))[1:-1].replace(b",", b'","') + b'"]' if len(ids) else b"[]"
 
 
 def _json_tags(flags: np.ndarray) -> bytes:
     """Per id, the increasing indices of its tags."""
-    if flags.shape[1] == 1:
-        return b"[" + _join(np.where(flags[:, 0], "[0]", "[]")) + b"]"
+    if flags.shape[1] == 1:  # one tag: 0/1 digits become [] / [0]
+        return _dumps(flags[:, 0].astype(np.uint8)).replace(b"0", b"[]").replace(b"1", b"[0]")
     return json.dumps([[i for i in range(flags.shape[1]) if row[i]] for row in flags.tolist()]).encode()
 
 

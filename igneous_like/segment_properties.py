@@ -58,9 +58,13 @@ def _dumps(values: np.ndarray) -> bytes:
 
 def _json_numbers(values: np.ndarray, data_type: str) -> bytes:
     if data_type != "float32":
-        return _dumps(values.astype(np.int64))
-    finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-    return _dumps(finite)
+        return _dumps(values)  # integers that fit uint32/int32: orjson writes them as they are
+    with np.errstate(over="ignore"):
+        single = values.astype(np.float32)
+    if not np.isfinite(single).all():  # strict JSON: NaN as 0, beyond float32 as its limits
+        big = float(np.finfo(np.float32).max)
+        single = np.nan_to_num(single, nan=0.0, posinf=big, neginf=-big)
+    return _dumps(single)
 
 
 def _json_ids(ids: np.ndarray) -> bytes:
@@ -85,17 +89,19 @@ def _description(name: str, values: np.ndarray, data_type: str) -> str:
 def encode(table: Table, rows: np.ndarray, number_columns: list[str], tag_columns: list[str]) -> bytes:
     """The segment_properties/info bytes for `rows` of the table. Built column by column as
     text, so a million segments need no million-element Python structures at once."""
-    ids = table["label"][rows]
+    whole = len(rows) == len(table["label"])  # `rows` are sorted and unique: all of them, in order
+    pick = (lambda values: values) if whole else (lambda values: values[rows])  # noqa: E731
+    ids = pick(table["label"])
     parts = [b'{"@type":"neuroglancer_segment_properties","inline":{"ids":', _json_ids(ids), b',"properties":[']
     props = []
     for name in number_columns:
-        values = table[name][rows]
+        values = pick(table[name])
         dtype = number_type(values)
         head = json.dumps({"id": name, "type": "number", "data_type": dtype,
                            "description": _description(name, values, dtype)})
         props.append(head[:-1].encode() + b',"values":' + _json_numbers(values, dtype) + b"}")
     if tag_columns:
-        flags = np.stack([table[c][rows].astype(bool) for c in tag_columns], axis=1)
+        flags = np.stack([pick(table[c]).astype(bool) for c in tag_columns], axis=1)
         head = json.dumps({"id": "tags", "type": "tags", "tags": tag_columns,
                            "tag_descriptions": [c.replace("_", " ") for c in tag_columns]})
         props.append(head[:-1].encode() + b',"values":' + _json_tags(flags) + b"}")

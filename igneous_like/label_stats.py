@@ -37,41 +37,27 @@ INT_MAX = np.iinfo(np.int64).max
 INT_MIN = np.iinfo(np.int64).min
 
 
-EXACT_FLOAT = 2**53  # integers below this add exactly in float64 (np.bincount's weights)
-
-
 class Accumulator:
-    """Per-id running sums over the slabs of one block (ids are the block's renumbered
-    labels). Sums of integers are kept in float64, as np.bincount adds weights: exact while
-    they stay below 2^53, which `block_stats` checks for its task shape."""
+    """Per-id running sums over the slabs of one block (ids are the block's renumbered labels)."""
 
     def __init__(self, ids: int, with_image: bool):
-        zeros = lambda: np.zeros(ids, dtype=np.float64)  # noqa: E731
-        self.size = ids
+        zeros = lambda: np.zeros(ids, dtype=np.int64)  # noqa: E731
         self.n = zeros()
         self.s = {a: zeros() for a in AXES}
-        self.ss = {p: zeros() for p in PAIRS}  # raw second sums, local coordinates
+        self.ss = {p: zeros() for p in PAIRS}  # raw second sums, local coordinates: exact int64
         self.lo = {a: np.full(ids, INT_MAX, dtype=np.int64) for a in AXES}
         self.hi = {a: np.full(ids, INT_MIN, dtype=np.int64) for a in AXES}
         self.faces = {a: zeros() for a in AXES}
         self.image = with_image
         if with_image:
-            self.i_sum = zeros()
-            self.i_sq = zeros()
+            self.i_sum = np.zeros(ids, dtype=np.float64)
+            self.i_sq = np.zeros(ids, dtype=np.float64)
             self.i_min = np.full(ids, np.inf)
             self.i_max = np.full(ids, -np.inf)
 
-    def _window(self, ids: np.ndarray) -> tuple[slice, np.ndarray, int]:
-        """The span of block ids in `ids` and each element's offset in it: with ids numbered
-        in order of appearance (`dense_ids`), a slab's ids are a narrow span, so its
-        bincounts and updates stay in cache instead of sweeping every id of the block."""
-        lo, hi = (int(ids.min()), int(ids.max()) + 1) if len(ids) else (0, 0)
-        return slice(lo, hi), ids.astype(np.intp) - lo, hi - lo
-
-    def add_slab(self, seg: np.ndarray, z0: int, face_counts: dict[str, np.ndarray]) -> None:
-        """Runs of equal ids along x give counts, sums and second sums in closed form (far
-        fewer updates than voxels for real objects); each run also sums its voxels' owned
-        faces per axis (`face_counts`: per voxel, its differing neighbours along that axis)."""
+    def add_runs(self, seg: np.ndarray, z0: int) -> None:
+        """Runs of equal ids along x give counts, sums and second sums in closed form: far
+        fewer updates than voxels for real objects."""
         sx, sy = seg.shape[:2]
         flat = seg.ravel(order="F")
         change = np.empty(flat.size, dtype=bool)
@@ -79,76 +65,48 @@ class Accumulator:
         np.not_equal(flat[1:], flat[:-1], out=change[1:])
         change[::sx] = True  # every row starts a run
         starts = np.flatnonzero(change)
-        del change
-        ids = flat[starts]
-        length = np.diff(np.append(starts, flat.size))
-        faces = {a: _run_sums(c.ravel(order="F"), starts, length) for a, c in face_counts.items()}
-        keep = np.flatnonzero(ids)
+        ids = flat[starts].astype(np.intp)
+        length = np.diff(np.append(starts, flat.size)).astype(np.int64)
+        keep = ids != 0
         starts, ids, length = starts[keep], ids[keep], length[keep]
-        span, local, width = self._window(ids)
-        row, x = np.divmod(starts, sx)
-        z, y = np.divmod(row, sy)
-        z += z0
-        n, xf, yf, zf = (v.astype(np.float64) for v in (length, x, y, z))
-        sum_x = n * xf + n * (n - 1) / 2
-        sum_xx = n * xf * xf + xf * n * (n - 1) + (n - 1) * n * (2 * n - 1) / 6
-        yn, zn = yf * n, zf * n
-        sums = [(self.n, n), (self.s["x"], sum_x), (self.s["y"], yn), (self.s["z"], zn),
-                (self.ss["xx"], sum_xx), (self.ss["yy"], yf * yn), (self.ss["zz"], zf * zn),
-                (self.ss["xy"], yf * sum_x), (self.ss["xz"], zf * sum_x), (self.ss["yz"], yf * zn)]
-        sums += [(self.faces[a], f[keep]) for a, f in faces.items()]
-        for into, weights in sums:
-            into[span] += np.bincount(local, weights=weights, minlength=width)
+        x = (starts % sx).astype(np.int64)
+        row = starts // sx
+        y = (row % sy).astype(np.int64)
+        z = (row // sy).astype(np.int64) + z0
+        sum_x = length * x + length * (length - 1) // 2
+        sum_xx = _sum_squares(x + length) - _sum_squares(x)
+        add = np.add.at
+        add(self.n, ids, length)
+        for axis, values in (("x", sum_x), ("y", y * length), ("z", z * length)):
+            add(self.s[axis], ids, values)
+        for pair, values in (("xx", sum_xx), ("yy", y * y * length), ("zz", z * z * length),
+                             ("xy", y * sum_x), ("xz", z * sum_x), ("yz", y * z * length)):
+            add(self.ss[pair], ids, values)
         for axis, lo, hi in (("x", x, x + length), ("y", y, y + 1), ("z", z, z + 1)):
-            np.minimum.at(self.lo[axis][span], local, lo)
-            np.maximum.at(self.hi[axis][span], local, hi)
+            np.minimum.at(self.lo[axis], ids, lo)
+            np.maximum.at(self.hi[axis], ids, hi)
 
-    def add_neighbour_faces(self, axis: str, ids: np.ndarray) -> None:
-        """Faces owned by this task whose voxel on the far side lies past it (one per id)."""
-        np.add.at(self.faces[axis], ids.astype(np.intp), 1.0)
+    def add_faces(self, axis: str, low: np.ndarray, high: np.ndarray) -> None:
+        """Faces between each voxel of `low` and its neighbour in `high` along one axis."""
+        differ = low != high
+        ids = len(self.n)
+        for side in (low[differ], high[differ]):
+            self.faces[axis] += np.bincount(side, minlength=ids)
 
     def add_image(self, seg: np.ndarray, img: np.ndarray) -> None:
-        ids = seg.ravel(order="F")
-        keep = np.flatnonzero(ids)
-        span, local, width = self._window(ids[keep])
-        values = img.ravel(order="F")[keep].astype(np.float64)
-        self.i_sum[span] += np.bincount(local, weights=values, minlength=width)
-        self.i_sq[span] += np.bincount(local, weights=values * values, minlength=width)
-        np.minimum.at(self.i_min[span], local, values)
-        np.maximum.at(self.i_max[span], local, values)
+        ids = seg.ravel(order="F").astype(np.intp)
+        values = img.ravel(order="F").astype(np.float64)
+        keep = ids != 0
+        ids, values = ids[keep], values[keep]
+        np.add.at(self.i_sum, ids, values)
+        np.add.at(self.i_sq, ids, values * values)
+        np.minimum.at(self.i_min, ids, values)
+        np.maximum.at(self.i_max, ids, values)
 
 
-def _run_sums(values: np.ndarray, starts: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """Sum of `values` over each run (a cumulative sum read at run ends: one pass)."""
-    total = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(values, out=total[1:])
-    return (total[starts + length] - total[starts]).astype(np.float64)
-
-
-def face_counts(own: np.ndarray, nxt: np.ndarray, axis: int, low_edge: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Faces along `axis` owned by the slab `own`: per voxel, how many of its neighbours along
-    the axis differ (the next layer `nxt` past its last one: zeros outside the bounds; at a low
-    edge, the outside before its first layer); and the ids of `nxt` voxels that face a
-    different voxel of `own` (their side of those faces)."""
-    count = np.zeros(own.shape, dtype=np.uint8, order="F")
-    first, rest = _split(own.shape, axis, 1)
-    head, last = _split(own.shape, axis, own.shape[axis] - 1)
-    differ = own[rest] != own[head]
-    count[rest] += differ
-    count[head] += differ
-    del differ
-    at_end = own[last] != nxt
-    count[last] += at_end
-    if low_edge:
-        count[first] += 1  # the outside is background: a face for every voxel (id 0's is dropped)
-    return count, nxt[at_end]
-
-
-def _split(shape: Sequence[int], axis: int, at: int) -> tuple[tuple, tuple]:
-    """Index tuples of [:at] and [at:] along `axis`."""
-    lo, hi = [slice(None)] * 3, [slice(None)] * 3
-    lo[axis], hi[axis] = slice(0, at), slice(at, None)
-    return tuple(lo), tuple(hi)
+def _sum_squares(m: np.ndarray) -> np.ndarray:
+    """0^2 + 1^2 + ... + (m-1)^2."""
+    return (m - 1) * m * (2 * m - 1) // 6
 
 
 def block_stats(
@@ -163,64 +121,51 @@ def block_stats(
     """Sufficient statistics of one task. `seg` (x, y, z; ids with 0 = background,
     original[id] = label) covers the task's `shape` plus one voxel past each high face that is
     not a high edge; `origin` is the task's first voxel in global coordinates; `image`, if
-    given, covers `shape` exactly. Ids numbered in order of appearance (`dense_ids`) keep the
-    per-id sums cache-friendly."""
+    given, covers `shape` exactly."""
     sx, sy, sz = (int(s) for s in shape)
-    if sx * sy * sz * max(sx, sy, sz) ** 2 >= EXACT_FLOAT:
-        raise ValueError(f"task shape {sx}x{sy}x{sz} is too large for exact coordinate moments")
     acc = Accumulator(len(original), image is not None)
     step = max(1, SLAB_VOXELS // max(sx * sy, 1))
     for z0 in range(0, sz, step):
         z1 = min(z0 + step, sz)
         own = np.asfortranarray(seg[:sx, :sy, z0:z1])
-        counts = {}
+        acc.add_runs(own, z0)
         for axis in range(3):
-            nxt = _next_layer(seg, own, (sx, sy, sz), axis, z1, high_edge[axis])
-            counts[AXES[axis]], beyond = face_counts(own, nxt, axis, low_edge[axis] and (axis < 2 or z0 == 0))
-            acc.add_neighbour_faces(AXES[axis], beyond)
-        acc.add_slab(own, z0, counts)
-        del counts
+            low, high = _face_pair(seg, own, (sx, sy, sz), axis, z0, z1, low_edge[axis], high_edge[axis])
+            acc.add_faces(AXES[axis], low, high)
         if image is not None:
             acc.add_image(own, image[:sx, :sy, z0:z1])
     return _rows(acc, original, origin)
 
 
-def _next_layer(seg, own, shape, axis, z1, high_edge):
-    """The layer after the slab `own` along `axis` (from the voxel past the task, or the next
-    slab), zeros where that is outside the bounds."""
+def _face_pair(seg, own, shape, axis, z0, z1, low_edge, high_edge):
+    """Arrays whose elementwise pairs are the faces along `axis` owned by this slab: the slab
+    extended by the next voxel layer (outside = 0 at a high edge) and, at a low edge, by the
+    outside before the first layer."""
     sx, sy, sz = shape
-    stop = z1 if axis == 2 else shape[axis]
+    if axis < 2:
+        start, stop = 0, shape[axis]
+    else:
+        start, stop = z0, z1
     if high_edge and stop == shape[axis]:
-        return np.zeros_like(own[_split(own.shape, axis, 1)[0]])
-    idx = [slice(0, sx), slice(0, sy), slice(z1 - own.shape[2], z1)]
-    idx[axis] = slice(stop, stop + 1)
-    return seg[tuple(idx)]
+        nxt = np.zeros_like(_plane(own, axis, 0))
+    else:
+        idx = [slice(0, sx), slice(0, sy), slice(z0, z1)]
+        idx[axis] = slice(stop, stop + 1)
+        nxt = seg[tuple(idx)]
+    parts = [own, nxt]
+    if low_edge and start == 0:
+        parts.insert(0, np.zeros_like(nxt))
+    ext = np.concatenate(parts, axis=axis)
+    lo = [slice(None)] * 3
+    hi = [slice(None)] * 3
+    lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+    return ext[tuple(lo)], ext[tuple(hi)]
 
 
-def dense_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (x, y, z) as small ids in Fortran order: 0 for background, then 1, 2, ... in
-    order of first appearance along x, y, z, so objects near in space get ids near in memory
-    (see Accumulator._window); and original[id] = label. The unique/inverse (fastremap, C++)
-    runs over runs of equal labels along x, not voxels: far fewer for real objects."""
-    import fastremap
-
-    flat = labels.ravel(order="F")
-    if flat.size == 0:
-        return np.zeros(labels.shape, dtype=np.uint8, order="F"), np.zeros(1, dtype=np.uint64)
-    change = np.empty(flat.size, dtype=bool)
-    change[0] = True
-    np.not_equal(flat[1:], flat[:-1], out=change[1:])
-    starts = np.flatnonzero(change)
-    del change
-    uniq, first, inverse = fastremap.unique(flat[starts], return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    if uniq[0] == 0:
-        order = order[order != 0]
-    rank = np.zeros(len(uniq), dtype=np.min_scalar_type(len(order) + 1))
-    rank[order] = np.arange(1, len(order) + 1, dtype=rank.dtype)
-    lengths = np.diff(np.append(starts, flat.size))
-    ids = np.repeat(rank[inverse], lengths).reshape(labels.shape, order="F")
-    return ids, np.concatenate([np.zeros(1, dtype=np.uint64), uniq[order].astype(np.uint64)])
+def _plane(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
+    idx = [slice(None)] * 3
+    idx[axis] = slice(index, index + 1)
+    return arr[tuple(idx)]
 
 
 def _rows(acc: Accumulator, original: np.ndarray, origin: Sequence[int]) -> Table:
@@ -230,19 +175,19 @@ def _rows(acc: Accumulator, original: np.ndarray, origin: Sequence[int]) -> Tabl
     keep = np.flatnonzero((acc.n > 0) | (faces > 0))
     del faces
     keep = keep[keep != 0]
-    n = acc.n[keep].astype(np.int64)
+    n = acc.n[keep]
     safe = np.maximum(n, 1).astype(np.float64)
     cols: Table = {"label": original[keep].astype(np.uint64), "n": n}
-    mean = {a: acc.s[a][keep] for a in AXES}
+    mean = {a: acc.s[a][keep].astype(np.float64) for a in AXES}
     for pair in PAIRS:
         a, b = pair
-        cols[f"c{pair}"] = acc.ss.pop(pair)[keep] - mean[a] * mean[b] / safe
+        cols[f"c{pair}"] = acc.ss.pop(pair)[keep].astype(np.float64) - mean[a] * mean[b] / safe
     del mean
     for axis, o in zip(AXES, origin):
-        cols[f"s{axis}"] = acc.s.pop(axis)[keep].astype(np.int64) + n * int(o)
+        cols[f"s{axis}"] = acc.s.pop(axis)[keep] + n * int(o)
         cols[f"min_{axis}"] = np.where(n > 0, acc.lo.pop(axis)[keep] + int(o), INT_MAX)
         cols[f"max_{axis}"] = np.where(n > 0, acc.hi.pop(axis)[keep] + int(o), INT_MIN)
-        cols[f"faces_{axis}"] = acc.faces.pop(axis)[keep].astype(np.int64)
+        cols[f"faces_{axis}"] = acc.faces.pop(axis)[keep]
     if acc.image:
         i_sum = acc.i_sum[keep]
         cols["i_sum"] = i_sum

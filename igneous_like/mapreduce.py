@@ -114,8 +114,14 @@ def write_partials(layout: Layout, box: Box | str, table: Table, key: str = KEY)
     parts = partition_of(table[key], layout.partitions)
     counts = np.bincount(parts, minlength=layout.partitions)
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    order = np.lexsort((table[key], parts))  # by partition, then by key: deterministic files
-    if not (order[1:] > order[:-1]).all():
+    keys = table[key]
+    if not (keys[1:] > keys[:-1]).all():
+        order = np.lexsort((keys, parts))  # by partition, then by key: deterministic files
+    elif layout.partitions > 1:
+        order = np.argsort(parts, kind="stable")  # keys already sorted: a stable split suffices
+    else:
+        order = None
+    if order is not None and not (order[1:] > order[:-1]).all():
         table = {name: col[order] for name, col in table.items()}
     segments = []
     for p in range(layout.partitions):

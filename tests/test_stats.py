@@ -349,17 +349,13 @@ def test_label_stats_in_process_any_task_shape(pristine_stats, task):
     full = Box((0, 0, 0), seg.shape)
     off = np.asarray(OFFSET)
     rows = []
-    for i, box in enumerate(grid_boxes(full, task, (0, 0, 0))):
+    for box in grid_boxes(full, task, (0, 0, 0)):
         hi = [min(b + 1, s) for b, s in zip(box.stop, seg.shape)]
         block = seg[box.start[0]:hi[0], box.start[1]:hi[1], box.start[2]:hi[2]]
-        if i % 2:  # ids in label order, as any caller may number them
-            labels, inverse = np.unique(block, return_inverse=True)
-            if labels[0] != 0:
-                labels, inverse = np.concatenate([[0], labels]).astype(np.uint64), inverse + 1
-            ids = np.asfortranarray(inverse.reshape(block.shape))
-        else:  # ids in order of appearance, as the map task numbers them
-            ids, labels = label_stats.dense_ids(block)
-            assert (labels[ids] == block).all() and labels[0] == 0
+        labels, inverse = np.unique(block, return_inverse=True)
+        if labels[0] != 0:
+            labels, inverse = np.concatenate([[0], labels]).astype(np.uint64), inverse + 1
+        ids = np.asfortranarray(inverse.reshape(block.shape))
         edges = [tuple(a == b for a, b in zip(box.start, full.start)), tuple(a == b for a, b in zip(box.stop, full.stop))]
         rows.append(label_stats.block_stats(ids, labels, box.shape, tuple(np.asarray(box.start) + off), *edges,
                                             image=img[box.slices()]))

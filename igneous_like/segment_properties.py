@@ -30,8 +30,8 @@ def select(table: Table, top: int | None, min_voxels: int | None) -> np.ndarray:
         rows = rows[table["voxel_count"][rows] >= min_voxels]
     if top is not None and len(rows) > top:
         order = np.lexsort((table["label"][rows], -table["voxel_count"][rows].astype(np.float64)))
-        rows = rows[order[:top]]
-    return np.sort(rows)
+        rows = np.sort(rows[order[:top]])
+    return rows
 
 
 def number_type(values: np.ndarray) -> str:

@@ -3,13 +3,16 @@ connected-component equivalences and annotation counts.
 
 A job has a storage root and a fixed number of partitions P. Each **map** task turns its box
 into a table (columns of equal length, keyed by a uint64 column), splits the rows by
-`partition_of(key, P)` and writes one Arrow IPC file per (box, partition) -- empty ones too,
-so a re-run overwrites every name it ever wrote -- then a small `done/` marker. Each
-**reduce** task owns one partition: it reads that partition's file of every box of the grid
-(names come from the grid, never from a listing, so stale files are never read) and folds
-them with the operation's `merge`, a few hundred files at a time, so it holds one partition's
-keys, never the whole key space. `missing_maps` lists what map output is absent before a
-reduce is planned. Operations supply only their map table and their merge function.
+`partition_of(key, P)` and writes ONE file for its box, `maps/BOX.arrow`: an index of P+1
+little-endian uint64 byte offsets, then one segment per partition (empty ones too), each a
+self-contained Arrow IPC file -- then a small `done/` marker. One file per task, not one per
+(task, partition): a petascale grid of a million tasks with thousands of partitions would
+otherwise make billions of objects. Each **reduce** task owns one partition: for every box
+of the grid (names come from the grid, never from a listing, so stale files are never read)
+it reads two 8-byte offsets of the index and then only its segment, by byte range, and folds
+the segments with the operation's `merge`, a few hundred at a time, so it holds one
+partition's keys, never the whole key space. `missing_maps` lists what map output is absent
+before a reduce is planned. Operations supply only their map table and their merge function.
 
     layout = Layout("s3://b/layer/stats/_partials", partitions=8)
     write_partials(layout, box, table)                      # in a map task
@@ -75,8 +78,9 @@ class Layout:
     root: str
     partitions: int
 
-    def partial_path(self, box: Box | str, partition: int) -> str:
-        return f"p{partition:05d}/{box_name(box)}.arrow"
+    def map_path(self, box: Box | str) -> str:
+        """The one file of a map task: partition index, then a segment per partition."""
+        return f"maps/{box_name(box)}.arrow"
 
     def done_path(self, box: Box | str) -> str:
         return f"done/{box_name(box)}.json"
@@ -103,44 +107,63 @@ def decode_table(data: bytes) -> Table:
 
 
 def write_partials(layout: Layout, box: Box | str, table: Table, key: str = KEY) -> None:
-    """A map task's output: its rows split by partition, one file per partition (empty ones
-    included), then the done marker (written last: its presence means the task finished)."""
+    """A map task's output: its rows split by partition into one file (index, then a segment
+    per partition, empty ones included), then the done marker (written last: its presence
+    means the task finished)."""
     from cloudfiles import CloudFiles
-
-    from igneous_like.storage import put_many
 
     parts = partition_of(table[key], layout.partitions)
     counts = np.bincount(parts, minlength=layout.partitions)
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    order = np.lexsort((table[key], parts))  # by partition, then by key: deterministic files
-    if not (order[1:] > order[:-1]).all():
+    keys = table[key]
+    if not (keys[1:] > keys[:-1]).all():
+        order = np.lexsort((keys, parts))  # by partition, then by key: deterministic files
+    elif layout.partitions > 1:
+        order = np.argsort(parts, kind="stable")  # keys already sorted: a stable split suffices
+    else:
+        order = None
+    if order is not None and not (order[1:] > order[:-1]).all():
         table = {name: col[order] for name, col in table.items()}
-    files = []
+    segments = []
     for p in range(layout.partitions):
         rows = slice(int(bounds[p]), int(bounds[p + 1]))
-        files.append((layout.partial_path(box, p), encode_table({n: c[rows] for n, c in table.items()})))
+        segments.append(encode_table({n: c[rows] for n, c in table.items()}))
+    offsets = np.cumsum([8 * (layout.partitions + 1), *(len(s) for s in segments)], dtype=np.uint64)
     cf = CloudFiles(layout.root)
-    put_many(cf, files, compress=None)
+    cf.put(layout.map_path(box), b"".join([offsets.astype("<u8").tobytes(), *segments]), compress=None)
     done = {"box": box if isinstance(box, str) else box.to_list(), "rows": [int(c) for c in counts]}
     cf.put(layout.done_path(box), json.dumps(done, sort_keys=True).encode(), compress=None)
 
 
 def read_partials(layout: Layout, boxes: Iterable[Box | str], partition: int, batch: int = READ_BATCH) -> Iterator[list[Table]]:
-    """One partition's partial tables, `batch` files at a time; a missing file is an error."""
+    """One partition's partial tables, `batch` boxes at a time, each read by byte range (its
+    two index entries, then its segment); a missing map file is an error."""
     from cloudfiles import CloudFiles
 
     from igneous_like.errors import TaskError
-    from igneous_like.storage import get_many
 
     cf = CloudFiles(layout.root)
     names: list[str] = []
     for box in boxes:
-        names.append(layout.partial_path(box, partition))
+        names.append(layout.map_path(box))
         if len(names) == batch:
-            yield _decode_all(get_many(cf, names), layout, TaskError)
+            yield _read_segments(cf, layout, names, partition, TaskError)
             names = []
     if names:
-        yield _decode_all(get_many(cf, names), layout, TaskError)
+        yield _read_segments(cf, layout, names, partition, TaskError)
+
+
+def _read_segments(cf, layout: Layout, names: list[str], partition: int, error: type) -> list[Table]:
+    from igneous_like.storage import get_many
+
+    at = 8 * partition
+    index = get_many(cf, [{"path": n, "start": at, "end": at + 16} for n in names])
+    missing = [g["path"] for g in index if not g["content"]]
+    if missing:
+        raise error(f"map output missing in {layout.root}: {missing[0]} (and {len(missing) - 1} more); re-run the map tasks")
+    spans = [np.frombuffer(g["content"], dtype="<u8") for g in index]
+    got = get_many(cf, [{"path": n, "start": int(a), "end": int(b)} for n, (a, b) in zip(names, spans)])
+    return _decode_all(got, layout, error)
 
 
 def _decode_all(got: list[dict], layout: Layout, error: type) -> list[Table]:

@@ -1,11 +1,15 @@
 """A headless Chromium driven over the DevTools protocol (websocket-client): open a page, record
-console messages, exceptions and HTTP answers, evaluate JS, take a screenshot."""
+console messages, exceptions and HTTP answers, evaluate JS, take a screenshot. Also
+`igneous-like view` as a subprocess and a wait for Neuroglancer's layers to load, shared by
+the browser tests (test_view.py, test_stats.py)."""
 from __future__ import annotations
 
 import base64
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -119,3 +123,44 @@ class Browser:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
         return path
+
+
+class View:
+    """`igneous-like view ...` as a subprocess: its URL, its messages, and a clean stop."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        import os
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "igneous_like", "view", "--no-browser", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            self.proc.kill()
+            raise AssertionError(f"no URL from view: {self.url!r} {self.proc.stderr.read()}")
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C: the exit code and everything it wrote to stderr."""
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=20)
+        return self.proc.returncode, err
+
+
+LAYER_STATES = """JSON.stringify(viewer.layerManager.managedLayers.map(m => ({
+  name: m.name, type: m.layer && m.layer.type,
+  sources: m.layer ? m.layer.dataSources.map(d => {
+    const s = d.loadState;
+    if (s === undefined) return 'loading';
+    if (s.error !== undefined) return 'error: ' + s.error.message;
+    return 'ok: ' + s.subsources.map(x => x.subsourceEntry.id).join(',');
+  }) : []})))"""
+
+
+def wait_loaded(browser: Browser, names: int, timeout: float = 30) -> list[dict]:
+    deadline = time.time() + timeout
+    while True:
+        browser.pump(1)
+        states = json.loads(browser.evaluate(LAYER_STATES) or "[]")
+        done = len(states) == names and all(s["sources"] and "loading" not in s["sources"] for s in states)
+        if done or time.time() > deadline:
+            return states

@@ -63,10 +63,15 @@ def test_map_then_reduce_equals_whole_count(tmp_path, volume):
     assert mapreduce.missing_maps(layout, boxes) == [boxes[-1]]
     mapreduce.write_partials(layout, boxes[-1], toy_map(boxes[-1], volume))
     assert mapreduce.missing_maps(layout, boxes) == []
-    # every (box, partition) file exists, empty partitions too: a re-run overwrites all names
+    # one file per map task, not per (task, partition): its index, then a segment per partition
     files = sorted(p.relative_to(tmp_path / "job").as_posix() for p in (tmp_path / "job").rglob("*.arrow"))
-    assert len(files) == len(boxes) * 3
-    assert f"p00002/{mapreduce.box_name(boxes[0])}.arrow" in files
+    assert files == sorted(f"maps/{mapreduce.box_name(b)}.arrow" for b in boxes)
+    data = (tmp_path / "job" / files[0]).read_bytes()
+    offsets = np.frombuffer(data[:32], dtype="<u8")
+    assert offsets[0] == 32 and offsets[-1] == len(data) and (np.diff(offsets) > 0).all()  # empty ones too
+    for p in range(3):  # each segment is an Arrow IPC file on its own
+        seg = mapreduce.decode_table(data[int(offsets[p]):int(offsets[p + 1])])
+        assert (mapreduce.partition_of(seg["label"], 3) == p).all()
     merged = {}
     for p in range(3):
         out = mapreduce.reduce_partition(layout, boxes, p, count_merge, batch=4)  # several folds
@@ -114,7 +119,7 @@ def test_named_sources_and_another_key(tmp_path):
     layout = mapreduce.Layout(f"file://{tmp_path}/job", partitions=4)
     rows = {"label": np.arange(20, dtype=np.uint64), "block": np.arange(20, dtype=np.uint64) // 5}
     mapreduce.write_partials(layout, "p00001", rows, key="block")
-    assert (tmp_path / "job" / "p00003" / "p00001.arrow").exists()
+    assert (tmp_path / "job" / "maps" / "p00001.arrow").exists()
     assert mapreduce.missing_maps(layout, ["p00001", "p00002"]) == ["p00002"]
     seen = []
     for p in range(4):

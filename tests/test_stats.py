@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import run_cli, tree_digest
+from browser import Browser, View, chromium_path, wait_loaded
+from conftest import free_port, run_cli, tree_digest
 
 RES = (4, 6, 40)
 OFFSET = (10, 20, 5)
@@ -364,3 +366,97 @@ def test_label_stats_in_process_any_task_shape(pristine_stats, task):
     merged = label_stats.merge(mapreduce.concat([merged, *rows[half:]]))
     table = label_stats.columns(merged, RES, tuple(off), tuple(off + np.asarray(seg.shape)))
     check_against_reference(table, reference(seg, img), with_image=True)
+
+
+
+
+def test_closed_form_eigenvalues_match_lapack():
+    """The vectorized 3x3 eigenvalues behind axis_major/minor_nm against numpy's eigvalsh:
+    general, repeated, diagonal, one-plane (flat), rank-one and rank-two oblique matrices."""
+    from igneous_like.label_stats import symmetric_eig_extremes
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 3, 3))
+    m = x @ x.transpose(0, 2, 1) * rng.uniform(1, 1e6, (3000, 1, 1))
+    m[:100] = np.eye(3) * 5
+    m[100:200] = np.diag([3.0, 3.0, 1.0])
+    m[200:300] = 0
+    m[300:400, 2, :] = m[300:400, :, 2] = 0  # one z plane
+    v, w = rng.normal(size=(2, 100, 3))
+    m[400:500] = np.einsum("ni,nj->nij", v, v)
+    m[500:600] = np.einsum("ni,nj->nij", v, v) + np.einsum("ni,nj->nij", w, w)
+    hi, lo = symmetric_eig_extremes(m[:, 0, 0], m[:, 1, 1], m[:, 2, 2], m[:, 0, 1], m[:, 0, 2], m[:, 1, 2])
+    ref = np.linalg.eigvalsh(m)
+    axis = lambda e: 4 * np.sqrt(np.maximum(e, 0))  # noqa: E731  (as the table reports them)
+    for mine, theirs in ((hi, ref[:, -1]), (lo, ref[:, 0])):
+        assert np.allclose(axis(mine), axis(theirs), rtol=1e-9, atol=1e-6)
+    assert (lo[200:400] == 0).all()  # exact zeros stay exact
+
+SEGMENT_LIST = """JSON.stringify((() => {
+  const tab = document.querySelector('.neuroglancer-segment-display-tab');
+  if (tab === null) return null;
+  const shown = e => e.offsetParent !== null;
+  const texts = sel => [...tab.querySelectorAll(sel)].filter(shown).map(e => e.textContent.trim());
+  const rows = [...tab.querySelectorAll('.neuroglancer-segment-list-entry')].filter(e => shown(e) && e.dataset.id)
+    .map(e => [e.dataset.id, ...[...e.querySelectorAll('.neuroglancer-segment-list-entry-extra-property')]
+      .map(c => c.textContent)]);
+  return {status: texts('.neuroglancer-segment-list-status-message'), rows,
+          header: texts('.neuroglancer-segment-list-header-label'), errors: texts('.neuroglancer-segment-query-errors li')};
+})())"""
+
+
+def segment_list(browser: Browser, query: str, timeout: float = 20) -> dict:
+    """Layer `seg`'s Seg. tab with `query` in its search box, as the page shows it once the
+    query has run: status message, column headers, and [id, extra column values...] per row."""
+    state = json.loads(browser.evaluate("JSON.stringify(viewer.state.toJSON())"))
+    for layer in state["layers"]:
+        if layer["name"] == "seg":
+            layer.update(tab="segments", segmentQuery=query)
+    state["selectedLayer"] = {"layer": "seg", "visible": True}
+    browser.evaluate(f"viewer.state.restoreState({json.dumps(state)})")
+    deadline = time.time() + timeout
+    while True:
+        browser.pump(0.5)
+        got = json.loads(browser.evaluate(SEGMENT_LIST) or "null")
+        if (got and got["rows"] and any("total ids" in s for s in got["status"])) or time.time() > deadline:
+            return got
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="no chromium (scripts/test.sh installs it as root)")
+def test_segment_properties_in_neuroglancer(vol):
+    """The real client reads the properties `image stats` wrote: it lists every segment with
+    its numbers, sorts by one property and filters by another and by the touches_border tag."""
+    root, _, _ = vol
+    run_cli("image", "stats", f"file://{root}/seg", "--shape", ODD_TASK, "--partitions", "2")
+    table = read_dataset(root / "seg" / "stats")
+    labels = [int(v) for v in table["label"]]
+    count = dict(zip(labels, (int(v) for v in table["voxel_count"])))
+    area = dict(zip(labels, (float(np.float32(v)) for v in table["surface_area_nm2"])))
+    border = {k for k, b in zip(labels, table["touches_border"]) if b}
+    assert 0 < len(border) < len(labels) and max(labels) > 2**63
+    view = View(str(root / "seg"), "--port", str(free_port()))
+    try:
+        with Browser(free_port()) as browser:
+            browser.goto(view.url)
+            states = wait_loaded(browser, 1)
+            assert states[0]["sources"][0].startswith("ok") and "properties" in states[0]["sources"][0], states
+            by_size = segment_list(browser, ">voxel_count |surface_area_nm2")
+            big = sorted(count, key=lambda k: count[k])[len(count) // 2]
+            filtered = segment_list(browser, f"voxel_count>={count[big]} <surface_area_nm2")
+            tagged = segment_list(browser, "#touches_border")
+            assert not browser.exceptions, browser.exceptions
+    finally:
+        code, _ = view.interrupt()
+    assert code == 0
+    # every segment, largest first, each with its voxel count and surface area from the table
+    assert by_size["status"] == [f"{len(labels)} total ids"] and not by_size["errors"], by_size
+    assert [h.rstrip("▲▼") for h in by_size["header"]][-2:] == ["voxel_count", "surface_area_nm2"], by_size["header"]
+    assert [int(r[0]) for r in by_size["rows"]] == sorted(labels, key=lambda k: (-count[k], k))
+    assert all(int(n) == count[int(i)] and float(a) == area[int(i)] for i, n, a in by_size["rows"]), by_size["rows"]
+    # a numeric filter, sorted by another column
+    kept = [k for k in labels if count[k] >= count[big]]
+    assert filtered["status"] == [f"{len(kept)} match /{len(labels)} total ids"], filtered
+    assert [int(r[0]) for r in filtered["rows"]] == sorted(kept, key=lambda k: (area[k], k))
+    # the tag
+    assert tagged["status"] == [f"{len(border)} match /{len(labels)} total ids"], tagged
+    assert {int(r[0]) for r in tagged["rows"]} == border

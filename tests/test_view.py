@@ -6,10 +6,7 @@ import gzip
 import io
 import json
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser import Browser, chromium_path
+from browser import Browser, View, chromium_path, wait_loaded
 from conftest import free_port, run_cli, upload_layer
 from igneous_like import sample
 
@@ -63,27 +60,6 @@ def write_points(path: Path, points: list[list[float]]) -> None:
     for point in points:
         writer.add_point(point)
     writer.write(str(path))
-
-
-class View:
-    """`igneous-like view ...` as a subprocess: its URL, its messages, and a clean stop."""
-
-    def __init__(self, *args: str, env: dict | None = None):
-        import os
-
-        self.proc = subprocess.Popen([sys.executable, "-m", "igneous_like", "view", "--no-browser", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http"):
-            self.proc.kill()
-            raise AssertionError(f"no URL from view: {self.url!r} {self.proc.stderr.read()}")
-
-    def interrupt(self) -> tuple[int, str]:
-        """Ctrl-C: the exit code and everything it wrote to stderr."""
-        self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=20)
-        return self.proc.returncode, err
 
 
 def get(url: str, headers: dict | None = None, method: str = "GET"):
@@ -161,26 +137,6 @@ def test_view_rejects_bad_options(viewed):
     for args, message in ((["--port", "0"], "not a TCP port"), (["--segments", "a,b"], "comma-separated")):
         proc = run_cli("view", "--no-browser", str(root / "seg"), *args, check=False, timeout=60)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
-
-
-LAYER_STATES = """JSON.stringify(viewer.layerManager.managedLayers.map(m => ({
-  name: m.name, type: m.layer && m.layer.type,
-  sources: m.layer ? m.layer.dataSources.map(d => {
-    const s = d.loadState;
-    if (s === undefined) return 'loading';
-    if (s.error !== undefined) return 'error: ' + s.error.message;
-    return 'ok: ' + s.subsources.map(x => x.subsourceEntry.id).join(',');
-  }) : []})))"""
-
-
-def wait_loaded(browser: Browser, names: int, timeout: float = 30) -> list[dict]:
-    deadline = time.time() + timeout
-    while True:
-        browser.pump(1)
-        states = json.loads(browser.evaluate(LAYER_STATES) or "[]")
-        done = len(states) == names and all(s["sources"] and "loading" not in s["sources"] for s in states)
-        if done or time.time() > deadline:
-            return states
 
 
 def coloured_pixels(png: bytes, box: tuple[float, float, float, float]) -> int:

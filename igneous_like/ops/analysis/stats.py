@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 from taskqueue import queueable
 
-from igneous_like import label_stats, layers, mapreduce, segment_properties, tables
+from igneous_like import allocator, label_stats, layers, mapreduce, segment_properties, tables
 from igneous_like.errors import TaskError, UserError
 from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
@@ -237,6 +237,7 @@ def _read_block(job: StatsJob, region: Box):
 @queueable
 def stats_map_task(job: dict, box: list[int]) -> None:
     """Sufficient statistics of one box, written as one partial per partition."""
+    allocator.keep_freed_memory()  # large temporaries reuse mapped pages (see allocator.py)
     spec = StatsJob(**job)
     region = Box.from_list(box)
     ids, labels, low, high, img = _read_block(spec, region)
@@ -251,6 +252,7 @@ def stats_reduce_task(job: dict, partition: int) -> None:
     also writes the segment properties."""
     from cloudfiles import CloudFiles
 
+    allocator.keep_freed_memory()
     spec = StatsJob(**job)
     merged = mapreduce.reduce_partition(spec.partials, spec.boxes(), partition, label_stats.merge)
     info = layers.read_info(spec.layer)

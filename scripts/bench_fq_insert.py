@@ -1,0 +1,90 @@
+"""Planner inserts into a FileQueue: `image xfer --queue fq://...` of igneous-like against
+Igneous's own `igneous image xfer --queue`, side by side in one run on the same layer.
+
+    .venv/bin/python scripts/bench_fq_insert.py                   # 20,000 tasks
+    .venv/bin/python scripts/bench_fq_insert.py --tasks 10000     # below the parallel-insert size
+
+The layer is "virtual": an info file and no chunks (planning reads none); both tools get
+`--shape 256,256,64 --skip-downsample --encoding png` (png, so not a byte-for-byte copy, whose
+task shape is fixed), so both plan --tasks tasks (rounded up to a rectangle). Each planner
+runs in its own process; CPU seconds are user + system of it and its children (the figure to
+compare on a shared machine). Checks that every task file in queue/ is whole JSON and that the
+counts agree, then prints the CPU ratio ours/Igneous. Queues are deleted after.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = [str(ROOT / ".venv" / "bin" / "python"), "-m", "igneous_like"]
+IGNEOUS = [str(ROOT / ".venv-reference" / "bin" / "igneous")]
+TASK_XY, TASK_Z = 256, 64
+
+
+def virtual_layer(path: Path, cols: int, rows: int) -> None:
+    """An image layer with an info and no chunks: cols x rows tasks of TASK_XY x TASK_XY x TASK_Z."""
+    path.mkdir(parents=True)
+    info = {"type": "image", "data_type": "uint8", "num_channels": 1, "scales": [{
+        "key": "8_8_40", "resolution": [8, 8, 40], "voxel_offset": [0, 0, 0],
+        "size": [TASK_XY * cols, TASK_XY * rows, TASK_Z], "chunk_sizes": [[128, 128, TASK_Z]], "encoding": "raw"}]}
+    (path / "info").write_text(json.dumps(info))
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of a command and its children."""
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{err[-2000:]}")
+    return usage.ru_utime + usage.ru_stime, time.time() - t0
+
+
+def whole_tasks(qdir: Path) -> int:
+    """How many task files the queue holds, failing on any that is not whole JSON."""
+    n = 0
+    for path in (qdir / "queue").iterdir():
+        json.loads(path.read_text())
+        n += 1
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=int, default=20000)
+    args = ap.parse_args()
+    if not Path(IGNEOUS[0]).exists():
+        raise SystemExit(f"no Igneous reference at {IGNEOUS[0]}")
+    cols = math.isqrt(args.tasks)
+    rows = -(-args.tasks // cols)
+    work = Path(tempfile.mkdtemp(prefix="bench-fq-insert-"))
+    try:
+        results = {}
+        for name, cli in (("igneous-like", OURS), ("Igneous", IGNEOUS)):
+            layer, q = work / f"{name}-layer", work / f"{name}-q"
+            virtual_layer(layer, cols, rows)
+            cpu, wall = run([*cli, "image", "xfer", f"file://{layer}", f"file://{work}/{name}-dest",
+                             "--shape", f"{TASK_XY},{TASK_XY},{TASK_Z}", "--skip-downsample", "--encoding", "png", "--queue", f"fq://{q}"])
+            results[name] = (cpu, wall, whole_tasks(q))
+        counts = {r[2] for r in results.values()}
+        assert len(counts) == 1, f"the tools planned different task counts: {results}"
+        print(f"image xfer --queue fq://: {counts.pop()} tasks inserted, {os.cpu_count()} cores")
+        for name, (cpu, wall, _) in results.items():
+            print(f"  {name:13s} CPU {cpu:6.2f} s   wall {wall:6.2f} s")
+        print(f"  CPU ratio igneous-like/Igneous: {results['igneous-like'][0] / results['Igneous'][0]:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

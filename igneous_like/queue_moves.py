@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from igneous_like import fq_atomic, queues
+from igneous_like import queues
 from igneous_like.errors import UserError
 from igneous_like.progress import Progress
 
@@ -31,8 +31,7 @@ def open_pair(src: str, dest: str):
     if src_url == dest_url:
         raise UserError(f"SRC and DEST are the same queue: {src_url}")
     src_q = queues.open_queue(src_url, create=False)  # first: a missing SRC creates no DEST
-    dest_q = queues.open_queue(dest_url, create=True)
-    fq_atomic.make_atomic(dest_q)  # a killed move must not leave DEST a half-written task
+    dest_q = queues.open_queue(dest_url, create=True)  # a FileQueue's inserts are atomic (fq_atomic)
     return src_q, dest_q
 
 

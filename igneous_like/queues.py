@@ -58,12 +58,15 @@ def open_queue(url: str, create: bool = True):
         raise UserError(f"no queue at {url}: the directory has no FileQueue (was anything inserted?)")
     from taskqueue import TaskQueue
 
+    from igneous_like import fq_atomic
+
     try:
         tq = TaskQueue(url, progress=False)
     except Exception as exc:
         raise UserError(f"cannot open queue {url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     if url.startswith("fq://"):
         _ensure_counter(os.path.join(url[len("fq://") :], "insertions"))
+        fq_atomic.make_atomic(tq)  # every insert writes a task file whole, then renames it in
     return tq
 
 
@@ -204,10 +207,9 @@ def insert_tasks(queue_url: str, tasks: Iterable, total: int | None) -> int:
 
 
 def _insert_block(queue_url: str, payloads: list) -> int:
-    from taskqueue import TaskQueue
     from taskqueue.queueablefns import FunctionTask
 
-    tq = TaskQueue(queue_url, progress=False)
+    tq = open_queue(queue_url, create=True)
     return tq.insert([FunctionTask(*p) for p in payloads], skip_insert_counter=True)
 
 

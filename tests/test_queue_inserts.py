@@ -1,0 +1,106 @@
+"""Planner inserts into a FileQueue cannot leave a partial task file: a planner SIGKILLed while a
+task body is half on disk leaves queue/ holding only whole tasks, which python-task-queue itself
+leases."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+# Runs the CLI with every write under QDIR watched: the 30th task body a process writes goes half
+# to disk, then the writer stops (as a slow disk or a SIGKILL would catch it) and says so in a
+# marker file. At module level, so spawned insert processes (they import this as __mp_main__)
+# are watched too.
+STALLING_CLI = """
+import builtins, itertools, os, sys, time
+QDIR, MARK = os.environ["STALL_QDIR"], os.environ["STALL_MARK"]
+real_open, bodies = builtins.open, itertools.count(1)
+
+class Stalling:
+    def __init__(self, f):
+        self.f = f
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+    def write(self, data):
+        if isinstance(data, str) and data.startswith("{") and next(bodies) == 30:
+            self.f.write(data[: len(data) // 2])
+            self.f.flush()
+            real_open(MARK, "w").close()
+            time.sleep(600)
+        return self.f.write(data)
+
+def watching_open(path, mode="r", *args, **kwargs):
+    f = real_open(path, mode, *args, **kwargs)
+    return Stalling(f) if str(path).startswith(QDIR) and set(mode) & set("wax") else f
+
+builtins.open = watching_open
+
+if __name__ == "__main__":
+    from igneous_like.cli import main
+    sys.argv = ["igneous-like", *sys.argv[1:]]
+    main()
+"""
+
+
+def virtual_layer(path, cols: int, rows: int) -> None:
+    """An image layer with an info and no chunks (planning reads none): cols x rows tasks of
+    256x256x64 for `image xfer --shape 256,256,64`."""
+    path.mkdir()
+    info = {"type": "image", "data_type": "uint8", "num_channels": 1, "scales": [{
+        "key": "8_8_40", "resolution": [8, 8, 40], "voxel_offset": [0, 0, 0], "size": [256 * cols, 256 * rows, 64],
+        "chunk_sizes": [[128, 128, 64]], "encoding": "raw"}]}
+    (path / "info").write_text(json.dumps(info))
+
+
+def is_json(path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except ValueError:
+        return False
+
+
+@pytest.mark.parametrize("cols,rows", [(10, 20), (160, 128)], ids=["serial", "parallel"])
+def test_a_planner_killed_mid_insert_leaves_no_partial_task(tmp_path, cols, rows):
+    from taskqueue import QueueEmptyError, TaskQueue
+
+    from igneous_like.queues import PARALLEL_INSERT_MIN
+
+    if cols * rows >= PARALLEL_INSERT_MIN and (os.cpu_count() or 1) < 2:
+        pytest.skip("the parallel insert needs two cores")
+    layer, q, mark, script = tmp_path / "layer", tmp_path / "q", tmp_path / "stalled", tmp_path / "stall.py"
+    virtual_layer(layer, cols, rows)
+    script.write_text(STALLING_CLI)
+    env = {**os.environ, "STALL_QDIR": str(q), "STALL_MARK": str(mark)}
+    proc = subprocess.Popen([sys.executable, str(script), "image", "xfer", f"file://{layer}", f"file://{tmp_path}/dest",
+                             "--shape", "256,256,64", "--skip-downsample", "--encoding", "png", "--queue", f"fq://{q}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not mark.exists():
+            assert time.time() < deadline and proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the planner and its insert processes: no cleanup at all
+        proc.wait()
+    time.sleep(0.2)  # spawned processes die a moment after the group is signalled
+    halves = [p for p in q.rglob("*") if p.is_file() and p.read_text().startswith("{") and not is_json(p)]
+    assert halves, "the stall did not happen: nothing was tested"
+    files = list((q / "queue").iterdir())
+    assert files, "nothing reached the queue before the kill: nothing was tested"
+    assert all(is_json(p) for p in files), [p.name for p in files if not is_json(p)]
+    leased = TaskQueue(f"fq://{q}", progress=False).lease(seconds=60, num_tasks=len(files) + 10)  # the library itself
+    leased = leased if isinstance(leased, list) else [leased]
+    assert len(leased) == len(files)
+    assert {t.key for t in leased} == {("igneous_like.ops.image.transfer", "transfer_task")}
+    with pytest.raises(QueueEmptyError):
+        TaskQueue(f"fq://{q}", progress=False).lease(seconds=60, num_tasks=1)

@@ -41,12 +41,17 @@ def leased_batches(tq, lease_sec: int) -> Iterator[list]:
 
     sqs = tq.path.protocol == "sqs"
     batch = SQS_BATCH if sqs else FQ_BATCH
+    records = queues.failures_url(tq)
     while True:
         try:  # SQS: a short long-poll, since a zero-wait receive may miss messages that exist
             got = tq.lease(seconds=lease_sec, num_tasks=batch, wait_sec=2 if sqs else 0)
         except QueueEmptyError:
+            got = []
+        met = queues.report_unreadable(tq, records)  # set aside in SRC, as a worker would
+        if got:
+            yield got if isinstance(got, list) else [got]
+        elif not met:  # empty, and not because every file leased was unreadable
             return
-        yield got if isinstance(got, list) else [got]
 
 
 def move_tasks(src: str, dest: str, lease_sec: int = 600) -> MoveResult:
@@ -73,6 +78,7 @@ def copy_tasks(src: str, dest: str, lease_sec: int = 600) -> MoveResult:
                 dest_q.insert(batch)
                 copied += len(batch)
                 progress.update(len(batch))
+            queues.report_unreadable(src_q, None)  # skipped; SRC's workers will set them aside
             return MoveResult(copied, 0)
         held = []
         try:  # every message stays leased until all are copied, so none is read twice

@@ -58,7 +58,7 @@ def open_queue(url: str, create: bool = True):
         raise UserError(f"no queue at {url}: the directory has no FileQueue (was anything inserted?)")
     from taskqueue import TaskQueue
 
-    from igneous_like import fq_atomic
+    from igneous_like import fq_checked
 
     try:
         tq = TaskQueue(url, progress=False)
@@ -66,7 +66,7 @@ def open_queue(url: str, create: bool = True):
         raise UserError(f"cannot open queue {url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     if url.startswith("fq://"):
         _ensure_counter(os.path.join(url[len("fq://") :], "insertions"))
-        fq_atomic.make_atomic(tq)  # every insert writes a task file whole, then renames it in
+        fq_checked.make_checked(tq)  # inserts write whole files; leases set unreadable ones aside
     return tq
 
 
@@ -132,6 +132,34 @@ def record_failure(tq, task, exc: BaseException, url: str | None) -> int:
     }
     cf.put_json(f"{key}.json", record)
     return record["attempts"]
+
+
+def record_unreadable(found, url: str | None) -> None:
+    """Keep a failure record of a task file set aside as unreadable (fq_checked.Unreadable): it
+    has no task to re-queue, so it is recorded as given up, with the file it now is."""
+    if url is None:
+        return
+    from cloudfiles import CloudFiles
+
+    CloudFiles(url).put_json(f"{found.ident}.json", {
+        "id": found.ident, "task": None, "file": found.moved_to, "error": f"unreadable task file: {found.error}",
+        "traceback": "", "attempts": 1, "gave_up": True, "time": time.time(),
+    })
+
+
+def report_unreadable(tq, url: str | None) -> list:
+    """Report, one line each, the task files the queue's last leases could not read, and record
+    those set aside; returns them (fq_checked.Unreadable)."""
+    from igneous_like import fq_checked
+
+    found = fq_checked.take_found(tq)
+    for u in found:
+        if u.moved_to:
+            record_unreadable(u, url)
+            print(f"ERROR unreadable task file {u.path}: {u.error}; moved to {u.moved_to}", file=sys.stderr, flush=True)
+        else:
+            print(f"WARNING unreadable task file {u.path}: {u.error}", file=sys.stderr, flush=True)
+    return found
 
 
 def give_up(tq, task, url: str | None) -> None:
@@ -384,6 +412,15 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
         try:
             task = tq.lease(seconds=int(opts.lease_sec), wait_sec=wait_sec)
         except QueueEmptyError:
+            task = None
+        unreadable = report_unreadable(tq, records)
+        for u in unreadable:
+            if u.moved_to:
+                result.failed += 1
+                result.errors.append(f"unreadable task file {u.path}: {u.error}")
+        if task is None:
+            if unreadable:  # the lease met only unreadable files: others may still wait
+                continue
             if opts.exit_on_empty or time_is_up():
                 break
             stop.wait(opts.poll_sec)
@@ -549,8 +586,8 @@ def iter_failed_tasks(url: str | None) -> Iterator[tuple[dict, Any]]:
     from taskqueue.queueablefns import REGISTRY
 
     for rec in list_failures(url):
-        if not rec.get("gave_up"):
-            continue  # still in its queue: it will be retried anyway
+        if not rec.get("gave_up") or not rec.get("task"):
+            continue  # still in its queue (it will be retried anyway), or an unreadable file
         module, name = rec["task"]["fn"]
         importlib.import_module(module)
         yield rec, partial(REGISTRY[(module, name)], *rec["task"]["args"], **rec["task"]["kwargs"])

@@ -1,6 +1,7 @@
-"""Planner inserts into a FileQueue cannot leave a partial task file: a planner SIGKILLed while a
-task body is half on disk leaves queue/ holding only whole tasks, which python-task-queue itself
-leases."""
+"""Partial task files in a FileQueue: a planner SIGKILLed while a task body is half on disk leaves
+queue/ holding only whole tasks, which python-task-queue itself leases; and a file that is not a
+task anyway (an older run, another tool) is reported by name and set aside, recorded as a
+failure, while every other task runs."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ import sys
 import time
 
 import pytest
+
+from conftest import run_cli
 
 # Runs the CLI with every write under QDIR watched: the 30th task body a process writes goes half
 # to disk, then the writer stops (as a slow disk or a SIGKILL would catch it) and says so in a
@@ -104,3 +107,51 @@ def test_a_planner_killed_mid_insert_leaves_no_partial_task(tmp_path, cols, rows
     assert {t.key for t in leased} == {("igneous_like.ops.image.transfer", "transfer_task")}
     with pytest.raises(QueueEmptyError):
         TaskQueue(f"fq://{q}", progress=False).lease(seconds=60, num_tasks=1)
+
+
+def test_an_unreadable_task_file_is_reported_and_set_aside_while_the_rest_run(tmp_path):
+    import uuid
+    from functools import partial
+
+    from taskqueue import TaskQueue
+
+    from igneous_like.ops.diagnostic import sleep_task
+
+    q, log = tmp_path / "q", tmp_path / "runs.log"
+    TaskQueue(f"fq://{q}", progress=False).insert([partial(sleep_task, 0, str(log), str(i)) for i in range(6)])
+    half = sorted((q / "queue").iterdir())[0]
+    lost = json.loads(half.read_text())["payload"][1][2]  # its tag
+    half.write_text(half.read_text()[:40])  # a task body cut off mid-write
+    empty = q / "queue" / f"0--{uuid.uuid4()}.json"  # created, never written
+    empty.write_text("")
+    for path in (half, empty):
+        os.utime(path, (time.time() - 3600,) * 2)  # left by a writer killed an hour ago
+    young = q / "queue" / f"0--{uuid.uuid4()}.json"  # may still be being written: left alone
+    young.write_text("")
+    bad = {half.name: half.read_bytes(), empty.name: b""}
+
+    copied = run_cli("queue", "cp", f"fq://{q}", f"fq://{tmp_path}/copy")  # SRC untouched, the rest copied
+    assert "copied 5 task(s)" in copied.stdout
+    assert sorted(line.split()[4].rstrip(":") for line in copied.stderr.splitlines() if "unreadable task file" in line) \
+        == sorted(str(p) for p in (half, empty, young))
+
+    proc = run_cli("execute", f"fq://{q}", "-p", "1", "-x", "-q", "--lease-sec", "60", check=False)
+    assert proc.returncode == 3, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 2 and "Traceback" not in proc.stderr, proc.stderr
+    for name in bad:
+        (line,) = [e for e in errors if name in e]
+        assert line.startswith(f"ERROR unreadable task file {q}/queue/{name}: JSONDecodeError")
+        assert line.endswith(f"moved to {q}/unreadable/{name}")
+    assert f"WARNING unreadable task file {young}" in proc.stderr and "maybe still being written" in proc.stderr
+    assert sorted(line.split()[0] for line in log.read_text().splitlines()) == sorted({str(i) for i in range(6)} - {lost})
+    assert {p.name: p.read_bytes() for p in (q / "unreadable").iterdir()} == bad  # set aside whole
+    assert [p.name.split("--")[1] for p in (q / "queue").iterdir()] == [young.name.split("--")[1]]  # leased
+
+    rows = dict(line.split(None, 1) for line in run_cli("queue", "status", f"fq://{q}").stdout.splitlines())
+    assert rows["completed"] == "5" and rows["failed"] == "2" and rows["enqueued"].startswith("1 (leased 1)")
+    listed = run_cli("queue", "failures", f"fq://{q}").stdout
+    assert all(f"{q}/unreadable/{name}" in listed for name in bad) and "2 failed task(s)" in listed
+    assert "re-queued 0" in run_cli("queue", "retry-failed", f"fq://{q}").stdout  # nothing to run in them
+    run_cli("queue", "purge", f"fq://{q}")
+    assert not (q / "unreadable").exists() and not list((q / "queue").iterdir())

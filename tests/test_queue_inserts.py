@@ -10,48 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
 
-# Runs the CLI with every write under QDIR watched: the 30th task body a process writes goes half
-# to disk, then the writer stops (as a slow disk or a SIGKILL would catch it) and says so in a
-# marker file. At module level, so spawned insert processes (they import this as __mp_main__)
-# are watched too.
-STALLING_CLI = """
-import builtins, itertools, os, sys, time
-QDIR, MARK = os.environ["STALL_QDIR"], os.environ["STALL_MARK"]
-real_open, bodies = builtins.open, itertools.count(1)
-
-class Stalling:
-    def __init__(self, f):
-        self.f = f
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        return self.f.__exit__(*exc)
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-    def write(self, data):
-        if isinstance(data, str) and data.startswith("{") and next(bodies) == 30:
-            self.f.write(data[: len(data) // 2])
-            self.f.flush()
-            real_open(MARK, "w").close()
-            time.sleep(600)
-        return self.f.write(data)
-
-def watching_open(path, mode="r", *args, **kwargs):
-    f = real_open(path, mode, *args, **kwargs)
-    return Stalling(f) if str(path).startswith(QDIR) and set(mode) & set("wax") else f
-
-builtins.open = watching_open
-
-if __name__ == "__main__":
-    from igneous_like.cli import main
-    sys.argv = ["igneous-like", *sys.argv[1:]]
-    main()
-"""
+STALLING_CLI = Path(__file__).with_name("stalling_cli.py")
 
 
 def virtual_layer(path, cols: int, rows: int) -> None:
@@ -80,11 +45,10 @@ def test_a_planner_killed_mid_insert_leaves_no_partial_task(tmp_path, cols, rows
 
     if cols * rows >= PARALLEL_INSERT_MIN and (os.cpu_count() or 1) < 2:
         pytest.skip("the parallel insert needs two cores")
-    layer, q, mark, script = tmp_path / "layer", tmp_path / "q", tmp_path / "stalled", tmp_path / "stall.py"
+    layer, q, mark = tmp_path / "layer", tmp_path / "q", tmp_path / "stalled"
     virtual_layer(layer, cols, rows)
-    script.write_text(STALLING_CLI)
     env = {**os.environ, "STALL_QDIR": str(q), "STALL_MARK": str(mark)}
-    proc = subprocess.Popen([sys.executable, str(script), "image", "xfer", f"file://{layer}", f"file://{tmp_path}/dest",
+    proc = subprocess.Popen([sys.executable, str(STALLING_CLI), "image", "xfer", f"file://{layer}", f"file://{tmp_path}/dest",
                              "--shape", "256,256,64", "--skip-downsample", "--encoding", "png", "--queue", f"fq://{q}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:

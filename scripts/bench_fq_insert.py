@@ -26,13 +26,15 @@ import statistics
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench import measure_ok  # noqa: E402
+
 OURS = [str(ROOT / ".venv" / "bin" / "python"), "-m", "igneous_like"]
 IGNEOUS = [str(ROOT / ".venv-reference" / "bin" / "igneous")]
 TASK_XY, TASK_Z = 256, 64
@@ -45,17 +47,6 @@ def virtual_layer(path: Path, cols: int, rows: int) -> None:
         "key": "8_8_40", "resolution": [8, 8, 40], "voxel_offset": [0, 0, 0],
         "size": [TASK_XY * cols, TASK_XY * rows, TASK_Z], "chunk_sizes": [[128, 128, TASK_Z]], "encoding": "raw"}]}
     (path / "info").write_text(json.dumps(info))
-
-
-def run(cmd: list[str]) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of a command and its children."""
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{err[-2000:]}")
-    return usage.ru_utime + usage.ru_stime, time.time() - t0
 
 
 def whole_tasks(qdir: Path) -> int:
@@ -110,9 +101,10 @@ def main() -> None:
         for name, cli in (("igneous-like", OURS), ("Igneous", IGNEOUS)):
             layer, q = work / f"{name}-layer", work / f"{name}-q"
             virtual_layer(layer, cols, rows)
-            cpu, wall = run([*cli, "image", "xfer", f"file://{layer}", f"file://{work}/{name}-dest",
-                             "--shape", f"{TASK_XY},{TASK_XY},{TASK_Z}", "--skip-downsample", "--encoding", "png", "--queue", f"fq://{q}"])
-            results[name] = (cpu, wall, whole_tasks(q))
+            run = measure_ok([*cli, "image", "xfer", f"file://{layer}", f"file://{work}/{name}-dest",
+                              "--shape", f"{TASK_XY},{TASK_XY},{TASK_Z}", "--skip-downsample", "--encoding", "png",
+                              "--queue", f"fq://{q}"], work / f"{name}.log")
+            results[name] = (run.cpu, run.wall, whole_tasks(q))
         counts = {r[2] for r in results.values()}
         assert len(counts) == 1, f"the tools planned different task counts: {results}"
         print(f"image xfer --queue fq://: {counts.pop()} tasks inserted, {os.cpu_count()} cores")

@@ -353,28 +353,42 @@ class WorkerResult:
     errors: list[str] = field(default_factory=list)
 
 
-class LeaseKeeper:
-    """Renews a task's lease at half its length while the task runs."""
+class Periodic:
+    """Calls tick() every `interval` seconds on a daemon thread while its with-block runs."""
 
-    def __init__(self, tq, task, lease_sec: int):
-        self.tq, self.task, self.lease_sec = tq, task, lease_sec
+    def __init__(self, interval: float):
+        self.interval = interval
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self.done.wait(self.lease_sec / 2):
-            try:
-                self.tq.renew(self.task, self.lease_sec)
-            except Exception as exc:  # the task may already be gone; keep working
-                print(f"WARNING lease renewal failed for {self.task.id}: {exc}", file=sys.stderr)
+    def tick(self) -> None:
+        raise NotImplementedError
 
-    def __enter__(self) -> "LeaseKeeper":
+    def _run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.tick()
+
+    def __enter__(self):
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.done.set()
         self.thread.join()
+
+
+class LeaseKeeper(Periodic):
+    """Renews a task's lease at half its length while the task runs."""
+
+    def __init__(self, tq, task, lease_sec: int):
+        super().__init__(lease_sec / 2)
+        self.tq, self.task, self.lease_sec = tq, task, lease_sec
+
+    def tick(self) -> None:
+        try:
+            self.tq.renew(self.task, self.lease_sec)
+        except Exception as exc:  # the task may already be gone; keep working
+            print(f"WARNING lease renewal failed for {self.task.id}: {exc}", file=sys.stderr)
 
 
 def load_task(task) -> Callable[[], Any]:
@@ -463,45 +477,31 @@ def _child(opts: WorkerOptions, index: int) -> None:
     sys.exit(EXIT_TASKS_FAILED if result.failed else 0)
 
 
-class ExecuteMonitor:
+class ExecuteMonitor(Periodic):
     """Shows queue progress while workers run: a bar on a TTY, a line every 30 s in logs.
 
     Reads only cheap counters (FileQueue: the insertions file and the size of the completions
     tally), never a directory scan, so it costs nothing on a queue of millions of tasks."""
 
     def __init__(self, queue_url: str, interval: float = 1.0):
+        super().__init__(interval)
         self.tq = open_queue(queue_url, create=False)
         self.fq = fq_dir(self.tq) is not None
-        self.done = threading.Event()
-        self.interval = interval
         self.start_completed = self.tq.completed if self.fq else 0
         total = (self.tq.inserted - self.start_completed) if self.fq else None
         self.progress = Progress("Executing", max(total, 0) if total is not None else None)
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _tick(self) -> None:
-        done = self.tq.completed - self.start_completed if self.fq else 0
+    def tick(self) -> None:
+        try:
+            done = self.tq.completed - self.start_completed if self.fq else 0
+        except Exception:  # counters can be mid-rewrite; the next tick will do
+            return
         if done > self.progress.count:
             self.progress.update(done - self.progress.count)
 
-    def _run(self) -> None:
-        while not self.done.wait(self.interval):
-            try:
-                self._tick()
-            except Exception:  # counters can be mid-rewrite; the next tick will do
-                pass
-
-    def __enter__(self) -> "ExecuteMonitor":
-        self.thread.start()
-        return self
-
     def __exit__(self, *exc) -> None:
-        self.done.set()
-        self.thread.join()
-        try:
-            self._tick()
-        except Exception:
-            pass
+        super().__exit__(*exc)
+        self.tick()  # the last count, after the workers are done
         self.progress.close()
 
 

@@ -119,3 +119,23 @@ def test_an_unreadable_task_file_is_reported_and_set_aside_while_the_rest_run(tm
     assert "re-queued 0" in run_cli("queue", "retry-failed", f"fq://{q}").stdout  # nothing to run in them
     run_cli("queue", "purge", f"fq://{q}")
     assert not (q / "unreadable").exists() and not list((q / "queue").iterdir())
+
+
+def test_queue_mv_sets_an_unreadable_task_file_aside_and_moves_the_rest(tmp_path):
+    from functools import partial
+
+    from taskqueue import TaskQueue
+
+    from igneous_like.ops.diagnostic import sleep_task
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    TaskQueue(f"fq://{src}", progress=False).insert([partial(sleep_task, 0, None, str(i)) for i in range(5)])
+    bad = src / "queue" / "0--00000000-1111-2222-3333-444444444444.json"
+    bad.write_text('{"payload": 3}')  # JSON, but not a task
+    os.utime(bad, (time.time() - 3600,) * 2)
+    proc = run_cli("queue", "mv", f"fq://{src}", f"fq://{dest}")
+    assert "moved 5 task(s)" in proc.stdout
+    assert f"ERROR unreadable task file {bad}: ValueError: not a task" in proc.stderr
+    assert [p.name for p in (src / "unreadable").iterdir()] == [bad.name] and not list((src / "queue").iterdir())
+    assert len(list((dest / "queue").iterdir())) == 5
+    assert "1 failed task(s)" in run_cli("queue", "failures", f"fq://{src}").stdout

@@ -135,27 +135,31 @@ def record_failure(tq, task, exc: BaseException, url: str | None) -> int:
 
 
 def record_unreadable(found, url: str | None) -> None:
-    """Keep a failure record of a task file set aside as unreadable (fq_checked.Unreadable): it
-    has no task to re-queue, so it is recorded as given up, with the file it now is."""
+    """Keep a failure record of a task file a lease could not read (fq_checked.Unreadable). One
+    set aside has no task to re-queue: it is recorded as given up, with the file it now is. One
+    left leased (it may still be being written) is recorded like a failed task waiting out its
+    lease, so nothing waits for it as for a running task; if it is whole when leased again and
+    runs, its record is cleared as any task's is."""
     if url is None:
         return
     from cloudfiles import CloudFiles
 
     CloudFiles(url).put_json(f"{found.ident}.json", {
-        "id": found.ident, "task": None, "file": found.moved_to, "error": f"unreadable task file: {found.error}",
-        "traceback": "", "attempts": 1, "gave_up": True, "time": time.time(),
+        "id": found.ident, "task": None, "file": found.moved_to or found.path,
+        "error": f"unreadable task file: {found.error}", "traceback": "", "attempts": 1,
+        "gave_up": found.moved_to is not None, "time": time.time(),
     })
 
 
 def report_unreadable(tq, url: str | None) -> list:
     """Report, one line each, the task files the queue's last leases could not read, and record
-    those set aside; returns them (fq_checked.Unreadable)."""
+    them; returns them (fq_checked.Unreadable)."""
     from igneous_like import fq_checked
 
     found = fq_checked.take_found(tq)
     for u in found:
+        record_unreadable(u, url)
         if u.moved_to:
-            record_unreadable(u, url)
             print(f"ERROR unreadable task file {u.path}: {u.error}; moved to {u.moved_to}", file=sys.stderr, flush=True)
         else:
             print(f"WARNING unreadable task file {u.path}: {u.error}", file=sys.stderr, flush=True)

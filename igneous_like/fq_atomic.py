@@ -57,10 +57,3 @@ class AtomicFileQueueAPI(FileQueueAPI):
                 pass
         return removed
 
-
-def make_atomic(tq) -> None:
-    """Switch an open FileQueue TaskQueue to atomic inserts (SQS queues are left as they are:
-    a message is either sent whole or not at all)."""
-    if isinstance(tq.api, FileQueueAPI) and not isinstance(tq.api, AtomicFileQueueAPI):
-        tq.api = AtomicFileQueueAPI(tq.api.path)
-        tq.api.remove_stale()

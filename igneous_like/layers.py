@@ -247,6 +247,16 @@ def put_scale(info: dict, index: int, scale: dict) -> None:
         raise UserError(f"cannot add mip {index}: the layer has only {len(scales)} mips")
 
 
+def add_mip_scales(info: dict, mip: int, num_mips: int, factor: Vec3, chunk: Vec3,
+                   encoding: str | None = None, encoding_level: int | None = None) -> None:
+    """Put into info the `num_mips` scales above `mip`, each `factor` coarser than the one below,
+    with chunks `chunk` (encoding: mip's unless given)."""
+    base = info["scales"][mip]
+    for level in range(1, num_mips + 1):
+        scale = make_scale(base, vec3(f**level for f in factor), chunk, encoding, encoding_level)
+        put_scale(info, mip + level, scale)
+
+
 def chunk_names(key: str, box: Box, bounds: Box, chunk: Vec3) -> Iterator[str]:
     """File names of the chunks (on the grid anchored at bounds.start) that box touches."""
     ranges = []

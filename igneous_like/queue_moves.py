@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from igneous_like import fq_atomic, queues
+from igneous_like import queues
 from igneous_like.errors import UserError
 from igneous_like.progress import Progress
 
@@ -31,8 +31,7 @@ def open_pair(src: str, dest: str):
     if src_url == dest_url:
         raise UserError(f"SRC and DEST are the same queue: {src_url}")
     src_q = queues.open_queue(src_url, create=False)  # first: a missing SRC creates no DEST
-    dest_q = queues.open_queue(dest_url, create=True)
-    fq_atomic.make_atomic(dest_q)  # a killed move must not leave DEST a half-written task
+    dest_q = queues.open_queue(dest_url, create=True)  # a FileQueue's inserts are atomic (fq_atomic)
     return src_q, dest_q
 
 
@@ -42,12 +41,17 @@ def leased_batches(tq, lease_sec: int) -> Iterator[list]:
 
     sqs = tq.path.protocol == "sqs"
     batch = SQS_BATCH if sqs else FQ_BATCH
+    records = queues.failures_url(tq)
     while True:
         try:  # SQS: a short long-poll, since a zero-wait receive may miss messages that exist
             got = tq.lease(seconds=lease_sec, num_tasks=batch, wait_sec=2 if sqs else 0)
         except QueueEmptyError:
+            got = []
+        met = queues.report_unreadable(tq, records)  # set aside in SRC, as a worker would
+        if got:
+            yield got if isinstance(got, list) else [got]
+        elif not met:  # empty, and not because every file leased was unreadable
             return
-        yield got if isinstance(got, list) else [got]
 
 
 def move_tasks(src: str, dest: str, lease_sec: int = 600) -> MoveResult:
@@ -74,6 +78,7 @@ def copy_tasks(src: str, dest: str, lease_sec: int = 600) -> MoveResult:
                 dest_q.insert(batch)
                 copied += len(batch)
                 progress.update(len(batch))
+            queues.report_unreadable(src_q, None)  # skipped; SRC's workers will set them aside
             return MoveResult(copied, 0)
         held = []
         try:  # every message stays leased until all are copied, so none is read twice

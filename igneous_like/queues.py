@@ -58,12 +58,15 @@ def open_queue(url: str, create: bool = True):
         raise UserError(f"no queue at {url}: the directory has no FileQueue (was anything inserted?)")
     from taskqueue import TaskQueue
 
+    from igneous_like import fq_checked
+
     try:
         tq = TaskQueue(url, progress=False)
     except Exception as exc:
         raise UserError(f"cannot open queue {url}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     if url.startswith("fq://"):
         _ensure_counter(os.path.join(url[len("fq://") :], "insertions"))
+        fq_checked.make_checked(tq)  # inserts write whole files; leases set unreadable ones aside
     return tq
 
 
@@ -129,6 +132,38 @@ def record_failure(tq, task, exc: BaseException, url: str | None) -> int:
     }
     cf.put_json(f"{key}.json", record)
     return record["attempts"]
+
+
+def record_unreadable(found, url: str | None) -> None:
+    """Keep a failure record of a task file a lease could not read (fq_checked.Unreadable). One
+    set aside has no task to re-queue: it is recorded as given up, with the file it now is. One
+    left leased (it may still be being written) is recorded like a failed task waiting out its
+    lease, so nothing waits for it as for a running task; if it is whole when leased again and
+    runs, its record is cleared as any task's is."""
+    if url is None:
+        return
+    from cloudfiles import CloudFiles
+
+    CloudFiles(url).put_json(f"{found.ident}.json", {
+        "id": found.ident, "task": None, "file": found.moved_to or found.path,
+        "error": f"unreadable task file: {found.error}", "traceback": "", "attempts": 1,
+        "gave_up": found.moved_to is not None, "time": time.time(),
+    })
+
+
+def report_unreadable(tq, url: str | None) -> list:
+    """Report, one line each, the task files the queue's last leases could not read, and record
+    them; returns them (fq_checked.Unreadable)."""
+    from igneous_like import fq_checked
+
+    found = fq_checked.take_found(tq)
+    for u in found:
+        record_unreadable(u, url)
+        if u.moved_to:
+            print(f"ERROR unreadable task file {u.path}: {u.error}; moved to {u.moved_to}", file=sys.stderr, flush=True)
+        else:
+            print(f"WARNING unreadable task file {u.path}: {u.error}", file=sys.stderr, flush=True)
+    return found
 
 
 def give_up(tq, task, url: str | None) -> None:
@@ -204,10 +239,9 @@ def insert_tasks(queue_url: str, tasks: Iterable, total: int | None) -> int:
 
 
 def _insert_block(queue_url: str, payloads: list) -> int:
-    from taskqueue import TaskQueue
     from taskqueue.queueablefns import FunctionTask
 
-    tq = TaskQueue(queue_url, progress=False)
+    tq = open_queue(queue_url, create=True)
     return tq.insert([FunctionTask(*p) for p in payloads], skip_insert_counter=True)
 
 
@@ -323,28 +357,42 @@ class WorkerResult:
     errors: list[str] = field(default_factory=list)
 
 
-class LeaseKeeper:
-    """Renews a task's lease at half its length while the task runs."""
+class Periodic:
+    """Calls tick() every `interval` seconds on a daemon thread while its with-block runs."""
 
-    def __init__(self, tq, task, lease_sec: int):
-        self.tq, self.task, self.lease_sec = tq, task, lease_sec
+    def __init__(self, interval: float):
+        self.interval = interval
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self.done.wait(self.lease_sec / 2):
-            try:
-                self.tq.renew(self.task, self.lease_sec)
-            except Exception as exc:  # the task may already be gone; keep working
-                print(f"WARNING lease renewal failed for {self.task.id}: {exc}", file=sys.stderr)
+    def tick(self) -> None:
+        raise NotImplementedError
 
-    def __enter__(self) -> "LeaseKeeper":
+    def _run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.tick()
+
+    def __enter__(self):
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.done.set()
         self.thread.join()
+
+
+class LeaseKeeper(Periodic):
+    """Renews a task's lease at half its length while the task runs."""
+
+    def __init__(self, tq, task, lease_sec: int):
+        super().__init__(lease_sec / 2)
+        self.tq, self.task, self.lease_sec = tq, task, lease_sec
+
+    def tick(self) -> None:
+        try:
+            self.tq.renew(self.task, self.lease_sec)
+        except Exception as exc:  # the task may already be gone; keep working
+            print(f"WARNING lease renewal failed for {self.task.id}: {exc}", file=sys.stderr)
 
 
 def load_task(task) -> Callable[[], Any]:
@@ -382,6 +430,15 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
         try:
             task = tq.lease(seconds=int(opts.lease_sec), wait_sec=wait_sec)
         except QueueEmptyError:
+            task = None
+        unreadable = report_unreadable(tq, records)
+        for u in unreadable:
+            if u.moved_to:
+                result.failed += 1
+                result.errors.append(f"unreadable task file {u.path}: {u.error}")
+        if task is None:
+            if unreadable:  # the lease met only unreadable files: others may still wait
+                continue
             if opts.exit_on_empty and others_running(tq, records):
                 stop.wait(min(opts.poll_sec, 1.0))  # their tasks may queue the next phase
                 continue
@@ -465,45 +522,31 @@ def _child(opts: WorkerOptions, index: int) -> None:
     sys.exit(EXIT_TASKS_FAILED if result.failed else 0)
 
 
-class ExecuteMonitor:
+class ExecuteMonitor(Periodic):
     """Shows queue progress while workers run: a bar on a TTY, a line every 30 s in logs.
 
     Reads only cheap counters (FileQueue: the insertions file and the size of the completions
     tally), never a directory scan, so it costs nothing on a queue of millions of tasks."""
 
     def __init__(self, queue_url: str, interval: float = 1.0):
+        super().__init__(interval)
         self.tq = open_queue(queue_url, create=False)
         self.fq = fq_dir(self.tq) is not None
-        self.done = threading.Event()
-        self.interval = interval
         self.start_completed = self.tq.completed if self.fq else 0
         total = (self.tq.inserted - self.start_completed) if self.fq else None
         self.progress = Progress("Executing", max(total, 0) if total is not None else None)
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _tick(self) -> None:
-        done = self.tq.completed - self.start_completed if self.fq else 0
+    def tick(self) -> None:
+        try:
+            done = self.tq.completed - self.start_completed if self.fq else 0
+        except Exception:  # counters can be mid-rewrite; the next tick will do
+            return
         if done > self.progress.count:
             self.progress.update(done - self.progress.count)
 
-    def _run(self) -> None:
-        while not self.done.wait(self.interval):
-            try:
-                self._tick()
-            except Exception:  # counters can be mid-rewrite; the next tick will do
-                pass
-
-    def __enter__(self) -> "ExecuteMonitor":
-        self.thread.start()
-        return self
-
     def __exit__(self, *exc) -> None:
-        self.done.set()
-        self.thread.join()
-        try:
-            self._tick()
-        except Exception:
-            pass
+        super().__exit__(*exc)
+        self.tick()  # the last count, after the workers are done
         self.progress.close()
 
 
@@ -588,8 +631,8 @@ def iter_failed_tasks(url: str | None) -> Iterator[tuple[dict, Any]]:
     from taskqueue.queueablefns import REGISTRY
 
     for rec in list_failures(url):
-        if not rec.get("gave_up"):
-            continue  # still in its queue: it will be retried anyway
+        if not rec.get("gave_up") or not rec.get("task"):
+            continue  # still in its queue (it will be retried anyway), or an unreadable file
         module, name = rec["task"]["fn"]
         importlib.import_module(module)
         yield rec, partial(REGISTRY[(module, name)], *rec["task"]["args"], **rec["task"]["kwargs"])

@@ -373,6 +373,15 @@ def measure(cmd: list[str], log: Path) -> Run:
     return Run(cmd, rc, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, str(log))
 
 
+def measure_ok(cmd: list[str], log: Path) -> Run:
+    """measure(), exiting with the command and its log's tail when it fails (for the small
+    side-by-side benchmarks, where a failed run leaves nothing to compare)."""
+    run = measure(cmd, log)
+    if run.rc != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{log_tail(run.log, 20)}")
+    return run
+
+
 def log_tail(path: str, lines: int = 3) -> str:
     try:
         text = Path(path).read_text(errors="replace").strip().splitlines()

@@ -15,13 +15,14 @@ import json
 import math
 import os
 import shutil
-import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = ROOT / ".venv" / "bin" / "python"
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench import measure_ok  # noqa: E402
 
 BASELINE = r"""
 import sys, time
@@ -36,17 +37,6 @@ tasks = (partial(downsample_task, layer, 0, [x * side, y * side, 0, (x + 1) * si
          for i in range(n) for x, y in [(i % per_row, i // per_row)])
 TaskQueue(url, progress=False).insert(tasks, total=n)
 """
-
-
-def run(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB of the command and its children)."""
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{err}")
-    return time.time() - t0, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -75,14 +65,17 @@ def main() -> None:
     ours_q = work / "ours-q"
     cmd = [str(PY), "-m", "igneous_like", "image", "downsample", f"file://{layer}", "--num-mips", "1",
            "--chunk-size", "128,128,64", "--yrange", yrange, "--queue", f"fq://{ours_q}"]
-    wall, rss = run(cmd)
+    run = measure_ok(cmd, work / "ours.log")
+    wall, rss = run.wall, run.rss_mib
     inserted = int((ours_q / "insertions").read_text())
     results["igneous-like (plan + insert)"] = (inserted, wall, rss)
     shutil.rmtree(ours_q)
     (layer / "info").write_text(json.dumps(info))
 
     base_q = work / "taskqueue-q"
-    wall, rss = run([str(PY), "-c", BASELINE, str(args.baseline_tasks or n), f"fq://{base_q}", f"file://{layer}"])
+    run = measure_ok([str(PY), "-c", BASELINE, str(args.baseline_tasks or n), f"fq://{base_q}", f"file://{layer}"],
+                     work / "taskqueue.log")
+    wall, rss = run.wall, run.rss_mib
     inserted = int((base_q / "insertions").read_text())
     results["python-task-queue insert"] = (inserted, wall, rss)
     shutil.rmtree(base_q)

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench import measure_ok  # noqa: E402
+
 OURS = [str(ROOT / ".venv" / "bin" / "python"), "-m", "igneous_like"]
 IGNEOUS = [str(ROOT / ".venv-reference" / "bin" / "igneous")]
 
@@ -32,17 +33,6 @@ from taskqueue import TaskQueue
 from igneous_like.ops.diagnostic import sleep_task
 TaskQueue(sys.argv[1], progress=False).insert([partial(sleep_task, 0, None, str(i)) for i in range(int(sys.argv[2]))])
 """
-
-
-def run(cmd: list[str]) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of a command and its children."""
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{err[-2000:]}")
-    return usage.ru_utime + usage.ru_stime, time.time() - t0
 
 
 def tags(qdir: Path) -> list[str]:
@@ -61,7 +51,8 @@ def main() -> None:
         for name, cli in (("igneous-like", OURS), ("Igneous", IGNEOUS)):
             src, dest = work / f"{name}-src", work / f"{name}-dest"
             subprocess.run([OURS[0], "-c", FILL, f"fq://{src}", str(args.tasks)], check=True)
-            cpu, wall = run([*cli, "queue", "mv", f"fq://{src}", f"fq://{dest}"])
+            run = measure_ok([*cli, "queue", "mv", f"fq://{src}", f"fq://{dest}"], work / f"{name}.log")
+            cpu, wall = run.cpu, run.wall
             assert tags(dest) == sorted(str(i) for i in range(args.tasks)), f"{name}: tasks lost or doubled"
             results[name] = (cpu, wall)
         print(f"queue mv of {args.tasks} tasks, FileQueue -> FileQueue")

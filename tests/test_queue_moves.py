@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -93,39 +94,7 @@ def test_a_killed_move_loses_nothing(tmp_path):
     assert sum(arrived.values()) - n <= 100  # at most the one batch in flight arrives twice
 
 
-# Runs `queue mv` with every write to DEST watched: the 30th task body is written half, then
-# the writer stops (as a slow disk or a SIGKILL would catch it) and says so in a marker file.
-STALLING_MV = """
-import builtins, itertools, sys, time
-DEST, MARK = sys.argv[1], sys.argv[2]
-real_open, bodies = builtins.open, itertools.count(1)
-
-class Stalling:
-    def __init__(self, f):
-        self.f = f
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        return self.f.__exit__(*exc)
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-    def write(self, data):
-        if isinstance(data, str) and data.startswith("{") and next(bodies) == 30:
-            self.f.write(data[: len(data) // 2])
-            self.f.flush()
-            real_open(MARK, "w").close()
-            time.sleep(600)
-        return self.f.write(data)
-
-def watching_open(path, mode="r", *args, **kwargs):
-    f = real_open(path, mode, *args, **kwargs)
-    return Stalling(f) if str(path).startswith(DEST) and set(mode) & set("wax") else f
-
-builtins.open = watching_open
-sys.argv = ["igneous-like", "queue", "mv", sys.argv[3], "fq://" + DEST, "--lease-sec", "1"]
-from igneous_like.cli import main
-main()
-"""
+STALLING_CLI = Path(__file__).with_name("stalling_cli.py")  # the 30th task body written to DEST stalls half-written
 
 
 def is_json(path) -> bool:
@@ -146,7 +115,8 @@ def test_a_move_killed_mid_write_leaves_no_partial_task_to_lease(tmp_path):
     src, dest, mark = tmp_path / "src", tmp_path / "dest", tmp_path / "stalled"
     n = 120
     insert_tagged(f"fq://{src}", n)
-    proc = subprocess.Popen([sys.executable, "-c", STALLING_MV, str(dest), str(mark), f"fq://{src}"],
+    proc = subprocess.Popen([sys.executable, str(STALLING_CLI), "queue", "mv", f"fq://{src}", f"fq://{dest}",
+                             "--lease-sec", "1"], env={**os.environ, "STALL_QDIR": str(dest), "STALL_MARK": str(mark)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not mark.exists():

@@ -105,7 +105,8 @@ def list_failed(queue, failures):
     recs = queues.list_failures(queues.failures_url(tq, failures))
     for rec in recs:
         state = "gave up" if rec.get("gave_up") else "queued"
-        click.echo(f"{rec['id']}  attempts={rec['attempts']} ({state})  {rec['task']['fn'][1]}  {rec['error']}")
+        what = rec["task"]["fn"][1] if rec.get("task") else rec.get("file")  # an unreadable task file
+        click.echo(f"{rec['id']}  attempts={rec['attempts']} ({state})  {what}  {rec['error']}")
     click.echo(f"{len(recs)} failed task(s)")
 
 

@@ -90,10 +90,7 @@ def add_mips(new_info: dict, mip: int, shape: Vec3) -> int:
     full = layers.scale_bounds(new_info, mip)
     limit = mips_to_top(full.shape, chunk, MIP_FACTOR) if any(s > c for s, c in zip(full.shape[:2], chunk[:2])) else 0
     k = mips_in_shape(shape, chunk, MIP_FACTOR, limit)
-    base = new_info["scales"][mip]
-    for level in range(1, k + 1):
-        scale = layers.make_scale(base, vec3(f**level for f in MIP_FACTOR), chunk, base["encoding"], None)
-        layers.put_scale(new_info, mip + level, scale)
+    layers.add_mip_scales(new_info, mip, k, MIP_FACTOR, chunk)
     return k
 
 

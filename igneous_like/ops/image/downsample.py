@@ -239,11 +239,7 @@ def sharded_downsample_task(layer: str, mip: int, box: list[int], num_mips: int,
 
 def _with_new_scales(info, mip, num_mips, factor, chunk, encoding, encoding_level) -> dict:
     new_info = {**info, "scales": [dict(s) for s in info["scales"]]}
-    base = info["scales"][mip]
-    for level in range(1, num_mips + 1):
-        total = vec3(f**level for f in factor)
-        scale = layers.make_scale(base, total, chunk, encoding or base["encoding"], encoding_level)
-        layers.put_scale(new_info, mip + level, scale)
+    layers.add_mip_scales(new_info, mip, num_mips, factor, chunk, encoding, encoding_level)
     return new_info
 
 

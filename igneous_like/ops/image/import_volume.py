@@ -85,9 +85,7 @@ def plan_import(
         return plan_sharded(spec_for, dest_url, info, source, full, memory, summary, operation, follow)
     top = mips_to_top(size, chunk, FACTOR) if downsample else 0
     shape, k = slab_shape(size, chunk, source, top, memory)
-    for level_ in range(1, top + 1):
-        layers.put_scale(info, level_, layers.make_scale(info["scales"][0], vec3(f**level_ for f in FACTOR), chunk,
-                                                         enc, encoding_level))
+    layers.add_mip_scales(info, 0, top, FACTOR, chunk, enc, encoding_level)
     method = resolve_method("auto", layer_type)
     per_slab = grid_count(Box(full.start, vec3((full.stop[0], full.stop[1], full.start[2] + chunk[2]))),
                           shape, full.start)

@@ -113,10 +113,7 @@ def plan_transfer(
                 if task_memory(s, dtype, channels, factor, j, method) > memory:
                     break
                 k = j
-        base = dest_info["scales"][mip]
-        for level in range(1, k + 1):
-            scale = layers.make_scale(base, vec3(f**level for f in factor), dest_chunk, base["encoding"], encoding_level)
-            layers.put_scale(dest_info, mip + level, scale)
+        layers.add_mip_scales(dest_info, mip, k, factor, dest_chunk, None, encoding_level)
     if shape is None:
         shape = task_shape(dest_chunk, [dest_chunk] * k, factor) if k else _copy_shape(dest_chunk, dtype, channels, memory)
     elif any(s % c for s, c in zip(shape, dest_chunk)):

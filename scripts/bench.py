@@ -382,6 +382,13 @@ def measure_ok(cmd: list[str], log: Path) -> Run:
     return run
 
 
+def print_side_by_side(results: dict[str, tuple]) -> None:
+    """The (cpu, wall, ...) of "igneous-like" and "Igneous", a line each, then their CPU ratio."""
+    for name, (cpu, wall, *_) in results.items():
+        print(f"  {name:13s} CPU {cpu:6.2f} s   wall {wall:6.2f} s")
+    print(f"  CPU ratio igneous-like/Igneous: {results['igneous-like'][0] / results['Igneous'][0]:.2f}")
+
+
 def log_tail(path: str, lines: int = 3) -> str:
     try:
         text = Path(path).read_text(errors="replace").strip().splitlines()

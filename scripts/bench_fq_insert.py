@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench import measure_ok  # noqa: E402
+from bench import measure_ok, print_side_by_side  # noqa: E402
 
 OURS = [str(ROOT / ".venv" / "bin" / "python"), "-m", "igneous_like"]
 IGNEOUS = [str(ROOT / ".venv-reference" / "bin" / "igneous")]
@@ -108,9 +108,7 @@ def main() -> None:
         counts = {r[2] for r in results.values()}
         assert len(counts) == 1, f"the tools planned different task counts: {results}"
         print(f"image xfer --queue fq://: {counts.pop()} tasks inserted, {os.cpu_count()} cores")
-        for name, (cpu, wall, _) in results.items():
-            print(f"  {name:13s} CPU {cpu:6.2f} s   wall {wall:6.2f} s")
-        print(f"  CPU ratio igneous-like/Igneous: {results['igneous-like'][0] / results['Igneous'][0]:.2f}")
+        print_side_by_side(results)
         api = api_inserts(args.tasks, args.repeat, args.dir)
         print(f"insert call alone, {args.tasks} tasks, one thread, median CPU of {args.repeat} runs in {args.dir or tempfile.gettempdir()}")
         for name, cpu in api.items():

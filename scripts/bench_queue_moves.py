@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench import measure_ok  # noqa: E402
+from bench import measure_ok, print_side_by_side  # noqa: E402
 
 OURS = [str(ROOT / ".venv" / "bin" / "python"), "-m", "igneous_like"]
 IGNEOUS = [str(ROOT / ".venv-reference" / "bin" / "igneous")]
@@ -56,9 +56,7 @@ def main() -> None:
             assert tags(dest) == sorted(str(i) for i in range(args.tasks)), f"{name}: tasks lost or doubled"
             results[name] = (cpu, wall)
         print(f"queue mv of {args.tasks} tasks, FileQueue -> FileQueue")
-        for name, (cpu, wall) in results.items():
-            print(f"  {name:13s} CPU {cpu:6.2f} s   wall {wall:6.2f} s")
-        print(f"  CPU ratio igneous-like/Igneous: {results['igneous-like'][0] / results['Igneous'][0]:.2f}")
+        print_side_by_side(results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -43,6 +43,17 @@ def arrays(pristine):
     return {n: np.load(pristine / f"{n}.npy") for n in ("image", "segmentation")}
 
 
+def is_json(path) -> bool:
+    """Whether a file holds whole JSON (a task file written completely)."""
+    import json
+
+    try:
+        json.loads(Path(path).read_text())
+        return True
+    except ValueError:
+        return False
+
+
 def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess."""
     cmd = [sys.executable, "-m", "igneous_like", *map(str, args)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import is_json, run_cli
 
 STALLING_CLI = Path(__file__).with_name("stalling_cli.py")
 
@@ -27,14 +27,6 @@ def virtual_layer(path, cols: int, rows: int) -> None:
         "key": "8_8_40", "resolution": [8, 8, 40], "voxel_offset": [0, 0, 0], "size": [256 * cols, 256 * rows, 64],
         "chunk_sizes": [[128, 128, 64]], "encoding": "raw"}]}
     (path / "info").write_text(json.dumps(info))
-
-
-def is_json(path) -> bool:
-    try:
-        json.loads(path.read_text())
-        return True
-    except ValueError:
-        return False
 
 
 @pytest.mark.parametrize("cols,rows", [(10, 20), (160, 128)], ids=["serial", "parallel"])

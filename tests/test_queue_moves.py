@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, ts_read
+from conftest import is_json, run_cli, ts_read
 
 
 def insert_tagged(queue: str, n: int, env: dict | None = None) -> None:
@@ -95,16 +95,6 @@ def test_a_killed_move_loses_nothing(tmp_path):
 
 
 STALLING_CLI = Path(__file__).with_name("stalling_cli.py")  # the 30th task body written to DEST stalls half-written
-
-
-def is_json(path) -> bool:
-    import json
-
-    try:
-        json.loads(path.read_text())
-        return True
-    except ValueError:
-        return False
 
 
 def test_a_move_killed_mid_write_leaves_no_partial_task_to_lease(tmp_path):

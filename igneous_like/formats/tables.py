@@ -201,25 +201,33 @@ def _line_start(f, at: int) -> int:
 
 def _csv_part(src, names: list[str], types: dict, lo: int, hi: int) -> Iterator:
     """Typed batches of the line-aligned bytes [lo, hi) of a CSV file (no header among them)."""
-    import pyarrow as pa
     import pyarrow.csv as pcsv
 
     missing = [c for c in types if c not in names]
     if missing:
         raise UserError(f"{src.url} has no column {missing[0]!r} (columns: {', '.join(names)})")
+    options = pcsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES)
+    for batch in _csv_batches(src.url, lambda: src.window(lo, hi), options, types):
+        yield _typed(batch, types, src.url)
+
+
+def _csv_batches(url: str, opener, options, types: dict) -> Iterator:
+    """Batches of `types`' columns read as strings (the later cast names the column and value
+    that do not parse), with Arrow's parse errors as one-line errors naming the file."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
     convert = pcsv.ConvertOptions(include_columns=list(types), column_types={c: pa.string() for c in types},
                                   strings_can_be_null=True)
-    options = pcsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES)
-    reader = _guard(src.url, lambda: pcsv.open_csv(src.window(lo, hi), read_options=options,
-                                                   convert_options=convert))
+    reader = _guard(url, lambda: pcsv.open_csv(opener(), read_options=options, convert_options=convert))
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             return
         except pa.ArrowInvalid as exc:
-            raise UserError(f"cannot parse {src.url}: {exc}".splitlines()[0]) from None
-        yield _typed(batch, types, src.url)
+            raise UserError(f"cannot parse {url}: {exc}".splitlines()[0]) from None
+        yield batch
 
 
 def count_rows(url: str, fmt: str, column: str) -> int:
@@ -234,8 +242,6 @@ def count_rows(url: str, fmt: str, column: str) -> int:
 
 
 def _raw_batches(url: str, fmt: str, types: dict) -> Iterator:
-    import pyarrow as pa
-
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -244,19 +250,7 @@ def _raw_batches(url: str, fmt: str, types: dict) -> Iterator:
         return
     import pyarrow.csv as pcsv
 
-    # strings first: the cast below names the column and value that do not parse
-    convert = pcsv.ConvertOptions(include_columns=list(types), column_types={c: pa.string() for c in types},
-                                  strings_can_be_null=True)
-    reader = _guard(url, lambda: pcsv.open_csv(_open(url), read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES),
-                                               convert_options=convert))
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowInvalid as exc:
-            raise UserError(f"cannot parse {url}: {exc}".splitlines()[0]) from None
-        yield batch
+    yield from _csv_batches(url, lambda: _open(url), pcsv.ReadOptions(block_size=BLOCK_BYTES), types)
 
 
 def _cast(column, to, name: str, url: str):

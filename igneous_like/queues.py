@@ -404,6 +404,9 @@ def load_task(task) -> Callable[[], Any]:
     return task.tofunc()
 
 
+RUNNING_WAIT_MIN = 0.05  # seconds: first wait for another worker's running task
+
+
 def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> WorkerResult:
     """Lease, run, delete until a stop condition; a failing task is recorded and left leased."""
     from taskqueue import QueueEmptyError
@@ -423,6 +426,9 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
     # SQS long-polls: an empty answer after a few seconds is what "empty" means there (its
     # counts are approximate); a FileQueue answers at once.
     wait_sec = 0 if fq_dir(tq) else (5 if opts.exit_on_empty else 20)
+    # while other workers finish a phase's last tasks, look again soon (a short task ends in a
+    # fraction of a second), backing off to once a second for long ones
+    running_wait = RUNNING_WAIT_MIN
 
     while not stop.is_set():
         if 0 <= opts.num_tasks <= result.executed + result.failed:
@@ -440,12 +446,14 @@ def worker_loop(opts: WorkerOptions, stop: threading.Event | None = None) -> Wor
             if unreadable:  # the lease met only unreadable files: others may still wait
                 continue
             if opts.exit_on_empty and others_running(tq, records):
-                stop.wait(min(opts.poll_sec, 1.0))  # their tasks may queue the next phase
+                stop.wait(min(opts.poll_sec, running_wait))  # their tasks may queue the next phase
+                running_wait = min(running_wait * 2, 1.0)
                 continue
             if opts.exit_on_empty or time_is_up():
                 break
             stop.wait(opts.poll_sec)
             continue
+        running_wait = RUNNING_WAIT_MIN
         t0 = time.monotonic()
         log(f"INFO start {task.key[1]} {task.id}")
         try:
@@ -553,19 +561,25 @@ class ExecuteMonitor(Periodic):
 def execute(opts: WorkerOptions, parallel: int) -> int:
     """Run `parallel` workers against the queue; returns the exit code (non-zero on failures)."""
     open_queue(opts.queue_url, create=False)  # fail fast on a bad URL, before forking
-    with ExecuteMonitor(opts.queue_url):
-        return _execute(opts, parallel)
-
-
-def _execute(opts: WorkerOptions, parallel: int) -> int:
     if parallel <= 1:
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        result = worker_loop(opts, stop)
-        return _summarize([result.failed], [0])
+        with ExecuteMonitor(opts.queue_url):
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            result = worker_loop(opts, stop)
+            return _summarize([result.failed], [0])
+    procs = _start_workers(opts, parallel)  # before the monitor's thread: a fork copies no thread
+    with ExecuteMonitor(opts.queue_url):
+        return _join_workers(procs)
+
+
+def _start_workers(opts: WorkerOptions, parallel: int) -> list:
+    """Worker processes forked from this one where the platform can: they start with the
+    libraries already imported (spawned ones import them again, ~0.5 s CPU each)."""
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    sys.stdout.flush()
+    sys.stderr.flush()
     procs = [ctx.Process(target=_child, args=(opts, i), daemon=False) for i in range(parallel)]
     for p in procs:
         p.start()
@@ -576,6 +590,10 @@ def _execute(opts: WorkerOptions, parallel: int) -> int:
                 os.kill(p.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
+    return procs
+
+
+def _join_workers(procs: list) -> int:
     for p in procs:
         p.join()
     codes = [p.exitcode for p in procs]

@@ -18,6 +18,12 @@ Stages (uint8, 4x4x40 nm, no file compression for every tool):
   nifti   one .nii file. Ours (pyramid on) against volume-to-precomputed-pyramid (in memory by
           default) and Igneous `image create` (mip 0 only); also ours without a queue (planning
           and tasks in one process, like those one-process tools).
+  export  the layer the tiff stage imported (every mip) out again. Ours: `image export --format
+          ome-zarr` and `--format tiff` (mip 0) into a FileQueue, then `execute -x` with -p 1 and
+          -p 2. Against the scripts users write instead (there is no export command in Igneous or
+          neuroglancer-scripts): cloud-volume reading each mip whole + zarr-python writing it
+          (same chunks and blosc-zstd compression as ours), a tensorstore copy (precomputed -> zarr, its own threads),
+          and cloud-volume + tifffile for the TIFF slices.
   memory  a TIFF stack larger than --memory (default 2048x2048x256, 1 GiB) imported with
           `--memory 256MB` and `execute -p 2`: the peak RSS of the largest worker.
 Our imports run with --memory 256MB (--ours-memory) in every stage.
@@ -160,6 +166,84 @@ def igneous_h5(h5: Path, npy: Path, work: Path) -> dict[str, Run]:
             igneous_create(npy, work, "igneous-h5", [])}
 
 
+EXPORT_SCRIPTS = {
+    # each reads LAYER (argv[1]) and writes DEST (argv[2]); every mip, chunks as the layer's
+    "cloud-volume + zarr-python": """
+import sys, numpy as np, zarr
+from numcodecs import Blosc
+from cloudvolume import CloudVolume
+src, dst = sys.argv[1], sys.argv[2]
+root = zarr.open_group(dst, mode="w", zarr_format=2)
+scales = CloudVolume(src).info["scales"]
+for mip, scale in enumerate(scales):
+    arr = np.asarray(CloudVolume(src, mip=mip, progress=False)[:, :, :])
+    zyx = np.ascontiguousarray(arr[..., 0].T)  # z,y,x (one channel)
+    del arr
+    cx, cy, cz = scale["chunk_sizes"][0]
+    out = root.create_array(str(mip), shape=zyx.shape, chunks=(cz, cy, cx), dtype=zyx.dtype,
+                            compressors=Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE))
+    out[...] = zyx
+    del zyx
+root.attrs["multiscales"] = [{"version": "0.4", "axes": [
+    {"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"], "datasets": [
+    {"path": str(m), "coordinateTransformations": [{"type": "scale", "scale": s["resolution"][::-1]}]}
+    for m, s in enumerate(scales)]}]
+""",
+    "tensorstore copy": """
+import sys, json, tensorstore as ts
+src, dst = sys.argv[1], sys.argv[2]
+scales = json.load(open(src.replace("file://", "") + "/info"))["scales"]
+for mip, scale in enumerate(scales):
+    s = ts.open({"driver": "neuroglancer_precomputed", "kvstore": src + "/", "scale_index": mip}).result()
+    s = s[ts.d[:].transpose[3, 2, 1, 0]][0]  # z,y,x (one channel)
+    cx, cy, cz = scale["chunk_sizes"][0]
+    d = ts.open({"driver": "zarr", "kvstore": f"file://{dst}/{mip}/", "metadata": {
+        "shape": list(s.shape), "chunks": [cz, cy, cx], "dtype": "|u1",
+        "compressor": {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1}}},
+        create=True, delete_existing=True).result()
+    d.write(s).result()
+""",
+    "cloud-volume + tifffile": """
+import sys, os, numpy as np, tifffile
+from cloudvolume import CloudVolume
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst, exist_ok=True)
+arr = np.asarray(CloudVolume(src, mip=0, progress=False)[:, :, :])[..., 0]
+for z in range(arr.shape[2]):
+    tifffile.imwrite(f"{dst}/{z:05d}.tif", np.ascontiguousarray(arr[:, :, z].T))
+""",
+}
+
+
+def export_script(name: str, layer: Path, work: Path, slug: str) -> Run:
+    out = work / slug
+    shutil.rmtree(out, ignore_errors=True)
+    return run_all([([sys.executable, "-c", EXPORT_SCRIPTS[name], f"file://{layer}", str(out)], None)],
+                   work / "logs" / slug)
+
+
+def ours_export(layer: Path, work: Path, name: str, workers: int, fmt: str) -> Run:
+    exe = str(our_exe())
+    out, q = work / name, work / f"{name}-q"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(q, ignore_errors=True)
+    return run_all([
+        ([exe, "image", "export", f"file://{layer}", str(out), "--format", fmt, "--queue", f"fq://{q}"], None),
+        ([exe, "execute", f"fq://{q}", "-p", str(workers), "-x", "-q"], None),
+    ], work / "logs" / name)
+
+
+def check_export(zarr_dir: Path, ref: Path) -> None:
+    """The exported level 0, read with zarr-python, equals the source (z,y,x)."""
+    import zarr
+
+    vol = np.load(ref, mmap_mode="r")
+    got = zarr.open_array(str(zarr_dir / "0"), mode="r")
+    for z in (0, vol.shape[0] // 2, vol.shape[0] - 1):
+        if not np.array_equal(np.asarray(got[z]), vol[z]):
+            raise SystemExit(f"bench_import: the export {zarr_dir} differs from the source at z={z}")
+
+
 def ratio(a: float, b: float | None) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
@@ -207,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-shape", default="2048,2048,256", help="x,y,z of the memory demonstration volume")
     p.add_argument("--memory", default="256MB", help="--memory of the memory demonstration")
     p.add_argument("--ours-memory", default="256MB", help="--memory of our imports in the comparison stages")
-    p.add_argument("--stages", default="tiff,hdf5,nifti,memory")
+    p.add_argument("--stages", default="tiff,hdf5,nifti,export,memory")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     stages = args.stages.split(",")
@@ -257,6 +341,22 @@ def main(argv: list[str] | None = None) -> int:
         results["nifti"] = report(f"nifti {args.shape} uint8 -> Precomputed", rows,
                                   [(names[0], names[1], [names[2]]), (names[3], names[4], [names[5]]),
                                    (names[6], names[1], [names[2]])])
+    if "export" in stages:
+        layer = work / "ours-tiff-p2"
+        if not (layer / "info").exists():
+            raise SystemExit("bench_import: the export stage exports the tiff stage's layer: run --stages tiff,export")
+        rows = {"igneous-like export ome-zarr -p 1": ours_export(layer, work, "ours-zarr-p1", 1, "ome-zarr"),
+                "igneous-like export ome-zarr -p 2": ours_export(layer, work, "ours-zarr-p2", 2, "ome-zarr"),
+                "cloud-volume + zarr-python": export_script("cloud-volume + zarr-python", layer, work, "cv-zarr"),
+                "tensorstore copy": export_script("tensorstore copy", layer, work, "ts-zarr"),
+                "igneous-like export tiff -p 1": ours_export(layer, work, "ours-tif-p1", 1, "tiff"),
+                "igneous-like export tiff -p 2": ours_export(layer, work, "ours-tif-p2", 2, "tiff"),
+                "cloud-volume + tifffile": export_script("cloud-volume + tifffile", layer, work, "cv-tiff")}
+        for name in ("ours-zarr-p2", "cv-zarr", "ts-zarr"):
+            check_export(work / name, ref)
+        names = list(rows)
+        results["export"] = report(f"export {args.shape} uint8 Precomputed (all mips) -> OME-Zarr, mip 0 -> TIFF",
+                                   rows, [(names[0], names[1], names[2:4]), (names[4], names[5], [names[6]])])
     if "memory" in stages:
         mshape = tuple(int(v) for v in args.memory_shape.split(","))
         big = make_volume(mshape, seed=1)

@@ -22,6 +22,9 @@ from igneous_like.grid import Box, Vec3, grid_boxes, grid_count, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
 
 FORMATS = ("ome-zarr", "ome-zarr-v3", "tiff")
+# voxel bytes one task reads at most, however large --memory is: enough tasks for every worker
+# (a 2048x2048 slab 64 deep is 4 tasks, not 1), and each still writes whole chunks or shards
+TASK_BYTES = 64 * 2**20
 
 
 def plan_export(
@@ -111,13 +114,15 @@ def clip(shape: Vec3, limit: Vec3) -> Vec3:
 
 
 def task_shape(region: Box, grid: Vec3, width: int, memory: float) -> Vec3:
-    """One grid cell deep in z; whole slices if they fit in memory, else grid-aligned tiles."""
+    """One grid cell deep in z; whole slices if they fit in memory and TASK_BYTES, else
+    grid-aligned tiles (TIFF tasks always own whole slices)."""
     size = region.shape
     shape = vec3((size[0], size[1], grid[2]))
-    if 3 * math.prod(clip(shape, size)) * width <= memory or grid[:2] == (1, 1):
+    budget = min(memory / 3, TASK_BYTES)
+    if math.prod(clip(shape, size)) * width <= budget or grid[:2] == (1, 1):
         return shape
     tile = vec3((grid[0], grid[1], grid[2]))
-    while 3 * math.prod(clip(vec3((tile[0] * 2, tile[1] * 2, tile[2])), size)) * width <= memory and \
+    while math.prod(clip(vec3((tile[0] * 2, tile[1] * 2, tile[2])), size)) * width <= budget and \
             (tile[0] < size[0] or tile[1] < size[1]):
         tile = vec3((tile[0] * 2, tile[1] * 2, tile[2]))
     return tile

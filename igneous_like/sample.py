@@ -17,18 +17,23 @@ def segmentation(shape: Vec3, seed: int = 0, cells: int = 60) -> np.ndarray:
     seeds = rng.random((cells, 3)) * np.array(coarse)
     gx, gy, gz = np.meshgrid(*(np.arange(c) + 0.5 for c in coarse), indexing="ij")
     pts = np.stack([gx, gy, gz * 0.35], axis=-1)[..., np.newaxis, :]
-    dist = ((pts - seeds * np.array([1, 1, 0.35])) ** 2).sum(-1)
-    low = dist.argmin(-1)
+    scaled = seeds * np.array([1, 1, 0.35])
+    low = np.empty(coarse, dtype=np.intp)
+    for i in range(coarse[0]):  # one x slab at a time: points x seeds distances stay small
+        low[i] = ((pts[i] - scaled) ** 2).sum(-1).argmin(-1)
     x, y, z = np.meshgrid(np.arange(sx), np.arange(sy), np.arange(sz), indexing="ij", sparse=True)
-    wx = x + 3.0 * np.sin(y / 9.0 + z / 23.0)
-    wy = y + 3.0 * np.cos(x / 11.0 + z / 17.0)
-    ix = np.clip((wx / 8).astype(np.int64), 0, coarse[0] - 1)
-    iy = np.clip((wy / 8).astype(np.int64), 0, coarse[1] - 1)
-    iz = np.clip((z / 16).astype(np.int64), 0, coarse[2] - 1)
-    labels = low[ix, iy, iz].astype(np.uint64)
     ids = LABEL_BASE + rng.choice(10**6, size=cells, replace=False).astype(np.uint64)
     ids[0] = 0  # one cell is background
-    return np.asfortranarray(ids[labels])
+    out = np.empty((sx, sy, sz), dtype=np.uint64, order="F")
+    for z0 in range(0, sz, 16):  # z slabs bound the temporaries of large volumes
+        zs = z[:, :, z0:z0 + 16]
+        wx = x + 3.0 * np.sin(y / 9.0 + zs / 23.0)
+        wy = y + 3.0 * np.cos(x / 11.0 + zs / 17.0)
+        ix = np.clip((wx / 8).astype(np.int64), 0, coarse[0] - 1)
+        iy = np.clip((wy / 8).astype(np.int64), 0, coarse[1] - 1)
+        iz = np.clip((zs / 16).astype(np.int64), 0, coarse[2] - 1)
+        out[:, :, z0:z0 + 16] = ids[low[ix, iy, iz]]
+    return out
 
 
 def neurons(shape: Vec3, seed: int = 0, resolution=(16, 16, 40)) -> np.ndarray:

@@ -145,3 +145,22 @@ def test_ome_zarr_py_reader_opens_the_export(tmp_path, layer, fmt):
         assert by_type["scale"]["scale"] == [1.0, *map(float, res)]
         assert by_type["translation"]["translation"] == [0.0, *(float(o * r) for o, r in zip(off, res))]
         assert np.array_equal(np.asarray(data), ts_read(src, level).transpose(3, 2, 1, 0)), level
+
+
+def test_large_slabs_are_split_for_every_worker(tmp_path):
+    """A 2048x2048 slab 64 deep is 256 MiB: planned as 4 tiles of whole chunks, not one task,
+    however large --memory is (an info file is all the planner reads)."""
+    layer = tmp_path / "big"
+    layer.mkdir()
+    (layer / "info").write_text(json.dumps({
+        "type": "image", "data_type": "uint8", "num_channels": 1,
+        "scales": [{"key": "4_4_40", "resolution": [4, 4, 40], "voxel_offset": [0, 0, 0], "size": [2048, 2048, 128],
+                    "chunk_sizes": [[128, 128, 64]], "encoding": "raw"}]}))
+    out = run_cli("image", "export", f"file://{layer}", str(tmp_path / "out.zarr"), "--memory", "8GiB",
+                  "--dry-run").stdout
+    assert "image export: 8 tasks" in out
+    assert "mip 0: 1024x1024x64" in out
+    assert not (tmp_path / "out.zarr").exists()
+    tiff = run_cli("image", "export", f"file://{layer}", str(tmp_path / "tif"), "--format", "tiff",
+                   "--dry-run").stdout
+    assert "image export: 2 tasks" in tiff and "mip 0: 2048x2048x64" in tiff  # whole slices

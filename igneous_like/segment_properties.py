@@ -93,18 +93,18 @@ def encode(table: Table, rows: np.ndarray, number_columns: list[str], tag_column
     pick = (lambda values: values) if whole else (lambda values: values[rows])  # noqa: E731
     ids = pick(table["label"])
     parts = [b'{"@type":"neuroglancer_segment_properties","inline":{"ids":', _json_ids(ids), b',"properties":[']
-    props = []
     for name in number_columns:
         values = pick(table[name])
         dtype = number_type(values)
         head = json.dumps({"id": name, "type": "number", "data_type": dtype,
                            "description": _description(name, values, dtype)})
-        props.append(head[:-1].encode() + b',"values":' + _json_numbers(values, dtype) + b"}")
+        parts += [head[:-1].encode() + b',"values":', _json_numbers(values, dtype), b"},"]
     if tag_columns:
         flags = np.stack([pick(table[c]).astype(bool) for c in tag_columns], axis=1)
         head = json.dumps({"id": "tags", "type": "tags", "tags": tag_columns,
                            "tag_descriptions": [c.replace("_", " ") for c in tag_columns]})
-        props.append(head[:-1].encode() + b',"values":' + _json_tags(flags) + b"}")
-    parts.append(b",".join(props))
+        parts += [head[:-1].encode() + b',"values":', _json_tags(flags), b"},"]
+    if parts[-1] == b"},":
+        parts[-1] = b"}"  # no comma after the last property
     parts.append(b"]}}")
-    return b"".join(parts)
+    return b"".join(parts)  # one copy of a file that reaches hundreds of MB

@@ -37,3 +37,13 @@ def keep_freed_memory() -> bool:
     return all(mallopt(param, value) == 1 for param, value in (
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD),
         (M_MMAP_MAX, 0)))
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the kernel (malloc_trim) at the end of a task, so
+    the next task in the same process (a one-command map then reduce) starts from its own
+    footprint, not the previous one's. A no-op where libc is not glibc."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -237,6 +237,8 @@ def stats_map_task(job: dict, box: list[int]) -> None:
     table = label_stats.block_stats(ids, labels, region.shape, region.start, low, high, img, by_label)
     del ids, img
     mapreduce.write_partials(spec.partials, region, table)
+    del table
+    allocator.release_freed_memory()
 
 
 @queueable
@@ -258,6 +260,8 @@ def stats_reduce_task(job: dict, partition: int) -> None:
         write_segment_properties(spec, table)  # this task holds the whole table
     elif spec.properties and all(out.exists(spec.part_names()).values()):
         write_segment_properties(spec, chosen_table(spec))
+    del table
+    allocator.release_freed_memory()
 
 
 def read_table(spec: StatsJob, columns: list[str] | None = None,

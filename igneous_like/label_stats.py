@@ -35,6 +35,7 @@ PARTIAL_COLUMNS = (
 )
 INT_MAX = np.iinfo(np.int64).max
 INT_MIN = np.iinfo(np.int64).min
+LOCAL_MAX = np.iinfo(np.int32).max
 
 
 class Accumulator:
@@ -45,8 +46,9 @@ class Accumulator:
         self.n = zeros()
         self.s = {a: zeros() for a in AXES}
         self.ss = {p: zeros() for p in PAIRS}  # raw second sums, local coordinates: exact int64
-        self.lo = {a: np.full(ids, INT_MAX, dtype=np.int64) for a in AXES}
-        self.hi = {a: np.full(ids, INT_MIN, dtype=np.int64) for a in AXES}
+        # local coordinates fit int32: half the memory traffic of int64
+        self.lo = {a: np.full(ids, LOCAL_MAX, dtype=np.int32) for a in AXES}
+        self.hi = {a: np.full(ids, -1, dtype=np.int32) for a in AXES}
         self.faces = {a: zeros() for a in AXES}
         self.image = with_image
         if with_image:
@@ -57,7 +59,9 @@ class Accumulator:
 
     def add_runs(self, seg: np.ndarray, z0: int) -> None:
         """Runs of equal ids along x give counts, sums and second sums in closed form: far
-        fewer updates than voxels for real objects."""
+        fewer updates than voxels for real objects; and the x-faces inside the rows, one at
+        each end of a run (not before a row's first voxel or after its last: those face
+        other layers, counted by _add_faces)."""
         sx, sy = seg.shape[:2]
         flat = seg.ravel(order="F")
         change = np.empty(flat.size, dtype=bool)
@@ -83,15 +87,15 @@ class Accumulator:
                              ("xy", y * sum_x), ("xz", z * sum_x), ("yz", y * z * length)):
             add(self.ss[pair], ids, values)
         for axis, lo, hi in (("x", x, x + length), ("y", y, y + 1), ("z", z, z + 1)):
-            np.minimum.at(self.lo[axis], ids, lo)
-            np.maximum.at(self.hi[axis], ids, hi)
+            np.minimum.at(self.lo[axis], ids, lo.astype(np.int32))
+            np.maximum.at(self.hi[axis], ids, hi.astype(np.int32))
+        add(self.faces["x"], ids, (x > 0).astype(np.int64) + (x + length < sx))
 
     def add_faces(self, axis: str, low: np.ndarray, high: np.ndarray) -> None:
-        """Faces between each voxel of `low` and its neighbour in `high` along one axis."""
+        """Faces between each voxel of `low` and its neighbour in `high` (one on each side)."""
         differ = low != high
-        ids = len(self.n)
         for side in (low[differ], high[differ]):
-            self.faces[axis] += np.bincount(side, minlength=ids)
+            np.add.at(self.faces[axis], side, 1)  # background's (id 0) are dropped at the end
 
     def add_image(self, seg: np.ndarray, img: np.ndarray) -> None:
         ids = seg.ravel(order="F").astype(np.intp)
@@ -109,6 +113,35 @@ def _sum_squares(m: np.ndarray) -> np.ndarray:
     return (m - 1) * m * (2 * m - 1) // 6
 
 
+def dense_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A block's labels (x, y, z, Fortran order) as dense ids numbered in order of first
+    appearance, x fastest (0 = background), with original[id] = label and by_label (the ids in
+    increasing label order). Numbered so, the ids that one slab's runs and faces touch lie in
+    a narrow window of the per-id sums, which stays in cache; ids in label order scatter at
+    random over all of them (4M labels: ~10x slower ufunc.at, most of a map task's time)."""
+    import fastremap
+
+    # fastremap ravels C order: the transposed view's C order is the block's x-fastest order
+    labels, first, inverse = fastremap.unique(raw.T, return_index=True, return_inverse=True)
+    inverse = inverse.view(np.uint64)  # int64 or uint64 by fastremap's method; indices either way
+    seen = np.zeros(raw.size, dtype=bool)
+    seen[first] = True
+    rank = np.cumsum(seen, dtype=np.min_scalar_type(raw.size))[first].astype(inverse.dtype)  # 1, 2, ... by first voxel
+    del seen
+    if len(labels) and labels[0] == 0:  # the background takes id 0, the labels after it close up
+        rank -= rank > rank[0]
+        rank[0] = 0
+    ids = fastremap.remap_from_array(inverse.reshape(-1), rank, in_place=True).reshape(inverse.shape)
+    del inverse
+    if not len(labels) or labels[0] != 0:  # no background voxel: id 0 still means background
+        labels = np.concatenate([np.zeros(1, dtype=labels.dtype), labels])
+        rank = np.concatenate([np.zeros(1, dtype=rank.dtype), rank])
+    ids = ids.astype(np.min_scalar_type(len(labels))).T  # x, y, z again (Fortran order)
+    original = np.empty(len(labels), dtype=np.uint64)
+    original[rank] = labels
+    return ids, original, rank.astype(np.intp)
+
+
 def block_stats(
     seg: np.ndarray,
     original: np.ndarray,
@@ -117,11 +150,14 @@ def block_stats(
     low_edge: Sequence[bool],
     high_edge: Sequence[bool],
     image: np.ndarray | None = None,
+    by_label: np.ndarray | None = None,
 ) -> Table:
-    """Sufficient statistics of one task. `seg` (x, y, z; ids with 0 = background,
-    original[id] = label) covers the task's `shape` plus one voxel past each high face that is
-    not a high edge; `origin` is the task's first voxel in global coordinates; `image`, if
-    given, covers `shape` exactly."""
+    """Sufficient statistics of one task, one row per label, sorted by label. `seg` (x, y, z;
+    ids with 0 = background, original[id] = label, in any order: `dense_ids` gives the fast
+    one) covers the task's `shape` plus one voxel past each high face that is not a high edge;
+    `origin` is the task's first voxel in global coordinates; `image`, if given, covers
+    `shape` exactly; `by_label`, if given, lists the ids in increasing label order (else it is
+    sorted out of `original`)."""
     sx, sy, sz = (int(s) for s in shape)
     acc = Accumulator(len(original), image is not None)
     step = max(1, SLAB_VOXELS // max(sx * sy, 1))
@@ -130,70 +166,72 @@ def block_stats(
         own = np.asfortranarray(seg[:sx, :sy, z0:z1])
         acc.add_runs(own, z0)
         for axis in range(3):
-            low, high = _face_pair(seg, own, (sx, sy, sz), axis, z0, z1, low_edge[axis], high_edge[axis])
-            acc.add_faces(AXES[axis], low, high)
+            _add_faces(acc, seg, own, (sx, sy, sz), axis, (z0, z1), low_edge[axis], high_edge[axis])
         if image is not None:
             acc.add_image(own, image[:sx, :sy, z0:z1])
-    return _rows(acc, original, origin)
+    return _rows(acc, original, origin, by_label)
 
 
-def _face_pair(seg, own, shape, axis, z0, z1, low_edge, high_edge):
-    """Arrays whose elementwise pairs are the faces along `axis` owned by this slab: the slab
-    extended by the next voxel layer (outside = 0 at a high edge) and, at a low edge, by the
-    outside before the first layer."""
-    sx, sy, sz = shape
-    if axis < 2:
-        start, stop = 0, shape[axis]
-    else:
-        start, stop = z0, z1
+def _add_faces(acc: Accumulator, seg, own, shape, axis: int, zs: tuple[int, int], low_edge: bool, high_edge: bool) -> None:
+    """The faces along `axis` owned by one slab, in place (no extended copy of the slab):
+    between its own layers (along x the runs counted those), between its last layer and the
+    next one (of `seg`; the outside, 0, at a high edge) and, at a low edge, between the
+    outside and its first layer."""
+    start, stop = (0, shape[axis]) if axis < 2 else zs
+    name = AXES[axis]
+    if axis > 0:
+        acc.add_faces(name, _layers(own, axis, 0, -1), _layers(own, axis, 1, None))
+    last = _layers(own, axis, -1, None)
     if high_edge and stop == shape[axis]:
-        nxt = np.zeros_like(_plane(own, axis, 0))
+        acc.add_faces(name, last, np.zeros_like(last))
     else:
-        idx = [slice(0, sx), slice(0, sy), slice(z0, z1)]
+        idx = [slice(0, shape[0]), slice(0, shape[1]), slice(*zs)]
         idx[axis] = slice(stop, stop + 1)
-        nxt = seg[tuple(idx)]
-    parts = [own, nxt]
+        acc.add_faces(name, last, seg[tuple(idx)])
     if low_edge and start == 0:
-        parts.insert(0, np.zeros_like(nxt))
-    ext = np.concatenate(parts, axis=axis)
-    lo = [slice(None)] * 3
-    hi = [slice(None)] * 3
-    lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-    return ext[tuple(lo)], ext[tuple(hi)]
+        first = _layers(own, axis, 0, 1)
+        acc.add_faces(name, np.zeros_like(first), first)
 
 
-def _plane(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
+def _layers(arr: np.ndarray, axis: int, start: int, stop: int | None) -> np.ndarray:
     idx = [slice(None)] * 3
-    idx[axis] = slice(index, index + 1)
+    idx[axis] = slice(start, stop)
     return arr[tuple(idx)]
 
 
-def _rows(acc: Accumulator, original: np.ndarray, origin: Sequence[int]) -> Table:
+def _rows(acc: Accumulator, original: np.ndarray, origin: Sequence[int], by_label: np.ndarray | None) -> Table:
     """One row per label present (voxels or owned faces), in global coordinates. Accumulators
     are released as their columns are made: a million-label task holds one copy, not two."""
-    faces = acc.faces["x"] + acc.faces["y"] + acc.faces["z"]
-    keep = np.flatnonzero((acc.n > 0) | (faces > 0))
-    del faces
-    keep = keep[keep != 0]
-    n = acc.n[keep]
+    present = (acc.n > 0) | (acc.faces["x"] > 0) | (acc.faces["y"] > 0) | (acc.faces["z"] > 0)
+    present[0] = False  # background
+    if by_label is None:
+        by_label = np.argsort(original, kind="stable")
+    keep = by_label[present[by_label]]  # rows in label order, as merge's input must be
+    del present
+
+    def take(values: np.ndarray) -> np.ndarray:  # np.take: ~1.5x faster than values[keep]
+        return np.take(values, keep)
+
+    n = take(acc.n)
     safe = np.maximum(n, 1).astype(np.float64)
-    cols: Table = {"label": original[keep].astype(np.uint64), "n": n}
-    mean = {a: acc.s[a][keep].astype(np.float64) for a in AXES}
+    cols: Table = {"label": take(original).astype(np.uint64), "n": n}
+    sums = {a: take(acc.s.pop(a)) for a in AXES}
+    mean = {a: sums[a].astype(np.float64) for a in AXES}
     for pair in PAIRS:
         a, b = pair
-        cols[f"c{pair}"] = acc.ss.pop(pair)[keep].astype(np.float64) - mean[a] * mean[b] / safe
+        cols[f"c{pair}"] = take(acc.ss.pop(pair)).astype(np.float64) - mean[a] * mean[b] / safe
     del mean
     for axis, o in zip(AXES, origin):
-        cols[f"s{axis}"] = acc.s.pop(axis)[keep] + n * int(o)
-        cols[f"min_{axis}"] = np.where(n > 0, acc.lo.pop(axis)[keep] + int(o), INT_MAX)
-        cols[f"max_{axis}"] = np.where(n > 0, acc.hi.pop(axis)[keep] + int(o), INT_MIN)
-        cols[f"faces_{axis}"] = acc.faces.pop(axis)[keep]
+        cols[f"s{axis}"] = sums.pop(axis) + n * int(o)
+        cols[f"min_{axis}"] = np.where(n > 0, take(acc.lo.pop(axis)) + np.int64(o), INT_MAX)
+        cols[f"max_{axis}"] = np.where(n > 0, take(acc.hi.pop(axis)) + np.int64(o), INT_MIN)
+        cols[f"faces_{axis}"] = take(acc.faces.pop(axis))
     if acc.image:
-        i_sum = acc.i_sum[keep]
+        i_sum = take(acc.i_sum)
         cols["i_sum"] = i_sum
-        cols["i_m2"] = np.maximum(acc.i_sq[keep] - i_sum * i_sum / safe, 0.0)
-        cols["i_min"] = acc.i_min[keep]
-        cols["i_max"] = acc.i_max[keep]
+        cols["i_m2"] = np.maximum(take(acc.i_sq) - i_sum * i_sum / safe, 0.0)
+        cols["i_min"] = take(acc.i_min)
+        cols["i_max"] = take(acc.i_max)
     return {name: cols[name] for name in PARTIAL_COLUMNS if name in cols}
 
 

@@ -6,6 +6,7 @@ float32 (and its description says so when a count or coordinate lost integer pre
 Values are written without NaN or infinity: the file is strict JSON."""
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -92,19 +93,28 @@ def encode(table: Table, rows: np.ndarray, number_columns: list[str], tag_column
     whole = len(rows) == len(table["label"])  # `rows` are sorted and unique: all of them, in order
     pick = (lambda values: values) if whole else (lambda values: values[rows])  # noqa: E731
     ids = pick(table["label"])
-    parts = [b'{"@type":"neuroglancer_segment_properties","inline":{"ids":', _json_ids(ids), b',"properties":[']
-    props = []
+    # each piece is written and dropped: the file (hundreds of MB at millions of labels) is
+    # held once, not once in pieces and again joined
+    out = io.BytesIO()
+    out.write(b'{"@type":"neuroglancer_segment_properties","inline":{"ids":')
+    out.write(_json_ids(ids))
+    out.write(b',"properties":[')
+    sep = b""
     for name in number_columns:
         values = pick(table[name])
         dtype = number_type(values)
         head = json.dumps({"id": name, "type": "number", "data_type": dtype,
                            "description": _description(name, values, dtype)})
-        props.append(head[:-1].encode() + b',"values":' + _json_numbers(values, dtype) + b"}")
+        out.write(sep + head[:-1].encode() + b',"values":')
+        out.write(_json_numbers(values, dtype))
+        out.write(b"}")
+        sep = b","
     if tag_columns:
         flags = np.stack([pick(table[c]).astype(bool) for c in tag_columns], axis=1)
         head = json.dumps({"id": "tags", "type": "tags", "tags": tag_columns,
                            "tag_descriptions": [c.replace("_", " ") for c in tag_columns]})
-        props.append(head[:-1].encode() + b',"values":' + _json_tags(flags) + b"}")
-    parts.append(b",".join(props))
-    parts.append(b"]}}")
-    return b"".join(parts)
+        out.write(sep + head[:-1].encode() + b',"values":')
+        out.write(_json_tags(flags))
+        out.write(b"}")
+    out.write(b"]}}")
+    return out.getvalue()

@@ -206,24 +206,17 @@ def plan_stats_reduce(job: StatsJob, memory: float = 3.5e9) -> Plan:
 
 
 def _read_block(job: StatsJob, region: Box):
-    """The task's labels as dense ids (0 = background; labels[id] gives the label back), with
-    one voxel past its high faces inside the dataset; edge flags against the bounds; the image."""
-    import fastremap
-
+    """The task's labels as dense ids (label_stats.dense_ids: 0 = background, labels[id] gives
+    the label back, by_label the ids in label order), with one voxel past its high faces inside
+    the dataset; edge flags against the bounds; the image."""
     from igneous_like import volume_io
 
     info = layers.read_info(job.layer)
     full = layers.scale_bounds(info, job.mip)
     read_box = Box(region.start, vec3(min(b + 1, f) for b, f in zip(region.stop, full.stop)))
     raw = volume_io.read(job.layer, info, job.mip, read_box, job.fill_missing)[..., 0]
-    # one C++ pass (cloud-volume's renumbering loops over labels in Python: slow for millions)
-    labels, inverse = fastremap.unique(raw, return_inverse=True)
+    ids, labels, by_label = label_stats.dense_ids(np.asfortranarray(raw))
     del raw
-    if len(labels) == 0 or labels[0] != 0:
-        labels = np.concatenate([np.zeros(1, dtype=labels.dtype), labels])
-        inverse += 1
-    ids = np.asfortranarray(inverse.astype(np.min_scalar_type(len(labels))))
-    del inverse
     bounds = Box.from_list(job.bounds)
     low = tuple(a == b for a, b in zip(region.start, bounds.start))
     high = tuple(a == b for a, b in zip(region.stop, bounds.stop))
@@ -231,7 +224,7 @@ def _read_block(job: StatsJob, region: Box):
     if job.image:
         img_info = layers.read_info(job.image)
         img = volume_io.read(job.image, img_info, job.mip, region, job.fill_missing)[..., 0]
-    return ids, labels.astype(np.uint64), low, high, img
+    return ids, labels, by_label, low, high, img
 
 
 @queueable
@@ -240,10 +233,12 @@ def stats_map_task(job: dict, box: list[int]) -> None:
     allocator.keep_freed_memory()  # large temporaries reuse mapped pages (see allocator.py)
     spec = StatsJob(**job)
     region = Box.from_list(box)
-    ids, labels, low, high, img = _read_block(spec, region)
-    table = label_stats.block_stats(ids, labels, region.shape, region.start, low, high, img)
+    ids, labels, by_label, low, high, img = _read_block(spec, region)
+    table = label_stats.block_stats(ids, labels, region.shape, region.start, low, high, img, by_label)
     del ids, img
     mapreduce.write_partials(spec.partials, region, table)
+    del table
+    allocator.release_freed_memory()
 
 
 @queueable
@@ -265,6 +260,8 @@ def stats_reduce_task(job: dict, partition: int) -> None:
         write_segment_properties(spec, table)  # this task holds the whole table
     elif spec.properties and all(out.exists(spec.part_names()).values()):
         write_segment_properties(spec, chosen_table(spec))
+    del table
+    allocator.release_freed_memory()
 
 
 def read_table(spec: StatsJob, columns: list[str] | None = None,

@@ -6,8 +6,8 @@ Run from the repository root:
     .venv/bin/python scripts/bench_pipeline.py --size 512,512,128 --out bench-output/pipeline512  # quicker
     .venv/bin/python scripts/bench_pipeline.py --tools theirs           # one tool; the other's saved figures
 
-The 1024x1024x256 run takes about 2.5 hours of a quiet 2-core machine (Igneous takes about 60 %
-of it) plus 8 minutes to write the sample (kept in OUT/pristine for later runs). Figures are
+The 1024x1024x256 run took 75 minutes on a 2-core machine shared with other work (igneous-like
+32, Igneous 43), plus 8 minutes to write the sample (kept in OUT/pristine for later runs). Figures are
 saved to OUT/pipeline.json after every stage, so an interrupted run keeps what it finished, and
 `--tools` runs one tool against the other's saved figures (the table then says so: figures from
 two runs on a shared machine compare less well than from one).

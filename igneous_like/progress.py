@@ -34,7 +34,10 @@ class Progress:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         of = f"/{self.total}" if self.total is not None else ""
-        return f"{self.desc}: {self.count}{of} tasks in {elapsed:.1f}s ({self.count / elapsed:.1f}/s)"
+        rate = self.count / elapsed
+        # slow tasks (a forge's take a minute) would read "0.0/s": give those per minute
+        shown = f"{rate:.1f}/s" if rate >= 0.1 or self.count == 0 else f"{rate * 60:.1f}/min"
+        return f"{self.desc}: {self.count}{of} tasks in {elapsed:.1f}s ({shown})"
 
     def close(self) -> None:
         if self.bar is not None:

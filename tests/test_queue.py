@@ -162,3 +162,15 @@ def test_exit_on_empty_waits_only_for_tasks_still_running(tmp_path):
     (tmp_path / "q" / "failures").mkdir(exist_ok=True)
     (tmp_path / "q" / "failures" / f"{task.id}.json").write_text("{}")
     assert not others_running(tq, records)  # failed: left for its lease to run out
+
+
+def test_progress_line_gives_slow_rates_per_minute():
+    """A forge task takes about a minute: its rate reads per minute, not "0.0/s"."""
+    from igneous_like.progress import Progress
+
+    p = Progress("Executing", 32, quiet=True)
+    p.start -= 100.0
+    p.count = 3
+    assert p.line().endswith("(1.8/min)")
+    p.count = 50
+    assert p.line().endswith("(0.5/s)")

@@ -26,13 +26,18 @@ TRIM_THRESHOLD = 1 << 32
 TOP_PAD = 512 * 1024 * 1024
 
 
+def _libc_function(name: str):
+    """A function of the C library, or None where it has none (not glibc)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Apply the settings above to this process; False where mallopt is unavailable."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     return all(mallopt(param, value) == 1 for param, value in (
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD),
@@ -43,7 +48,6 @@ def release_freed_memory() -> None:
     """Give the heap's free pages back to the kernel (malloc_trim) at the end of a task, so
     the next task in the same process (a one-command map then reduce) starts from its own
     footprint, not the previous one's. A no-op where libc is not glibc."""
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    malloc_trim = _libc_function("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)

@@ -99,22 +99,23 @@ def encode(table: Table, rows: np.ndarray, number_columns: list[str], tag_column
     out.write(b'{"@type":"neuroglancer_segment_properties","inline":{"ids":')
     out.write(_json_ids(ids))
     out.write(b',"properties":[')
-    sep = b""
+    written = 0
+
+    def prop(head: dict, values: bytes) -> None:  # {head..., "values": values}
+        nonlocal written
+        out.write((b"," if written else b"") + json.dumps(head)[:-1].encode() + b',"values":')
+        out.write(values)
+        out.write(b"}")
+        written += 1
+
     for name in number_columns:
         values = pick(table[name])
         dtype = number_type(values)
-        head = json.dumps({"id": name, "type": "number", "data_type": dtype,
-                           "description": _description(name, values, dtype)})
-        out.write(sep + head[:-1].encode() + b',"values":')
-        out.write(_json_numbers(values, dtype))
-        out.write(b"}")
-        sep = b","
+        prop({"id": name, "type": "number", "data_type": dtype, "description": _description(name, values, dtype)},
+             _json_numbers(values, dtype))
     if tag_columns:
         flags = np.stack([pick(table[c]).astype(bool) for c in tag_columns], axis=1)
-        head = json.dumps({"id": "tags", "type": "tags", "tags": tag_columns,
-                           "tag_descriptions": [c.replace("_", " ") for c in tag_columns]})
-        out.write(sep + head[:-1].encode() + b',"values":')
-        out.write(_json_tags(flags))
-        out.write(b"}")
+        prop({"id": "tags", "type": "tags", "tags": tag_columns,
+              "tag_descriptions": [c.replace("_", " ") for c in tag_columns]}, _json_tags(flags))
     out.write(b"]}}")
     return out.getvalue()

@@ -106,16 +106,23 @@ def run_all(cmds: list[tuple[list[str], Path | None]], log: Path) -> Run:
     return total
 
 
-def ours(src: Path, work: Path, name: str, workers: int, extra: list[str]) -> Run:
+def queued(work: Path, name: str, workers: int, producer: list[str]) -> Run:
+    """One of our commands as a user queues it: `producer` (its arguments after the executable;
+    OUT and QUEUE stand for WORK/NAME and a fresh FileQueue) with --queue, then `execute -x`."""
     exe = str(our_exe())
     out, q = work / name, work / f"{name}-q"
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(q, ignore_errors=True)
+    args = [str(out) if a == "OUT" else f"file://{out}" if a == "file://OUT" else a for a in producer]
     return run_all([
-        ([exe, "image", "import", str(src), f"file://{out}", "--resolution", ",".join(map(str, RES)),
-          "--compress", "none", "--queue", f"fq://{q}", *extra], None),
+        ([exe, *args, "--queue", f"fq://{q}"], None),
         ([exe, "execute", f"fq://{q}", "-p", str(workers), "-x", "-q"], None),
     ], work / "logs" / name)
+
+
+def ours(src: Path, work: Path, name: str, workers: int, extra: list[str]) -> Run:
+    return queued(work, name, workers, ["image", "import", str(src), "file://OUT", "--resolution",
+                                        ",".join(map(str, RES)), "--compress", "none", *extra])
 
 
 def ours_in_process(src: Path, work: Path, name: str, extra: list[str]) -> Run:
@@ -223,14 +230,7 @@ def export_script(name: str, layer: Path, work: Path, slug: str) -> Run:
 
 
 def ours_export(layer: Path, work: Path, name: str, workers: int, fmt: str) -> Run:
-    exe = str(our_exe())
-    out, q = work / name, work / f"{name}-q"
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(q, ignore_errors=True)
-    return run_all([
-        ([exe, "image", "export", f"file://{layer}", str(out), "--format", fmt, "--queue", f"fq://{q}"], None),
-        ([exe, "execute", f"fq://{q}", "-p", str(workers), "-x", "-q"], None),
-    ], work / "logs" / name)
+    return queued(work, name, workers, ["image", "export", f"file://{layer}", "OUT", "--format", fmt])
 
 
 def check_export(zarr_dir: Path, ref: Path) -> None:

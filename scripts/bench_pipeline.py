@@ -107,10 +107,9 @@ def main() -> int:
 
     def save(tool: str, done: dict) -> None:
         figures[tool] = done
-        saved_path.write_text(json.dumps({"shape": list(shape), "parallel": args.parallel, "figures": figures,
-                                          "runs": {**saved.get("runs", {}), tool: time.strftime("%Y-%m-%d %H:%M")}},
-                                         indent=2))
         saved["runs"] = {**saved.get("runs", {}), tool: time.strftime("%Y-%m-%d %H:%M")}
+        saved_path.write_text(json.dumps({"shape": list(shape), "parallel": args.parallel, "figures": figures,
+                                          "runs": saved["runs"]}, indent=2))
 
     for tool in tools:
         work = out / "work" / tool

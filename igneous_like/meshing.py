@@ -56,25 +56,39 @@ def stitch(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     equality finds the shared vertices; the result keeps first-seen vertex order (stable bytes)."""
     if not parts:
         return np.zeros((0, 3), "<f4"), np.zeros((0, 3), "<u4")
+    verts, faces = concat(parts)
+    new_verts, new_faces, _ = weld(verts.astype("<f4", copy=False), faces)
+    from igneous_like.simplify import drop_cancelling_faces
+
+    return new_verts, drop_cancelling_faces(new_faces).astype("<u4")
+
+
+def concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One mesh of several (vertices, faces) parts, vertices not yet shared."""
     offsets = np.cumsum([0] + [len(v) for v, _ in parts[:-1]])
-    verts = np.concatenate([v for v, _ in parts]).astype("<f4", copy=False)
+    verts = np.concatenate([v for v, _ in parts])
     faces = np.concatenate([f.astype(np.int64) + o for (_, f), o in zip(parts, offsets)])
+    return verts, faces
+
+
+def weld(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Join bit-identical vertices; vertices keep the order of their first appearance.
+    Returns the vertices, the faces and each old vertex's new index."""
     first, inverse = unique_rows(verts)
     order = np.argsort(first, kind="stable")  # unique rows in order of first appearance
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    new_verts = verts[first[order]]
-    from igneous_like.simplify import drop_cancelling_faces
-
-    new_faces = drop_cancelling_faces(rank[inverse.reshape(-1)][faces])
-    return new_verts, new_faces.astype("<u4")
+    index = rank[inverse]
+    return verts[first[order]], index[faces], index
 
 
 def unique_rows(verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """np.unique(verts, axis=0, return_index=True, return_inverse=True) for float32 (n, 3)
-    rows, without the values: a stable lexsort of the rows' bit patterns (-0.0 made 0.0 first)
-    is several times faster than numpy's row-wise unique."""
-    bits = np.ascontiguousarray(verts + np.float32(0), dtype="<f4").view("<u4").reshape(-1, 3)
+    """np.unique(verts, axis=0, return_index=True, return_inverse=True) for float32 or float64
+    (n, 3) rows, without the values: a stable lexsort of the rows' bit patterns (-0.0 made 0.0
+    first) is several times faster than numpy's row-wise unique."""
+    wide = verts.dtype == np.float64
+    zero = np.float64(0) if wide else np.float32(0)
+    bits = np.ascontiguousarray(verts + zero).view("<u8" if wide else "<u4").reshape(-1, 3)
     order = np.lexsort((bits[:, 2], bits[:, 1], bits[:, 0]))
     ranked = bits[order]
     new = np.ones(len(order), dtype=bool)

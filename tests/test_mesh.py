@@ -40,10 +40,10 @@ def read_mesh(layer: Path, label: int):
     return np.concatenate(verts), np.concatenate(faces)
 
 
-def forge_and_merge(root: Path, seg_name: str, *forge_args):
+def forge_and_merge(root: Path, seg_name: str, *forge_args, shape: str = "64,64,32"):
     q = root / f"q-{seg_name}"
     layer = f"file://{root}/{seg_name}"
-    run_cli("mesh", "forge", layer, "--shape", "64,64,32", *forge_args, "--queue", f"fq://{q}")
+    run_cli("mesh", "forge", layer, "--shape", shape, *forge_args, "--queue", f"fq://{q}")
     run_cli("execute", f"fq://{q}", "-p", "2", "-x", "-q")
     run_cli("mesh", "merge", layer, "--magnitude", "1", "--queue", f"fq://{q}")
     run_cli("execute", f"fq://{q}", "-p", "2", "-x", "-q")
@@ -198,17 +198,27 @@ def surface_distance(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, r
     return out
 
 
-def test_max_error_bounds_every_simplified_surface(tmp_path):
+@pytest.mark.parametrize("shape, size, seed", [("64,64,32", (128, 128, 48), 5), ("128,128,64", (192, 192, 64), 1)],
+                         ids=["small-fragments", "fragments-in-pieces"])
+def test_max_error_bounds_every_simplified_surface(tmp_path, shape, size, seed):
     """On a neuron-like volume (thin branching processes across tasks, 16x16x40 nm), every vertex
     and sampled surface point of every simplified merged mesh lies within --max-error of the
-    unsimplified marching-cubes surface; meshes stay watertight, and fewer faces than unsimplified."""
-    from igneous_like import sample
+    unsimplified marching-cubes surface; meshes stay watertight, and fewer faces than unsimplified.
+    The second volume's largest fragment is over simplify.PIECE_FACES, so it is simplified in
+    pieces that weld along their seams."""
+    import zmesh
 
-    seg = sample.neurons((128, 128, 48), seed=5)
+    from igneous_like import sample, simplify
+
+    seg = sample.neurons(size, seed=seed)
+    if shape == "128,128,64":
+        mesher = zmesh.Mesher((16, 16, 40))
+        mesher.mesh(np.asfortranarray(seg[:128, :128, :]))
+        assert max(len(mesher.get(i, normals=False).faces) for i in mesher.ids()) > simplify.PIECE_FACES
     max_error = 20.0
     for name, args in (("simplified", ["--max-error", str(max_error)]), ("exact", ["--skip-simplify"])):
         sample.write_layer(f"file://{tmp_path}/{name}", seg, "segmentation", resolution=(16, 16, 40))
-        forge_and_merge(tmp_path, name, *args)
+        forge_and_merge(tmp_path, name, *args, shape=shape)
     labels = [int(x) for x in np.unique(seg) if x]
     assert len(labels) > 15
     rng = np.random.default_rng(0)
@@ -225,6 +235,76 @@ def test_max_error_bounds_every_simplified_surface(tmp_path):
         dist = surface_distance(points, ev, ef, reach=max_error)
         assert dist.max() <= max_error + 1e-3, (label, float(dist.max()))
     assert simplified_faces < exact_faces / 3, (simplified_faces, exact_faces)
+
+
+def test_a_piece_that_fails_is_retried_alone(monkeypatch):
+    """A large fragment is simplified in pieces; when one piece cannot be made sound at the full
+    error bound, only that piece is simplified again (at a smaller bound), and the pieces still
+    weld into one closed, consistently wound surface within the bound."""
+    import zmesh
+
+    from igneous_like import sample, simplify
+
+    seg = sample.neurons((192, 192, 64), seed=1)
+    mesher = zmesh.Mesher((16, 16, 40))
+    mesher.mesh(np.asfortranarray(np.pad(seg, 1)))  # padded: every object closed
+    label = max(mesher.ids(), key=lambda i: len(mesher.get(i, normals=False).faces))
+    raw = mesher.get(label, normals=False, voxel_centered=True)
+    verts, faces = raw.vertices.astype(np.float64), raw.faces.astype(np.int64)
+    monkeypatch.setattr(simplify, "PIECE_FACES", 20_000)
+    calls = []
+    original = simplify._pyfqmr_sound
+
+    def failing_first(v, f, planes, target, max_error, pinned=None):
+        calls.append((len(f), max_error))
+        if len(calls) == 1:
+            return None  # the first piece at the full bound
+        return original(v, f, planes, target, max_error, pinned=pinned)
+
+    monkeypatch.setattr(simplify, "_pyfqmr_sound", failing_first)
+    sv, sf = simplify.simplify_fragment(verts, faces, [], 100, 40.0)
+    pieces = 2 ** int(np.ceil(np.log2(len(faces) / 20_000)))  # halved until each is small enough
+    assert pieces >= 4 and len(calls) == pieces + 1, (pieces, calls)
+    assert [c for c in calls if c[1] < 40.0] == [(calls[0][0], 30.0)], calls  # only the failed piece again
+    mesh = trimesh.Trimesh(sv, sf, process=False)
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.is_volume
+    assert len(sf) < len(faces) / 3
+    dist = surface_distance(sv, verts, faces, reach=40.0)
+    assert dist.max() <= 40.0 + 1e-3
+
+
+def test_a_defect_found_after_welding_sends_its_piece_down(monkeypatch):
+    """A piece that passed its own check but opens a hole in the welded whole (here: one face
+    dropped from its result) is simplified again at a smaller bound, with the pieces that share
+    the hole's vertices (at most two more); the rest are kept."""
+    import zmesh
+
+    from igneous_like import sample, simplify
+
+    seg = sample.neurons((192, 192, 64), seed=1)
+    mesher = zmesh.Mesher((16, 16, 40))
+    mesher.mesh(np.asfortranarray(np.pad(seg, 1)))
+    label = max(mesher.ids(), key=lambda i: len(mesher.get(i, normals=False).faces))
+    raw = mesher.get(label, normals=False, voxel_centered=True)
+    verts, faces = raw.vertices.astype(np.float64), raw.faces.astype(np.int64)
+    monkeypatch.setattr(simplify, "PIECE_FACES", 20_000)
+    calls = []
+    original = simplify._pyfqmr_sound
+
+    def holed_second(v, f, planes, target, max_error, pinned=None):
+        calls.append((len(f), max_error))
+        result = original(v, f, planes, target, max_error, pinned=pinned)
+        if len(calls) == 2:
+            return result[0], result[1][1:]
+        return result
+
+    monkeypatch.setattr(simplify, "_pyfqmr_sound", holed_second)
+    sv, sf = simplify.simplify_fragment(verts, faces, [], 100, 40.0)
+    pieces = 2 ** int(np.ceil(np.log2(len(faces) / 20_000)))
+    again = [c for c in calls[pieces:]]
+    assert 1 <= len(again) <= 3 and all(e == 30.0 for _, e in again), calls
+    mesh = trimesh.Trimesh(sv, sf, process=False)
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.is_volume
 
 
 def test_tiny_flat_objects_keep_their_meshes(tmp_path):

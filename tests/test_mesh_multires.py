@@ -276,3 +276,18 @@ def test_lod0_has_the_geometry_of_the_legacy_merge(both, tmp_path):
         assert abs(lod0.area / legacy.area - 1) < 1e-3, label
         step = float(RES.max()) * 0.01  # far below a voxel; quantization is 1/65535 of a node
         assert np.allclose(lod0.bounds, legacy.bounds, atol=step), label
+
+
+def test_merge_sharded_caps_labels_per_shard_by_default():
+    """Without a cap, ten thousand labels fit one shard's indices, so one worker would merge them
+    all alone and hold every mesh of the dataset: by default merge-sharded caps shards at
+    Igneous's 1000 labels (meshes) and 2000 (skeletons), rounded up to a power of two."""
+    from igneous_like.cli.mesh import merge_sharded as mesh_merge
+    from igneous_like.cli.skeleton import merge_sharded as skeleton_merge
+    from igneous_like.ops.mesh.merge_sharded import sharding_spec
+
+    defaults = [{p.name: p.default for p in cmd.params}["max_labels_per_shard"] for cmd in (mesh_merge, skeleton_merge)]
+    assert defaults == [1000, 2000]
+    assert sharding_spec(9857, 2**13, 2**15, 1, None)["shard_bits"] == 0
+    assert sharding_spec(9857, 2**13, 2**15, 1, 1000)["shard_bits"] == 4  # 10 shards' worth -> 16
+    assert sharding_spec(9857, 2**13, 2**15, 1, 2000)["shard_bits"] == 3

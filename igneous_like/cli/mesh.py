@@ -142,7 +142,7 @@ def rm(ctx, layer, mesh_dir, queue, parallel, dry_run):
 @click.option("--nlod", type=NONNEG_INT, default=1, show_default=True, help="Extra levels of detail.")
 @click.option("--vqb", type=VQB, default=16, show_default=True, help="Vertex quantization bits: 10 or 16.")
 @click.option("--compress-level", type=DRACO_LEVEL, default=7, show_default=True, help="Draco compression level 0-10.")
-@shard_options
+@shard_options(max_labels_per_shard=1000)
 @click.option("--min-chunk-size", type=POSITIVE3, default=(256, 256, 256), show_default=True,
               help="Smallest octree node of the finest level of detail, in voxels.")
 @click.option("--spatial-index-db", default=None,

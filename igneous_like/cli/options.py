@@ -143,18 +143,24 @@ def downsample_method_option(name: str = "--method"):
     )
 
 
-def shard_options(fn):
-    """How merge-sharded and xfer --sharded size shards for labelled objects."""
-    for deco in reversed([
-        click.option("--shard-index-bytes", type=POSITIVE_INT, default=2**13, show_default=True,
-                     help="Target shard index size."),
-        click.option("--minishard-index-bytes", type=POSITIVE_INT, default=2**15, show_default=True,
-                     help="Target minishard index size."),
-        click.option("--min-shards", type=POSITIVE_INT, default=1, show_default=True, help="At least this many shards."),
-        click.option("--max-labels-per-shard", type=POSITIVE_INT, default=None, help="At most this many labels per shard."),
-    ]):
-        fn = deco(fn)
-    return fn
+def shard_options(max_labels_per_shard: int):
+    """How merge-sharded sizes shards for labelled objects. max_labels_per_shard: the default cap,
+    Igneous's for the object kind (1000 meshes, 2000 skeletons): without a cap, the shard count
+    follows the index sizes alone, and ten thousand labels fit one shard, which one worker then
+    merges alone, holding all of it."""
+    def decorate(fn):
+        for deco in reversed([
+            click.option("--shard-index-bytes", type=POSITIVE_INT, default=2**13, show_default=True,
+                         help="Target shard index size."),
+            click.option("--minishard-index-bytes", type=POSITIVE_INT, default=2**15, show_default=True,
+                         help="Target minishard index size."),
+            click.option("--min-shards", type=POSITIVE_INT, default=1, show_default=True, help="At least this many shards."),
+            click.option("--max-labels-per-shard", type=POSITIVE_INT, default=max_labels_per_shard, show_default=True,
+                         help="At most this many labels per shard on average (shard count rounded up to a power of two)."),
+        ]):
+            fn = deco(fn)
+        return fn
+    return decorate
 
 
 def resolve_parallel(ctx: click.Context, parallel: int | None) -> int:

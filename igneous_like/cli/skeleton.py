@@ -118,7 +118,7 @@ def merge(ctx, layer, skel_dir, tick_threshold, min_cable_length, max_cable_leng
 @skeleton.command("merge-sharded")
 @click.argument("layer")
 @merge_options
-@shard_options
+@shard_options(max_labels_per_shard=2000)
 @click.option("--spatial-index-db", default=None,
               help="Plan from this database (see `skeleton spatial-index db`) instead of listing forge files.")
 @queue_option

@@ -63,12 +63,25 @@ def stitch(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     return new_verts, drop_cancelling_faces(new_faces).astype("<u4")
 
 
-def concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """One mesh of several (vertices, faces) parts, vertices not yet shared."""
-    offsets = np.cumsum([0] + [len(v) for v, _ in parts[:-1]])
+def concat(parts: list[tuple[np.ndarray, np.ndarray]], index=np.int64) -> tuple[np.ndarray, np.ndarray]:
+    """One mesh of several (vertices, faces) parts, vertices not yet shared; faces as `index`."""
     verts = np.concatenate([v for v, _ in parts])
-    faces = np.concatenate([f.astype(np.int64) + o for (_, f), o in zip(parts, offsets)])
+    faces = np.empty((sum(len(f) for _, f in parts), 3), dtype=index)
+    row = base = 0
+    for v, f in parts:
+        np.add(f, base, out=faces[row:row + len(f)], casting="unsafe")
+        row, base = row + len(f), base + len(v)
     return verts, faces
+
+
+def compact(v: np.ndarray, f: np.ndarray, return_used: bool = False):
+    """Drop unreferenced vertices (the others keep their order) and renumber the faces."""
+    used = np.zeros(len(v), dtype=bool)
+    used[f] = True
+    remap = np.cumsum(used) - 1
+    if return_used:
+        return v[used], remap[f], used
+    return v[used], remap[f]
 
 
 def weld(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

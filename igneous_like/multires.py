@@ -54,8 +54,9 @@ def split_grid(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, cell
     """Cut a mesh on the planes of a grid (origin + k * cell) so no triangle crosses one;
     returns {(i, j, k): (vertices, faces)}.
 
-    zmesh's chunk_mesh does the cutting (in coordinates relative to `origin`, so float32 keeps
-    its precision far from 0). Two things are put right after it: it files a few triangles that
+    zmesh's chunk_mesh cuts the triangles whose corners lie in different cells (in coordinates
+    relative to `origin`, so float32 keeps its precision far from 0); the others, nearly all of
+    them, keep their shared vertices. Two things are put right after it: it files a few triangles that
     only touch a plane in the cell beside theirs (one voxel over: about 1 in 15,000 on the hard
     benchmark volume), so every triangle is filed again by the cell of its centroid (none crosses a
     plane after the cut); and it computes a cut point in float32 from each side of the edge, so the
@@ -67,27 +68,64 @@ def split_grid(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, cell
     hi = np.floor((vertices.max(axis=0) - origin) / cell).astype(int)
     if (lo == hi).all():  # inside one cell (most small objects): nothing to cut
         return {tuple(int(i) for i in lo): (np.asarray(vertices), np.asarray(faces))}
-    local = zmesh.Mesh((vertices - origin).astype(np.float32), faces.astype(np.uint32), None)
-    chunks = [m for m in zmesh.chunk_mesh(local, [float(c) for c in cell], (0.0, 0.0, 0.0)).values()
-              if len(m.faces)]
-    if not chunks:
-        return {}
-    offsets = np.cumsum([0] + [len(m.vertices) for m in chunks[:-1]])
-    verts = np.concatenate([m.vertices for m in chunks]).astype(np.float64)
+    from igneous_like.meshing import compact, concat, unique_rows
+
+    local = (vertices - origin).astype(np.float32)
+    faces = np.asarray(faces, dtype=np.int32)  # int32 indices throughout: a large object's
+    # faces and their per-face temporaries are most of a merge task's memory
+    # Only triangles whose corners lie in different cells go through chunk_mesh (most lie inside
+    # one: cells are hundreds of voxels, triangles a few); it returns them as triangle soup
+    # (three vertices per face), welded back here on bit-identical float32 corners.
+    span = hi - lo + 1
+
+    def cell_keys(scaled):  # points / cell (overwritten) -> one int64 per point: its cell, x-major
+        k = np.floor(scaled, out=scaled).astype(np.int64)
+        k -= lo
+        np.clip(k, 0, span - 1, out=k)
+        return (k[:, 0] * span[1] + k[:, 1]) * span[2] + k[:, 2]
+
+    corner = cell_keys(local.astype(np.float64) / cell)
+    first_corner = corner[faces[:, 0]]
+    crossing = first_corner != corner[faces[:, 1]]
+    crossing |= first_corner != corner[faces[:, 2]]
+    del first_corner, corner
+    parts = [(local, faces[~crossing])]
+    if crossing.any():
+        cut, cut_faces = compact(local, faces[crossing])
+        chunks = zmesh.chunk_mesh(zmesh.Mesh(cut, cut_faces.astype(np.uint32), None),
+                                  [float(c) for c in cell], (0.0, 0.0, 0.0))
+        parts += [(m.vertices, m.faces) for m in chunks.values() if len(m.faces)]
+        del chunks
+    verts, tris = concat(parts, np.int32)
+    del parts
+    first, inverse = unique_rows(verts)
+    verts, tris = verts[first], inverse.astype(np.int32)[tris]
+    verts = verts.astype(np.float64)
     rel = verts / cell
     on_plane = np.flatnonzero((rel == np.floor(rel)).any(axis=1))
     if len(on_plane):
         tol = 64 * float(np.spacing(np.float32(np.abs(verts).max())))
         verts[on_plane] = verts[on_plane][_weld(verts[on_plane], tol)]
-    tris = np.concatenate([m.faces.astype(np.int64) + o for m, o in zip(chunks, offsets)])
-    keys = np.floor(verts[tris].mean(axis=1) / cell).astype(np.int64)
-    order = np.lexsort(keys.T[::-1])
+    centre = verts[tris[:, 0]]  # summed one corner at a time: no (faces, 3, 3) temporary
+    centre += verts[tris[:, 1]]
+    centre += verts[tris[:, 2]]
+    keys = cell_keys(np.divide(centre, 3 * cell, out=centre))
+    del centre
+    order = np.argsort(keys, kind="stable")
     keys, tris = keys[order], tris[order]
-    starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)])
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     out = {}
+    mark = np.zeros(len(verts), dtype=bool)  # reused by every cell: no per-cell sort
+    remap = np.empty(len(verts), dtype=np.int32)
     for begin, stop in zip(starts, np.r_[starts[1:], len(tris)]):
-        used, inverse = np.unique(tris[begin:stop], return_inverse=True)
-        out[tuple(int(i) for i in keys[begin])] = (verts[used] + origin, inverse.reshape(-1, 3))
+        cell_tris = tris[begin:stop]
+        mark[cell_tris] = True
+        used = np.flatnonzero(mark)
+        mark[used] = False
+        remap[used] = np.arange(len(used), dtype=np.int32)
+        k = int(keys[begin])
+        cell_index = (k // (span[1] * span[2]) + lo[0], k // span[2] % span[1] + lo[1], k % span[2] + lo[2])
+        out[tuple(int(i) for i in cell_index)] = (verts[used] + origin, remap[cell_tris])
     return out
 
 
@@ -139,13 +177,13 @@ def build(vertices_vx: np.ndarray, faces: np.ndarray, nlod: int, vqb: int,
     chunk_shape = np.maximum(np.ceil(extent / 2 ** (num_lods - 1)), np.minimum(min_chunk, extent))
     top = 2**vqb - 1
     verts = vertices_vx.astype(np.float64)
-    tris = faces.astype(np.int64)
+    tris = faces.astype(np.int32)
     positions, sizes, blobs = [], [], []
     for lod in range(num_lods):
         if lod > 0 and len(tris) > 8:
             simple = zmesh.simplify_fqmr(zmesh.Mesh(verts.astype(np.float32), tris.astype(np.uint32), None),
                                          target_count=max(len(tris) // 4, 4))
-            verts, tris = simple.vertices.astype(np.float64), simple.faces.astype(np.int64)
+            verts, tris = simple.vertices.astype(np.float64), simple.faces.astype(np.int32)
         node = chunk_shape * 2**lod
         cut = node / 2 if lod > 0 else node  # lod > 0: no triangle may cross the 2x2x2 sub-grid
         pieces = split_grid(verts, tris, lo, cut) if len(tris) else {}

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from igneous_like.meshing import compact as _compact
+
 
 def _edge_keys(f, nv):
     e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).astype(np.int64)
@@ -343,13 +345,3 @@ def _pyfqmr_sound(v, f, open_planes, target: int, max_error: float, pinned=None)
         if fragment_is_sound(v3, f3, open_planes, pinned=pinned):
             return v3, f3
     return None
-
-
-def _compact(v, f, return_used=False):
-    """Drop unreferenced vertices (the others keep their order)."""
-    used = np.zeros(len(v), dtype=bool)
-    used[f] = True
-    remap = np.cumsum(used) - 1
-    if return_used:
-        return v[used], remap[f], used
-    return v[used], remap[f]

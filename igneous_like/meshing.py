@@ -49,18 +49,34 @@ def decode_legacy(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return vertices, faces
 
 
-def stitch(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def stitch(parts: list[tuple[np.ndarray, np.ndarray]], forged: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate fragments and weld the vertices they share on task borders.
 
     Fragments meet on grid planes where both tasks computed identical coordinates, so exact
-    equality finds the shared vertices; the result keeps first-seen vertex order (stable bytes)."""
+    equality finds the shared vertices; the result keeps first-seen vertex order (stable bytes).
+    forged: the fragments come from our forge, which leaves none with cancelling faces (see
+    simplify.drop_cancelling_faces); False (meshes from elsewhere) checks every face."""
     if not parts:
         return np.zeros((0, 3), "<f4"), np.zeros((0, 3), "<u4")
     verts, faces = concat(parts)
-    new_verts, new_faces, _ = weld(verts.astype("<f4", copy=False), faces)
+    new_verts, new_faces, index = weld(verts.astype("<f4", copy=False), faces)
     from igneous_like.simplify import drop_cancelling_faces
 
-    return new_verts, drop_cancelling_faces(new_faces).astype("<u4")
+    if not forged:
+        return new_verts, drop_cancelling_faces(new_faces).astype("<u4")
+    # Each fragment is free of cancelling faces already (forge drops them), so a pair can only
+    # form between fragments: on three vertices that two or more fragments share. Other faces
+    # only lose those made degenerate by the weld.
+    part = np.repeat(np.arange(len(parts), dtype=np.int32), [len(v) for v, _ in parts])
+    lowest = np.full(len(new_verts), len(parts), dtype=np.int32)
+    highest = np.full(len(new_verts), -1, dtype=np.int32)
+    np.minimum.at(lowest, index, part)
+    np.maximum.at(highest, index, part)
+    shared = (highest > lowest)[new_faces].all(axis=1)
+    rest = new_faces[~shared]
+    rest = rest[(rest[:, 0] != rest[:, 1]) & (rest[:, 1] != rest[:, 2]) & (rest[:, 0] != rest[:, 2])]
+    seams = drop_cancelling_faces(new_faces[shared])
+    return new_verts, np.concatenate([rest, seams]).astype("<u4")
 
 
 def concat(parts: list[tuple[np.ndarray, np.ndarray]], index=np.int64) -> tuple[np.ndarray, np.ndarray]:

@@ -151,7 +151,7 @@ def mesh_unshard_task(src_prefix: str, dest_prefix: str, shard_name: str, spec: 
 def _legacy_mesh(cf, label: int) -> tuple[np.ndarray, np.ndarray]:
     manifest = cf.get_json(f"{label}:0")
     parts = [meshing.decode_legacy(g["content"]) for g in get_many(cf, sorted(manifest["fragments"])) if g["content"]]
-    return meshing.stitch(parts)
+    return meshing.stitch(parts, forged=False)  # any tool's legacy meshes
 
 
 @queueable

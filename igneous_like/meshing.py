@@ -68,11 +68,7 @@ def stitch(parts: list[tuple[np.ndarray, np.ndarray]], forged: bool = True) -> t
     # form between fragments: on three vertices that two or more fragments share. Other faces
     # only lose those made degenerate by the weld.
     part = np.repeat(np.arange(len(parts), dtype=np.int32), [len(v) for v, _ in parts])
-    lowest = np.full(len(new_verts), len(parts), dtype=np.int32)
-    highest = np.full(len(new_verts), -1, dtype=np.int32)
-    np.minimum.at(lowest, index, part)
-    np.maximum.at(highest, index, part)
-    shared = (highest > lowest)[new_faces].all(axis=1)
+    shared = in_several(index, part, len(new_verts))[new_faces].all(axis=1)
     rest = new_faces[~shared]
     rest = rest[(rest[:, 0] != rest[:, 1]) & (rest[:, 1] != rest[:, 2]) & (rest[:, 0] != rest[:, 2])]
     seams = drop_cancelling_faces(new_faces[shared])
@@ -88,6 +84,15 @@ def concat(parts: list[tuple[np.ndarray, np.ndarray]], index=np.int64) -> tuple[
         np.add(f, base, out=faces[row:row + len(f)], casting="unsafe")
         row, base = row + len(f), base + len(v)
     return verts, faces
+
+
+def in_several(vertex: np.ndarray, part: np.ndarray, n: int) -> np.ndarray:
+    """Which of n vertices occur in two or more parts, given each occurrence's vertex and part."""
+    lowest = np.full(n, np.iinfo(np.int32).max, dtype=np.int32)
+    highest = np.full(n, -1, dtype=np.int32)
+    np.minimum.at(lowest, vertex, part)
+    np.maximum.at(highest, vertex, part)
+    return highest > lowest
 
 
 def compact(v: np.ndarray, f: np.ndarray, return_used: bool = False):

@@ -232,11 +232,12 @@ def simplify_fragment(vertices, faces, open_planes, reduction_factor=100, max_er
     return v, f  # keep the unsimplified fragment
 
 
-# Fragments above this many faces are simplified in pieces of at most this many. pyfqmr costs
-# more than linearly in faces, and the bigger a mesh the likelier that a collapse somewhere
-# pinches it beyond repair: whole, a 1.3M-face fragment of the hard benchmark volume failed at
-# 1.0 and 0.75 of the error bound (three passes, 15 s); in 32 pieces, 7 of them took a second
-# pass and the whole took 7 s, with 20 % fewer faces.
+# Fragments above this many faces are simplified in pieces of at most this many. The bigger a
+# mesh, the likelier that a collapse somewhere pinches it beyond repair, and pyfqmr costs more
+# than linearly in faces: whole, a 1.3M-face fragment of the 1024 hard benchmark volume failed
+# at 1.0 and 0.75 of the error bound (three passes, 15 s CPU); in 32 pieces of 41k faces, 7 took
+# a second pass and the whole took 7 s, with 20 % fewer faces. Over the 30k+-face fragments of
+# two tasks, pieces of 25k-50k cost about the same; 100k saved little.
 PIECE_FACES = 40_000
 
 
@@ -259,17 +260,13 @@ def _simplify_in_pieces(v, f, open_planes, reduction_factor, max_error):
     cannot be made sound is retried alone at smaller error bounds, and in the end kept
     unsimplified (exact, so it always fits its seams); a defect that only shows once the pieces
     are welded sends the pieces around it one bound down. None if the welded whole is unsound."""
-    from igneous_like.meshing import concat, weld
+    from igneous_like.meshing import concat, in_several, weld
 
     groups = _pieces(v[f].mean(axis=1), np.arange(len(f)), PIECE_FACES)
     piece = np.empty(len(f), dtype=np.int32)
     for i, group in enumerate(groups):
         piece[group] = i
-    lowest = np.full(len(v), len(groups), dtype=np.int32)
-    highest = np.full(len(v), -1, dtype=np.int32)
-    np.minimum.at(lowest, f.ravel(), np.repeat(piece, 3))
-    np.maximum.at(highest, f.ravel(), np.repeat(piece, 3))
-    seam = highest > lowest  # vertices of faces in two or more pieces
+    seam = in_several(f.ravel(), np.repeat(piece, 3), len(v))  # vertices of two or more pieces
     originals, pins = [], []
     for group in groups:
         pv, pf, used = _compact(v, f[group], return_used=True)

@@ -37,6 +37,7 @@ Merge = Callable[[Table], Table]  # rows with repeated keys -> one row per key, 
 KEY = "label"
 MAX_PARTITIONS = 4096
 READ_BATCH = 256  # partial files folded per merge call in a reduce
+CHAIN_GROUP = 1000  # map tasks per group of chain markers (see maps_complete)
 
 
 def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
@@ -200,6 +201,42 @@ def missing_maps(layout: Layout, boxes: Iterable[Box]) -> list[Box]:
 
     present = {name.rsplit("/", 1)[-1] for name in CloudFiles(layout.root).list(prefix="done/")}
     return [box for box in boxes if f"{box_name(box)}.json" not in present]
+
+
+def maps_complete(layout: Layout, index: int, total: int, group: int = CHAIN_GROUP) -> bool:
+    """Whether every map task of a chained job has finished, as map task `index` of `total` sees
+    it right after writing its output: it marks chain/tasks/GROUP/INDEX and lists its group; if
+    that is whole, it marks the group and lists the groups. Two listings of at most `group` and
+    total / group names, not one of every task. Two tasks finishing at once may both see the job
+    complete: what they start next must be idempotent. `clear_chain` removes the markers of an
+    earlier run before a new one is queued."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(layout.root)
+    g = index // group
+    cf.put(f"chain/tasks/{g}/{index}", b"", compress=None)
+    if len(_names(cf, f"chain/tasks/{g}/")) < min(group, total - g * group):
+        return False
+    cf.put(f"chain/groups/{g}", b"", compress=None)
+    return len(_names(cf, "chain/groups/")) >= -(-total // group)
+
+
+def clear_chain(layout: Layout) -> None:
+    """Remove the chain markers (maps_complete's and the next phase's `chain/queued`)."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(layout.root)
+    names = _names(cf, "chain/", flat=False)
+    if names:
+        cf.delete(names)
+
+
+def _names(cf, prefix: str, flat: bool = True) -> list[str]:
+    """Names under prefix; none when it does not exist yet (file:// raises then)."""
+    try:
+        return list(cf.list(prefix=prefix, flat=flat))
+    except FileNotFoundError:
+        return []
 
 
 def partition_rows(layout: Layout, boxes: Iterable[Box]) -> np.ndarray:

@@ -12,6 +12,8 @@ one worker (`execute -x`, one process), timed as its process tree (os.wait4: use
 seconds, peak RSS):
   ours map / reduce   image stats LAYER --queue Q, execute; then --merge, execute
                       (the full table plus segment properties for every label)
+  ours auto-merge     image stats LAYER --queue Q --auto-merge, execute: the same table, the
+                      last map task queueing the reduce, so one worker process runs both phases
   ours one command    image stats LAYER: both phases in one process, no queue
   ours voxels         image voxels count --queue Q, execute, image voxels sum
   igneous voxels      Igneous's image voxels count --queue Q, execute, image voxels sum
@@ -92,6 +94,11 @@ def run_rows(work: Path, layer: Path, ours: Path, theirs: Path) -> dict[str, dic
                         measure([str(ours), "execute", q, "-x", "-q"], logs / "map-exec.log")]
     rows["ours reduce"] = [measure([str(ours), "image", "stats", f"file://{seg}", "--queue", q, "--merge"], logs / "reduce.log"),
                            measure([str(ours), "execute", q, "-x", "-q"], logs / "reduce-exec.log")]
+    seg = fresh("ours-auto")
+    q = f"fq://{work}/q-auto"
+    rows["ours auto-merge"] = [
+        measure([str(ours), "image", "stats", f"file://{seg}", "--queue", q, "--auto-merge"], logs / "auto.log"),
+        measure([str(ours), "execute", q, "-x", "-q"], logs / "auto-exec.log")]
     seg = fresh("ours-local")
     rows["ours one command"] = [measure([str(ours), "image", "stats", f"file://{seg}"], logs / "local.log")]
     seg = fresh("ours-voxels")
@@ -117,11 +124,20 @@ def run_rows(work: Path, layer: Path, ours: Path, theirs: Path) -> dict[str, dic
 
 
 def check_table(work: Path, labels: int) -> str:
+    """Row count of the two-phase table; the auto-merge run's table and segment properties
+    must be the same bytes."""
+    import filecmp
+
     import pyarrow.dataset as ds
 
     table = ds.dataset(str(work / "ours-stats" / "stats"), format="parquet").to_table(columns=["voxel_count"])
-    ok = table.num_rows == labels
-    return "ok" if ok else f"WRONG: {table.num_rows} rows for {labels} labels"
+    if table.num_rows != labels:
+        return f"WRONG: {table.num_rows} rows for {labels} labels"
+    a, b = work / "ours-stats", work / "ours-auto"
+    for name in [*(p.relative_to(a) for p in (a / "stats").glob("part-*")), Path("segment_properties/info")]:
+        if not (b / name).exists() or not filecmp.cmp(a / name, b / name, shallow=False):
+            return f"WRONG: auto-merge {name} differs from the two-phase run's"
+    return "ok"
 
 
 def make_in_child(kind: str, url: str, shape: str) -> int:
@@ -176,7 +192,9 @@ def print_size(result: dict) -> None:
     print(f"  {'ours full table':16s} {full['cpu']:8.2f} {full['rss_mib']:9.0f} {labels / full['cpu']:10.0f}")
     ig, cc = rows["igneous voxels"], rows["cc3d + numpy"]
     count_only = sum(c["cpu"] for c in ig["commands"][:2])  # count + execute, without the sum
-    print(f"  full table / igneous voxels count alone: cpu {full['cpu'] / count_only:.2f} (target <= 1.5)")
+    auto = rows["ours auto-merge"]
+    print(f"  full table / igneous voxels count alone: cpu {full['cpu'] / count_only:.2f} (target <= 1.5), "
+          f"with --auto-merge {auto['cpu'] / count_only:.2f}")
     print(f"  full table / igneous voxels count+sum:   cpu {full['cpu'] / ig['cpu']:.2f}, "
           f"peak rss {full['rss_mib'] / ig['rss_mib']:.2f}")
     print(f"  full table / cc3d+numpy:                 cpu {full['cpu'] / cc['cpu']:.2f}, "
@@ -185,6 +203,8 @@ def print_size(result: dict) -> None:
           f"peak rss {rows['ours voxels']['rss_mib'] / ig['rss_mib']:.2f}")
     result["igneous_count_cpu"] = count_only
     result["full"] = full
+    result["ratio_full_vs_count"] = full["cpu"] / count_only
+    result["ratio_auto_vs_count"] = auto["cpu"] / count_only
 
 
 if __name__ == "__main__":

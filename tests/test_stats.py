@@ -155,6 +155,42 @@ def test_queued_two_phases(vol, tmp_path):
     assert set(props["ids"]) == set(reference(seg, None))
 
 
+def published(layer: Path) -> dict[str, str]:
+    """Digests of a layer's files without the stats job's working files."""
+    return {k: v for k, v in tree_digest(layer).items() if "_partials" not in k}
+
+
+def test_queued_auto_merge_runs_both_phases_from_one_queue(vol, tmp_path):
+    """--auto-merge: the last map task queues the reduce, so one `execute -x` (two workers here)
+    writes the whole table; a second run starts afresh (old chain markers are cleared) and
+    writes the same bytes as the two-phase workflow."""
+    root, seg, img = vol
+    q = f"fq://{tmp_path}/q"
+    base = ("image", "stats", f"file://{root}/seg", "--image", f"file://{root}/img", "--shape", ODD_TASK,
+            "--partitions", "2", "--queue", q)
+    both = run_cli(*base, "--auto-merge", "--merge", check=False)
+    assert both.returncode == 1 and "does not go with --merge" in both.stderr
+    run_cli(*base, "--auto-merge")
+    assert not (root / "seg" / "stats" / "part-00000-of-00002.parquet").exists()
+    run_cli("execute", q, "-p", "2", "-x", "-q")
+    check_against_reference(read_dataset(root / "seg" / "stats"), reference(seg, img), with_image=True)
+    props = read_segment_properties(root / "seg" / "segment_properties" / "info")
+    assert set(props["ids"]) == set(reference(seg, None))
+    chained = published(root / "seg")
+    for part in (root / "seg" / "stats").glob("part-*"):
+        part.unlink()
+    run_cli(*base, "--auto-merge")
+    assert not (root / "seg" / "stats" / "_partials" / "chain" / "queued").exists()
+    run_cli("execute", q, "-x", "-q")
+    assert published(root / "seg") == chained
+    shutil.rmtree(root / "seg" / "stats")
+    run_cli(*base)
+    run_cli("execute", q, "-x", "-q")
+    run_cli(*base, "--merge")
+    run_cli("execute", q, "-x", "-q")
+    assert published(root / "seg") == chained
+
+
 def read_segment_properties(path: Path) -> dict:
     """A reader written from neuroglancer's segment_properties.md: validates every rule and
     returns {"ids": [...], "numbers": {id: values}, "tags": {label: [tag names]}}."""

@@ -406,6 +406,26 @@ def test_label_stats_in_process_any_task_shape(pristine_stats, task):
 
 
 
+def test_dense_ids_numbers_by_first_appearance_and_frees_a_passed_block(pristine_stats):
+    """dense_ids: 0 stays background, ids follow first appearance (x fastest), original[id]
+    gives the label back, by_label lists ids in label order; a block passed in a list is taken
+    out of it (so the task can free it) with the same result."""
+    from igneous_like import label_stats
+
+    _, seg, _ = pristine_stats
+    block = np.asfortranarray(seg[:40, :30, :20])
+    ids, original, by_label = label_stats.dense_ids(block)
+    assert (original[ids] == block).all() and original[0] == 0
+    flat = ids.ravel(order="F")
+    _, first = np.unique(flat, return_index=True)
+    assert (np.diff(flat[np.sort(first)].astype(np.int64)) > 0).all()  # first appearances in id order
+    in_order = original[by_label]
+    assert (in_order[1:] > in_order[:-1]).all()
+    holder = [block.copy(order="F")]
+    again = label_stats.dense_ids(holder)
+    assert holder == [] and all(np.array_equal(a, b) for a, b in zip(again, (ids, original, by_label)))
+
+
 def test_closed_form_eigenvalues_match_lapack():
     """The vectorized 3x3 eigenvalues behind axis_major/minor_nm against numpy's eigvalsh:
     general, repeated, diagonal, one-plane (flat), rank-one and rank-two oblique matrices."""

@@ -92,12 +92,39 @@ def encode_table(table: Table, compression: str | None = "lz4") -> bytes:
     compression=None for many small files read once: pyarrow's lz4 costs ~0.1 ms a file each way."""
     import pyarrow as pa
 
-    batch = pa.table({name: pa.array(col) for name, col in table.items()})
     sink = io.BytesIO()
-    options = pa.ipc.IpcWriteOptions(compression=compression)
-    with pa.ipc.new_file(sink, batch.schema, options=options) as writer:
-        writer.write_table(batch)
+    write_table(sink, table, compression)
     return sink.getvalue()
+
+
+def write_table(sink: io.BytesIO, table: Table, compression: str | None = "lz4") -> None:
+    """encode_table's bytes, appended to `sink`: a self-contained Arrow IPC file wherever it
+    starts (its writer sees a file of its own, so the footer's offsets count from its start)."""
+    import pyarrow as pa
+
+    batch = pa.table({name: pa.array(col) for name, col in table.items()})
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_file(_Window(sink), batch.schema, options=options) as writer:
+        writer.write_table(batch)
+
+
+class _Window:
+    """The rest of a BytesIO from its current position, as a file of its own."""
+
+    def __init__(self, sink: io.BytesIO):
+        self.sink, self.base, self.closed = sink, sink.tell(), False
+
+    def write(self, data) -> int:
+        return self.sink.write(data)
+
+    def tell(self) -> int:
+        return self.sink.tell() - self.base
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def decode_table(data: bytes) -> Table:
@@ -125,13 +152,20 @@ def write_partials(layout: Layout, box: Box | str, table: Table, key: str = KEY)
         order = None
     if order is not None and not (order[1:] > order[:-1]).all():
         table = {name: col[order] for name, col in table.items()}
-    segments = []
+    # the segments go straight after a placeholder index into one buffer, filled in at the end:
+    # the file is made once, not as segments and again joined (4M labels: 131 MB less)
+    sink = io.BytesIO()
+    sink.write(bytes(8 * (layout.partitions + 1)))
+    offsets = [sink.tell()]
     for p in range(layout.partitions):
         rows = slice(int(bounds[p]), int(bounds[p + 1]))
-        segments.append(encode_table({n: c[rows] for n, c in table.items()}))
-    offsets = np.cumsum([8 * (layout.partitions + 1), *(len(s) for s in segments)], dtype=np.uint64)
+        write_table(sink, {n: c[rows] for n, c in table.items()})
+        offsets.append(sink.tell())
+    sink.seek(0)
+    sink.write(np.asarray(offsets, dtype="<u8").tobytes())
     cf = CloudFiles(layout.root)
-    cf.put(layout.map_path(box), b"".join([offsets.astype("<u8").tobytes(), *segments]), compress=None)
+    cf.put(layout.map_path(box), sink.getvalue(), compress=None)
+    del sink
     done = {"box": box if isinstance(box, str) else box.to_list(), "rows": [int(c) for c in counts]}
     cf.put(layout.done_path(box), json.dumps(done, sort_keys=True).encode(), compress=None)
 

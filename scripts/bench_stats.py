@@ -20,7 +20,10 @@ seconds, peak RSS):
   cc3d + numpy        one process: read the whole volume (cloud-volume), fastremap.renumber,
                       cc3d.statistics (counts, boxes, centroids), numpy voxel-face counts per label
 It prints CPU s, peak RSS MiB and labels/s per row, the ratios ours/theirs, and how CPU and RSS
-grow from the first size to the next; everything also goes to OUT/bench_stats.json.
+grow from the first size to the next; everything also goes to OUT/bench_stats.json. With
+`--repeat N` every row runs N times (all rows once, then again) and the figures are medians
+per row (the ratio of medians; each repetition's CPU is in the JSON): on a shared machine one
+command's CPU varies by 20% or more from run to run, most of it system time for fresh pages.
 """
 from __future__ import annotations
 
@@ -120,6 +123,24 @@ def run_rows(work: Path, layer: Path, ours: Path, theirs: Path) -> dict[str, dic
         out[name] = {"cpu": sum(r.cpu for r in runs), "rss_mib": max(r.rss_mib for r in runs),
                      "commands": [{"cmd": " ".join(r.cmd[:3]) + " ...", "cpu": r.cpu, "rss_mib": r.rss_mib, "rc": r.rc}
                                   for r in runs]}
+    ig = out["igneous voxels"]
+    ig["count_cpu"] = sum(c["cpu"] for c in ig["commands"][:2])  # count + execute, without the sum
+    two = (out["ours map"], out["ours reduce"])
+    out["ours full table"] = {"cpu": sum(r["cpu"] for r in two), "rss_mib": max(r["rss_mib"] for r in two),
+                              "commands": [c for r in two for c in r["commands"]]}
+    return out
+
+
+def median_rows(repeats: list[dict[str, dict]]) -> dict[str, dict]:
+    """Per row, the median of each figure over the repetitions (each repetition's CPU kept)."""
+    import statistics
+
+    out = {}
+    for name in repeats[0]:
+        runs = [rep[name] for rep in repeats]
+        keys = [key for key in ("cpu", "rss_mib", "count_cpu") if key in runs[0]]
+        out[name] = {**{key: statistics.median(r[key] for r in runs) for key in keys},
+                     "repeats": {key: [r[key] for r in runs] for key in keys}, "commands": [r["commands"] for r in runs]}
     return out
 
 
@@ -157,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="/tmp/bench_stats", help="working directory")
     parser.add_argument("--volume", choices=["cubes", "sample"], default="cubes",
                         help="cubes: 2x2x2 labels (the worst case); sample: the neuron-like sample")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every row; figures are medians")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,8 +190,12 @@ def main(argv: list[str] | None = None) -> None:
         work = out / "x".join(map(str, shape))
         shutil.rmtree(work, ignore_errors=True)
         labels = make_in_child(args.volume, f"file://{work}/pristine", text)
-        rows = run_rows(work, work / "pristine", ours, theirs)
-        results.append({"shape": shape, "labels": labels, "rows": rows, "table": check_table(work, labels)})
+        repeats = []
+        for _ in range(max(args.repeat, 1)):
+            repeats.append(run_rows(work, work / "pristine", ours, theirs))
+            table = check_table(work, labels)
+        rows = median_rows(repeats)
+        results.append({"shape": shape, "labels": labels, "rows": rows, "table": table, "repeat": len(repeats)})
         print_size(results[-1])
     if len(results) > 1:
         a, b = results[0], results[1]
@@ -183,15 +209,14 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_size(result: dict) -> None:
     rows, labels = result["rows"], result["labels"]
-    print(f"\n{'x'.join(map(str, result['shape']))}: {labels} labels (table check: {result['table']})")
+    median = f", medians of {result['repeat']} runs" if result["repeat"] > 1 else ""
+    print(f"\n{'x'.join(map(str, result['shape']))}: {labels} labels (table check: {result['table']}{median})")
     print(f"  {'':16s} {'cpu s':>8s} {'peak MiB':>9s} {'labels/s':>10s}")
     for name, row in rows.items():
         print(f"  {name:16s} {row['cpu']:8.2f} {row['rss_mib']:9.0f} {labels / max(row['cpu'], 1e-9):10.0f}")
-    full = {"cpu": rows["ours map"]["cpu"] + rows["ours reduce"]["cpu"],
-            "rss_mib": max(rows["ours map"]["rss_mib"], rows["ours reduce"]["rss_mib"])}
-    print(f"  {'ours full table':16s} {full['cpu']:8.2f} {full['rss_mib']:9.0f} {labels / full['cpu']:10.0f}")
+    full = rows["ours full table"]  # map + reduce
     ig, cc = rows["igneous voxels"], rows["cc3d + numpy"]
-    count_only = sum(c["cpu"] for c in ig["commands"][:2])  # count + execute, without the sum
+    count_only = ig["count_cpu"]  # count + execute, without the sum
     auto = rows["ours auto-merge"]
     print(f"  full table / igneous voxels count alone: cpu {full['cpu'] / count_only:.2f} (target <= 1.5), "
           f"with --auto-merge {auto['cpu'] / count_only:.2f}")
@@ -201,6 +226,10 @@ def print_size(result: dict) -> None:
           f"peak rss {full['rss_mib'] / cc['rss_mib']:.2f}")
     print(f"  ours voxels / igneous voxels (count+sum): cpu {rows['ours voxels']['cpu'] / ig['cpu']:.2f}, "
           f"peak rss {rows['ours voxels']['rss_mib'] / ig['rss_mib']:.2f}")
+    if result["repeat"] > 1:
+        per = lambda name: [f"{a / b:.2f}" for a, b in zip(rows[name]["repeats"]["cpu"], ig["repeats"]["count_cpu"])]  # noqa: E731
+        print(f"  each run, full table / igneous voxels count alone: {', '.join(per('ours full table'))}; "
+              f"with --auto-merge: {', '.join(per('ours auto-merge'))}")
     result["igneous_count_cpu"] = count_only
     result["full"] = full
     result["ratio_full_vs_count"] = full["cpu"] / count_only

@@ -37,6 +37,7 @@ Merge = Callable[[Table], Table]  # rows with repeated keys -> one row per key, 
 KEY = "label"
 MAX_PARTITIONS = 4096
 READ_BATCH = 256  # partial files folded per merge call in a reduce
+CHAIN_GROUP = 1000  # map tasks per group of chain markers (see maps_complete)
 
 
 def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
@@ -91,12 +92,39 @@ def encode_table(table: Table, compression: str | None = "lz4") -> bytes:
     compression=None for many small files read once: pyarrow's lz4 costs ~0.1 ms a file each way."""
     import pyarrow as pa
 
-    batch = pa.table({name: pa.array(col) for name, col in table.items()})
     sink = io.BytesIO()
-    options = pa.ipc.IpcWriteOptions(compression=compression)
-    with pa.ipc.new_file(sink, batch.schema, options=options) as writer:
-        writer.write_table(batch)
+    write_table(sink, table, compression)
     return sink.getvalue()
+
+
+def write_table(sink: io.BytesIO, table: Table, compression: str | None = "lz4") -> None:
+    """encode_table's bytes, appended to `sink`: a self-contained Arrow IPC file wherever it
+    starts (its writer sees a file of its own, so the footer's offsets count from its start)."""
+    import pyarrow as pa
+
+    batch = pa.table({name: pa.array(col) for name, col in table.items()})
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_file(_Window(sink), batch.schema, options=options) as writer:
+        writer.write_table(batch)
+
+
+class _Window:
+    """The rest of a BytesIO from its current position, as a file of its own."""
+
+    def __init__(self, sink: io.BytesIO):
+        self.sink, self.base, self.closed = sink, sink.tell(), False
+
+    def write(self, data) -> int:
+        return self.sink.write(data)
+
+    def tell(self) -> int:
+        return self.sink.tell() - self.base
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def decode_table(data: bytes) -> Table:
@@ -124,13 +152,20 @@ def write_partials(layout: Layout, box: Box | str, table: Table, key: str = KEY)
         order = None
     if order is not None and not (order[1:] > order[:-1]).all():
         table = {name: col[order] for name, col in table.items()}
-    segments = []
+    # the segments go straight after a placeholder index into one buffer, filled in at the end:
+    # the file is made once, not as segments and again joined (4M labels: 131 MB less)
+    sink = io.BytesIO()
+    sink.write(bytes(8 * (layout.partitions + 1)))
+    offsets = [sink.tell()]
     for p in range(layout.partitions):
         rows = slice(int(bounds[p]), int(bounds[p + 1]))
-        segments.append(encode_table({n: c[rows] for n, c in table.items()}))
-    offsets = np.cumsum([8 * (layout.partitions + 1), *(len(s) for s in segments)], dtype=np.uint64)
+        write_table(sink, {n: c[rows] for n, c in table.items()})
+        offsets.append(sink.tell())
+    sink.seek(0)
+    sink.write(np.asarray(offsets, dtype="<u8").tobytes())
     cf = CloudFiles(layout.root)
-    cf.put(layout.map_path(box), b"".join([offsets.astype("<u8").tobytes(), *segments]), compress=None)
+    cf.put(layout.map_path(box), sink.getvalue(), compress=None)
+    del sink
     done = {"box": box if isinstance(box, str) else box.to_list(), "rows": [int(c) for c in counts]}
     cf.put(layout.done_path(box), json.dumps(done, sort_keys=True).encode(), compress=None)
 
@@ -200,6 +235,42 @@ def missing_maps(layout: Layout, boxes: Iterable[Box]) -> list[Box]:
 
     present = {name.rsplit("/", 1)[-1] for name in CloudFiles(layout.root).list(prefix="done/")}
     return [box for box in boxes if f"{box_name(box)}.json" not in present]
+
+
+def maps_complete(layout: Layout, index: int, total: int, group: int = CHAIN_GROUP) -> bool:
+    """Whether every map task of a chained job has finished, as map task `index` of `total` sees
+    it right after writing its output: it marks chain/tasks/GROUP/INDEX and lists its group; if
+    that is whole, it marks the group and lists the groups. Two listings of at most `group` and
+    total / group names, not one of every task. Two tasks finishing at once may both see the job
+    complete: what they start next must be idempotent. `clear_chain` removes the markers of an
+    earlier run before a new one is queued."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(layout.root)
+    g = index // group
+    cf.put(f"chain/tasks/{g}/{index}", b"", compress=None)
+    if len(_names(cf, f"chain/tasks/{g}/")) < min(group, total - g * group):
+        return False
+    cf.put(f"chain/groups/{g}", b"", compress=None)
+    return len(_names(cf, "chain/groups/")) >= -(-total // group)
+
+
+def clear_chain(layout: Layout) -> None:
+    """Remove the chain markers (maps_complete's and the next phase's `chain/queued`)."""
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(layout.root)
+    names = _names(cf, "chain/", flat=False)
+    if names:
+        cf.delete(names)
+
+
+def _names(cf, prefix: str, flat: bool = True) -> list[str]:
+    """Names under prefix; none when it does not exist yet (file:// raises then)."""
+    try:
+        return list(cf.list(prefix=prefix, flat=flat))
+    except FileNotFoundError:
+        return []
 
 
 def partition_rows(layout: Layout, boxes: Iterable[Box]) -> np.ndarray:

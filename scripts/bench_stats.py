@@ -12,13 +12,18 @@ one worker (`execute -x`, one process), timed as its process tree (os.wait4: use
 seconds, peak RSS):
   ours map / reduce   image stats LAYER --queue Q, execute; then --merge, execute
                       (the full table plus segment properties for every label)
+  ours auto-merge     image stats LAYER --queue Q --auto-merge, execute: the same table, the
+                      last map task queueing the reduce, so one worker process runs both phases
   ours one command    image stats LAYER: both phases in one process, no queue
   ours voxels         image voxels count --queue Q, execute, image voxels sum
   igneous voxels      Igneous's image voxels count --queue Q, execute, image voxels sum
   cc3d + numpy        one process: read the whole volume (cloud-volume), fastremap.renumber,
                       cc3d.statistics (counts, boxes, centroids), numpy voxel-face counts per label
 It prints CPU s, peak RSS MiB and labels/s per row, the ratios ours/theirs, and how CPU and RSS
-grow from the first size to the next; everything also goes to OUT/bench_stats.json.
+grow from the first size to the next; everything also goes to OUT/bench_stats.json. With
+`--repeat N` every row runs N times (all rows once, then again) and the figures are medians
+per row (the ratio of medians; each repetition's CPU is in the JSON): on a shared machine one
+command's CPU varies by 20% or more from run to run, most of it system time for fresh pages.
 """
 from __future__ import annotations
 
@@ -92,6 +97,11 @@ def run_rows(work: Path, layer: Path, ours: Path, theirs: Path) -> dict[str, dic
                         measure([str(ours), "execute", q, "-x", "-q"], logs / "map-exec.log")]
     rows["ours reduce"] = [measure([str(ours), "image", "stats", f"file://{seg}", "--queue", q, "--merge"], logs / "reduce.log"),
                            measure([str(ours), "execute", q, "-x", "-q"], logs / "reduce-exec.log")]
+    seg = fresh("ours-auto")
+    q = f"fq://{work}/q-auto"
+    rows["ours auto-merge"] = [
+        measure([str(ours), "image", "stats", f"file://{seg}", "--queue", q, "--auto-merge"], logs / "auto.log"),
+        measure([str(ours), "execute", q, "-x", "-q"], logs / "auto-exec.log")]
     seg = fresh("ours-local")
     rows["ours one command"] = [measure([str(ours), "image", "stats", f"file://{seg}"], logs / "local.log")]
     seg = fresh("ours-voxels")
@@ -113,15 +123,42 @@ def run_rows(work: Path, layer: Path, ours: Path, theirs: Path) -> dict[str, dic
         out[name] = {"cpu": sum(r.cpu for r in runs), "rss_mib": max(r.rss_mib for r in runs),
                      "commands": [{"cmd": " ".join(r.cmd[:3]) + " ...", "cpu": r.cpu, "rss_mib": r.rss_mib, "rc": r.rc}
                                   for r in runs]}
+    ig = out["igneous voxels"]
+    ig["count_cpu"] = sum(c["cpu"] for c in ig["commands"][:2])  # count + execute, without the sum
+    two = (out["ours map"], out["ours reduce"])
+    out["ours full table"] = {"cpu": sum(r["cpu"] for r in two), "rss_mib": max(r["rss_mib"] for r in two),
+                              "commands": [c for r in two for c in r["commands"]]}
+    return out
+
+
+def median_rows(repeats: list[dict[str, dict]]) -> dict[str, dict]:
+    """Per row, the median of each figure over the repetitions (each repetition's CPU kept)."""
+    import statistics
+
+    out = {}
+    for name in repeats[0]:
+        runs = [rep[name] for rep in repeats]
+        keys = [key for key in ("cpu", "rss_mib", "count_cpu") if key in runs[0]]
+        out[name] = {**{key: statistics.median(r[key] for r in runs) for key in keys},
+                     "repeats": {key: [r[key] for r in runs] for key in keys}, "commands": [r["commands"] for r in runs]}
     return out
 
 
 def check_table(work: Path, labels: int) -> str:
+    """Row count of the two-phase table; the auto-merge run's table and segment properties
+    must be the same bytes."""
+    import filecmp
+
     import pyarrow.dataset as ds
 
     table = ds.dataset(str(work / "ours-stats" / "stats"), format="parquet").to_table(columns=["voxel_count"])
-    ok = table.num_rows == labels
-    return "ok" if ok else f"WRONG: {table.num_rows} rows for {labels} labels"
+    if table.num_rows != labels:
+        return f"WRONG: {table.num_rows} rows for {labels} labels"
+    a, b = work / "ours-stats", work / "ours-auto"
+    for name in [*(p.relative_to(a) for p in (a / "stats").glob("part-*")), Path("segment_properties/info")]:
+        if not (b / name).exists() or not filecmp.cmp(a / name, b / name, shallow=False):
+            return f"WRONG: auto-merge {name} differs from the two-phase run's"
+    return "ok"
 
 
 def make_in_child(kind: str, url: str, shape: str) -> int:
@@ -141,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="/tmp/bench_stats", help="working directory")
     parser.add_argument("--volume", choices=["cubes", "sample"], default="cubes",
                         help="cubes: 2x2x2 labels (the worst case); sample: the neuron-like sample")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every row; figures are medians")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,8 +190,12 @@ def main(argv: list[str] | None = None) -> None:
         work = out / "x".join(map(str, shape))
         shutil.rmtree(work, ignore_errors=True)
         labels = make_in_child(args.volume, f"file://{work}/pristine", text)
-        rows = run_rows(work, work / "pristine", ours, theirs)
-        results.append({"shape": shape, "labels": labels, "rows": rows, "table": check_table(work, labels)})
+        repeats = []
+        for _ in range(max(args.repeat, 1)):
+            repeats.append(run_rows(work, work / "pristine", ours, theirs))
+            table = check_table(work, labels)
+        rows = median_rows(repeats)
+        results.append({"shape": shape, "labels": labels, "rows": rows, "table": table, "repeat": len(repeats)})
         print_size(results[-1])
     if len(results) > 1:
         a, b = results[0], results[1]
@@ -167,24 +209,31 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_size(result: dict) -> None:
     rows, labels = result["rows"], result["labels"]
-    print(f"\n{'x'.join(map(str, result['shape']))}: {labels} labels (table check: {result['table']})")
+    median = f", medians of {result['repeat']} runs" if result["repeat"] > 1 else ""
+    print(f"\n{'x'.join(map(str, result['shape']))}: {labels} labels (table check: {result['table']}{median})")
     print(f"  {'':16s} {'cpu s':>8s} {'peak MiB':>9s} {'labels/s':>10s}")
     for name, row in rows.items():
         print(f"  {name:16s} {row['cpu']:8.2f} {row['rss_mib']:9.0f} {labels / max(row['cpu'], 1e-9):10.0f}")
-    full = {"cpu": rows["ours map"]["cpu"] + rows["ours reduce"]["cpu"],
-            "rss_mib": max(rows["ours map"]["rss_mib"], rows["ours reduce"]["rss_mib"])}
-    print(f"  {'ours full table':16s} {full['cpu']:8.2f} {full['rss_mib']:9.0f} {labels / full['cpu']:10.0f}")
+    full = rows["ours full table"]  # map + reduce
     ig, cc = rows["igneous voxels"], rows["cc3d + numpy"]
-    count_only = sum(c["cpu"] for c in ig["commands"][:2])  # count + execute, without the sum
-    print(f"  full table / igneous voxels count alone: cpu {full['cpu'] / count_only:.2f} (target <= 1.5)")
+    count_only = ig["count_cpu"]  # count + execute, without the sum
+    auto = rows["ours auto-merge"]
+    print(f"  full table / igneous voxels count alone: cpu {full['cpu'] / count_only:.2f} (target <= 1.5), "
+          f"with --auto-merge {auto['cpu'] / count_only:.2f}")
     print(f"  full table / igneous voxels count+sum:   cpu {full['cpu'] / ig['cpu']:.2f}, "
           f"peak rss {full['rss_mib'] / ig['rss_mib']:.2f}")
     print(f"  full table / cc3d+numpy:                 cpu {full['cpu'] / cc['cpu']:.2f}, "
           f"peak rss {full['rss_mib'] / cc['rss_mib']:.2f}")
     print(f"  ours voxels / igneous voxels (count+sum): cpu {rows['ours voxels']['cpu'] / ig['cpu']:.2f}, "
           f"peak rss {rows['ours voxels']['rss_mib'] / ig['rss_mib']:.2f}")
+    if result["repeat"] > 1:
+        per = lambda name: [f"{a / b:.2f}" for a, b in zip(rows[name]["repeats"]["cpu"], ig["repeats"]["count_cpu"])]  # noqa: E731
+        print(f"  each run, full table / igneous voxels count alone: {', '.join(per('ours full table'))}; "
+              f"with --auto-merge: {', '.join(per('ours auto-merge'))}")
     result["igneous_count_cpu"] = count_only
     result["full"] = full
+    result["ratio_full_vs_count"] = full["cpu"] / count_only
+    result["ratio_auto_vs_count"] = auto["cpu"] / count_only
 
 
 if __name__ == "__main__":

@@ -155,6 +155,42 @@ def test_queued_two_phases(vol, tmp_path):
     assert set(props["ids"]) == set(reference(seg, None))
 
 
+def published(layer: Path) -> dict[str, str]:
+    """Digests of a layer's files without the stats job's working files."""
+    return {k: v for k, v in tree_digest(layer).items() if "_partials" not in k}
+
+
+def test_queued_auto_merge_runs_both_phases_from_one_queue(vol, tmp_path):
+    """--auto-merge: the last map task queues the reduce, so one `execute -x` (two workers here)
+    writes the whole table; a second run starts afresh (old chain markers are cleared) and
+    writes the same bytes as the two-phase workflow."""
+    root, seg, img = vol
+    q = f"fq://{tmp_path}/q"
+    base = ("image", "stats", f"file://{root}/seg", "--image", f"file://{root}/img", "--shape", ODD_TASK,
+            "--partitions", "2", "--queue", q)
+    both = run_cli(*base, "--auto-merge", "--merge", check=False)
+    assert both.returncode == 1 and "does not go with --merge" in both.stderr
+    run_cli(*base, "--auto-merge")
+    assert not (root / "seg" / "stats" / "part-00000-of-00002.parquet").exists()
+    run_cli("execute", q, "-p", "2", "-x", "-q")
+    check_against_reference(read_dataset(root / "seg" / "stats"), reference(seg, img), with_image=True)
+    props = read_segment_properties(root / "seg" / "segment_properties" / "info")
+    assert set(props["ids"]) == set(reference(seg, None))
+    chained = published(root / "seg")
+    for part in (root / "seg" / "stats").glob("part-*"):
+        part.unlink()
+    run_cli(*base, "--auto-merge")
+    assert not (root / "seg" / "stats" / "_partials" / "chain" / "queued").exists()
+    run_cli("execute", q, "-x", "-q")
+    assert published(root / "seg") == chained
+    shutil.rmtree(root / "seg" / "stats")
+    run_cli(*base)
+    run_cli("execute", q, "-x", "-q")
+    run_cli(*base, "--merge")
+    run_cli("execute", q, "-x", "-q")
+    assert published(root / "seg") == chained
+
+
 def read_segment_properties(path: Path) -> dict:
     """A reader written from neuroglancer's segment_properties.md: validates every rule and
     returns {"ids": [...], "numbers": {id: values}, "tags": {label: [tag names]}}."""
@@ -368,6 +404,26 @@ def test_label_stats_in_process_any_task_shape(pristine_stats, task):
     check_against_reference(table, reference(seg, img), with_image=True)
 
 
+
+
+def test_dense_ids_numbers_by_first_appearance_and_frees_a_passed_block(pristine_stats):
+    """dense_ids: 0 stays background, ids follow first appearance (x fastest), original[id]
+    gives the label back, by_label lists ids in label order; a block passed in a list is taken
+    out of it (so the task can free it) with the same result."""
+    from igneous_like import label_stats
+
+    _, seg, _ = pristine_stats
+    block = np.asfortranarray(seg[:40, :30, :20])
+    ids, original, by_label = label_stats.dense_ids(block)
+    assert (original[ids] == block).all() and original[0] == 0
+    flat = ids.ravel(order="F")
+    _, first = np.unique(flat, return_index=True)
+    assert (np.diff(flat[np.sort(first)].astype(np.int64)) > 0).all()  # first appearances in id order
+    in_order = original[by_label]
+    assert (in_order[1:] > in_order[:-1]).all()
+    holder = [block.copy(order="F")]
+    again = label_stats.dense_ids(holder)
+    assert holder == [] and all(np.array_equal(a, b) for a, b in zip(again, (ids, original, by_label)))
 
 
 def test_closed_form_eigenvalues_match_lapack():

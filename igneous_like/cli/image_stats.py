@@ -28,18 +28,22 @@ from igneous_like.cli.options import (
 @click.option("--partitions", type=int, default=None,
               help="Label partitions (reduce tasks). Default from the volume size and --memory.")
 @click.option("--merge", is_flag=True, help="Queued runs, phase 2: plan the reduce once the map tasks have run.")
+@click.option("--auto-merge", is_flag=True,
+              help="Queued runs: the last map task queues the reduce into the same queue, so one "
+                   "`execute -x` runs both phases (no --merge command).")
 @queue_option
 @parallel_option
 @dry_run_option
 @click.pass_context
 def stats(ctx, layer, mip, image, shape, memory, xrange, yrange, zrange, fill_missing, out, fmt, properties, top,
-          min_voxels, partitions, merge, queue, parallel, dry_run):
+          min_voxels, partitions, merge, auto_merge, queue, parallel, dry_run):
     """Per-label statistics: voxel count, bounding box, centroid, volume, voxel-face surface
     area, border contact, ellipsoid axes (and intensities with --image), as a table at
     LAYER/stats/ and as Neuroglancer segment properties.
 
     Without --queue both phases run here. With --queue, enqueue the map tasks, run them,
-    then repeat the command with --merge to enqueue the reduce.
+    then repeat the command with --merge to enqueue the reduce; or pass --auto-merge and the
+    last map task enqueues the reduce itself.
 
     \b
     Example:
@@ -47,17 +51,30 @@ def stats(ctx, layer, mip, image, shape, memory, xrange, yrange, zrange, fill_mi
       igneous-like execute fq://q -p 4 -x
       igneous-like image stats file://data/seg --image file://data/em --queue fq://q --merge
       igneous-like execute fq://q -p 4 -x
+    \b
+    Or both phases from one queue:
+      igneous-like image stats file://data/seg --queue fq://q --auto-merge
+      igneous-like execute fq://q -p 4 -x
     Read the table whole: pyarrow.parquet.read_table("data/seg/stats")
     """
+    from igneous_like.errors import UserError
     from igneous_like.ops.analysis import stats as op
+
+    if auto_merge and merge:
+        raise UserError("--auto-merge queues the reduce from the map: it does not go with --merge")
 
     job = op.open_job(layer, image=image, mip=mip, shape=shape, memory=memory, xrange=xrange, yrange=yrange,
                       zrange=zrange, fill_missing=fill_missing, out=out, fmt=fmt, properties=properties, top=top,
                       min_voxels=min_voxels, partitions=partitions)
     if queue:
-        plan = op.plan_stats_reduce(job, memory) if merge else op.plan_stats_map(job, memory)
+        from igneous_like import queues
+
+        follow = queues.normalize_queue_url(queue) if auto_merge else None
+        plan = op.plan_stats_reduce(job, memory) if merge else op.plan_stats_map(job, memory, follow)
         submit(ctx, plan, queue, parallel, dry_run)
-        if not merge and not dry_run:
+        if auto_merge and not dry_run:
+            click.echo("image stats: the last map task queues the reduce into the same queue", err=True)
+        elif not merge and not dry_run:
             click.echo("image stats: after the map tasks have run, repeat with --merge", err=True)
         return
     if dry_run:

@@ -64,9 +64,7 @@ def fragment_is_sound(v, f, open_planes, tol=1e-3, pinned=None):
     open_e = e[cnt[inv] == 1]
     if len(open_e) == 0:
         return True
-    ok = np.zeros(len(open_e), dtype=bool)
-    for axis, coord in open_planes:
-        ok |= (np.abs(v[open_e[:, 0], axis] - coord) < tol) & (np.abs(v[open_e[:, 1], axis] - coord) < tol)
+    ok = _on_planes(v, open_e, open_planes, tol)
     if pinned is not None and not ok.all():
         rest = open_e[~ok]
         ok[~ok] = (np.isin(_position_keys(v[rest[:, 0]]), pinned, assume_unique=False)
@@ -308,12 +306,16 @@ def _unsound_vertices(v, f, open_planes, tol=1e-3) -> np.ndarray:
     _, inv, cnt = np.unique(und, return_inverse=True, return_counts=True)
     _, dinv, dcnt = np.unique(dirk, return_inverse=True, return_counts=True)
     bad = (cnt[inv] > 2) | (dcnt[dinv] > 1)
-    open_e = cnt[inv] == 1
-    on_plane = np.zeros(len(e), dtype=bool)
-    for axis, coord in open_planes:
-        on_plane |= (np.abs(v[e[:, 0], axis] - coord) < tol) & (np.abs(v[e[:, 1], axis] - coord) < tol)
-    bad |= open_e & ~on_plane
+    bad |= (cnt[inv] == 1) & ~_on_planes(v, e, open_planes, tol)
     return np.unique(e[bad])
+
+
+def _on_planes(v, edges, open_planes, tol) -> np.ndarray:
+    """Which edges lie on one of the task's open planes (both ends within tol of it)."""
+    ok = np.zeros(len(edges), dtype=bool)
+    for axis, coord in open_planes:
+        ok |= (np.abs(v[edges[:, 0], axis] - coord) < tol) & (np.abs(v[edges[:, 1], axis] - coord) < tol)
+    return ok
 
 
 RETRY_SCALES = (1.0, 0.75, 0.5, 0.25)

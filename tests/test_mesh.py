@@ -237,20 +237,28 @@ def test_max_error_bounds_every_simplified_surface(tmp_path, shape, size, seed):
     assert simplified_faces < exact_faces / 3, (simplified_faces, exact_faces)
 
 
+def largest_closed_fragment():
+    """The unsimplified marching-cubes mesh of the largest object of a neuron-like volume
+    (192x192x64, padded so every object is closed): ~206k faces, 16 pieces under a 20k limit."""
+    import zmesh
+
+    from igneous_like import sample
+
+    seg = sample.neurons((192, 192, 64), seed=1)
+    mesher = zmesh.Mesher((16, 16, 40))
+    mesher.mesh(np.asfortranarray(np.pad(seg, 1)))
+    label = max(mesher.ids(), key=lambda i: len(mesher.get(i, normals=False).faces))
+    raw = mesher.get(label, normals=False, voxel_centered=True)
+    return raw.vertices.astype(np.float64), raw.faces.astype(np.int64)
+
+
 def test_a_piece_that_fails_is_retried_alone(monkeypatch):
     """A large fragment is simplified in pieces; when one piece cannot be made sound at the full
     error bound, only that piece is simplified again (at a smaller bound), and the pieces still
     weld into one closed, consistently wound surface within the bound."""
-    import zmesh
+    from igneous_like import simplify
 
-    from igneous_like import sample, simplify
-
-    seg = sample.neurons((192, 192, 64), seed=1)
-    mesher = zmesh.Mesher((16, 16, 40))
-    mesher.mesh(np.asfortranarray(np.pad(seg, 1)))  # padded: every object closed
-    label = max(mesher.ids(), key=lambda i: len(mesher.get(i, normals=False).faces))
-    raw = mesher.get(label, normals=False, voxel_centered=True)
-    verts, faces = raw.vertices.astype(np.float64), raw.faces.astype(np.int64)
+    verts, faces = largest_closed_fragment()
     monkeypatch.setattr(simplify, "PIECE_FACES", 20_000)
     calls = []
     original = simplify._pyfqmr_sound
@@ -277,16 +285,9 @@ def test_a_defect_found_after_welding_sends_its_piece_down(monkeypatch):
     """A piece that passed its own check but opens a hole in the welded whole (here: one face
     dropped from its result) is simplified again at a smaller bound, with the pieces that share
     the hole's vertices (at most two more); the rest are kept."""
-    import zmesh
+    from igneous_like import simplify
 
-    from igneous_like import sample, simplify
-
-    seg = sample.neurons((192, 192, 64), seed=1)
-    mesher = zmesh.Mesher((16, 16, 40))
-    mesher.mesh(np.asfortranarray(np.pad(seg, 1)))
-    label = max(mesher.ids(), key=lambda i: len(mesher.get(i, normals=False).faces))
-    raw = mesher.get(label, normals=False, voxel_centered=True)
-    verts, faces = raw.vertices.astype(np.float64), raw.faces.astype(np.int64)
+    verts, faces = largest_closed_fragment()
     monkeypatch.setattr(simplify, "PIECE_FACES", 20_000)
     calls = []
     original = simplify._pyfqmr_sound

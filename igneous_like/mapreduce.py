@@ -242,8 +242,8 @@ def maps_complete(layout: Layout, index: int, total: int, group: int = CHAIN_GRO
     it right after writing its output: it marks chain/tasks/GROUP/INDEX and lists its group; if
     that is whole, it marks the group and lists the groups. Two listings of at most `group` and
     total / group names, not one of every task. Two tasks finishing at once may both see the job
-    complete: what they start next must be idempotent. `clear_chain` removes the markers of an
-    earlier run before a new one is queued."""
+    complete: the one that then wins storage.create_once(chain/queued) starts the next phase.
+    `clear_chain` removes the markers of an earlier run before a new one is queued."""
     from cloudfiles import CloudFiles
 
     cf = CloudFiles(layout.root)

@@ -68,3 +68,78 @@ def tensorstore_kvstore(url: str) -> dict:
             spec["endpoint"] = os.environ["AWS_ENDPOINT_URL"]
         spec["aws_region"] = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
     return spec
+
+
+def create_once(cf, path: str, owner: str) -> bool:
+    """Create `path` holding `owner` unless it exists: True if this call created it, or if it
+    already holds `owner` (the same task run again after a crash between claiming and acting).
+
+    The claim that lets exactly one of several tasks finishing at once start the next phase.
+    Atomic on file:// (O_EXCL), s3:// and its aliases (If-None-Match: *; AWS, MinIO, moto) and
+    gs:// (if_generation_match=0). A store that refuses the condition (501/NotImplemented), and
+    any other protocol, falls back to check-then-put: two claimants at the same instant may both
+    win there, and what they start must then be idempotent (every task is)."""
+    body = owner.encode()
+    try:
+        with cf._get_connection() as conn:
+            if cf.protocol == "file":
+                return _create_file(conn.get_path_to_file(path), body) or _holds(cf, path, body)
+            if hasattr(conn, "_conn") and hasattr(conn._conn, "put_object"):  # S3Interface and aliases
+                return _create_s3(conn, path, body) or _holds(cf, path, body)
+            if cf.protocol == "gs":
+                return _create_gs(conn, path, body) or _holds(cf, path, body)
+    except _Unconditional:
+        pass
+    if cf.exists(path):
+        return _holds(cf, path, body)
+    cf.put(path, body, compress=None)
+    return True
+
+
+class _Unconditional(Exception):
+    """The store does not do conditional writes."""
+
+
+def _holds(cf, path: str, body: bytes) -> bool:
+    return cf.get(path) == body
+
+
+def _create_file(full: str, body: bytes) -> bool:
+    import os
+
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    try:
+        fd = os.open(full, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+    return True
+
+
+def _create_s3(conn, path: str, body: bytes) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        conn._conn.put_object(Bucket=conn._path.bucket, Key=conn.get_path_to_file(path), Body=body, IfNoneMatch="*")
+        return True
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = exc.response.get("Error", {}).get("Code")
+        if status == 412 or code == "PreconditionFailed":
+            return False
+        if status == 409 or code == "ConditionalRequestConflict":  # another claim of it in flight
+            return False
+        if status == 501 or code == "NotImplemented":
+            raise _Unconditional() from None
+        raise
+
+
+def _create_gs(conn, path: str, body: bytes) -> bool:
+    from google.api_core.exceptions import PreconditionFailed
+
+    try:
+        conn._bucket.blob(conn.get_path_to_file(path)).upload_from_string(body, if_generation_match=0)
+        return True
+    except PreconditionFailed:
+        return False

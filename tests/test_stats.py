@@ -272,6 +272,18 @@ def test_stats_on_s3(vol, s3_bucket, moto):
     check_against_reference(read_dataset(root / "s3copy"), reference(seg, None), with_image=False)
     assert json.loads(CloudFiles(url).get("info"))["segment_properties"] == "segment_properties"
     assert CloudFiles(url).get("segment_properties/info") is not None
+    # --auto-merge on S3: two workers finish the map; exactly one queues the reduce (the
+    # chain/queued claim is a conditional write), and the table has the same bytes
+    tables = {name: cf.get(name) for name in parts}
+    cf.delete(parts)
+    q = f"fq://{root}/q"
+    run_cli("image", "stats", url, "--shape", "40,40,20", "--partitions", "2", "--auto-merge", "--queue", q, env=moto)
+    run_cli("execute", q, "-p", "2", "-x", "-q", env=moto)
+    maps = 2 * 2 * 2  # 67x53x29 in 40x40x20 tasks
+    status = run_cli("queue", "status", q).stdout
+    assert f"inserted   {maps + 2}" in status and f"completed  {maps + 2}" in status, status
+    assert {name: cf.get(name) for name in parts} == tables
+    assert CloudFiles(f"{url}/stats/_partials").get("chain/queued").isdigit()
     # Igneous-compatible voxel counts on S3 too (the IntMap zstd-compressed, as Igneous does)
     run_cli("image", "voxels", "count", url, env=moto)
     run_cli("image", "voxels", "sum", url, env=moto)

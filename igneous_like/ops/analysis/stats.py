@@ -252,17 +252,16 @@ def stats_map_task(job: dict, box: list[int], follow: dict | None = None) -> Non
 
 
 def queue_reduce_when_done(spec: StatsJob, follow: dict) -> bool:
-    """If the map is complete, plan the reduce into follow["queue"], once (a chain/queued marker
-    keeps later finishers from queueing it again; two at once queue idempotent tasks twice).
+    """If the map is complete, plan the reduce into follow["queue"], once: of the tasks that
+    find it complete, the one that creates chain/queued (storage.create_once) queues it.
     True if this task queued it."""
     from cloudfiles import CloudFiles
 
-    from igneous_like import queues
+    from igneous_like import queues, storage
 
     if not mapreduce.maps_complete(spec.partials, follow["task"], follow["tasks"]):
         return False
-    cf = CloudFiles(spec.partials.root)
-    if cf.exists("chain/queued"):
+    if not storage.create_once(CloudFiles(spec.partials.root), "chain/queued", str(follow["task"])):
         return False
     try:
         plan = plan_stats_reduce(spec, follow["memory"])
@@ -270,7 +269,6 @@ def queue_reduce_when_done(spec: StatsJob, follow: dict) -> bool:
         raise TaskError(f"image stats: the map is complete, but the reduce cannot be planned: {exc}") from None
     plan.prepare()
     queues.insert_tasks(follow["queue"], plan.tasks(), plan.total)
-    cf.put("chain/queued", b"", compress=None)
     return True
 
 

@@ -4,9 +4,9 @@ queueable task for all of them, and the chaining that lets one queue run the who
 Every task ends by writing done/PHASE/I. With `follow` ({"queue": URL, "until": PHASE}), the
 task that finds its phase complete plans the next phase into the same queue (preparing it
 first: DEST's info before relabel), and after relabel, when `until` is "clean", deletes the
-intermediates; so `execute -x` over the queue runs every phase in order. Two tasks finishing
-at once may both queue the next phase: its tasks are idempotent, and the queued/PHASE marker
-written after the insert keeps later finishers from doing it again.
+intermediates; so `execute -x` over the queue runs every phase in order. Several tasks may
+find the phase complete at once: the one that creates queued/PHASE (storage.create_once,
+atomic on file://, s3:// and gs://) queues it; the others stop there.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def advance(job: CclJob, phase: str, i: int, follow: dict) -> None:
     """If `phase` is complete, queue the next one (up to follow["until"]), once."""
     from cloudfiles import CloudFiles
 
-    from igneous_like import queues
+    from igneous_like import queues, storage
 
     total = dict(phases(job))[phase]
     if phase == follow["until"] or not phase_complete(job, phase, total, i):
@@ -83,16 +83,14 @@ def advance(job: CclJob, phase: str, i: int, follow: dict) -> None:
     if nxt == CLEAN:
         ccl_relabel.clean(job)
         return
-    cf = CloudFiles(job.root)
-    if cf.exists(f"queued/{nxt}"):
-        return
+    if not storage.create_once(CloudFiles(job.root), f"queued/{nxt}", f"{phase}/{i}"):
+        return  # another task of this phase claimed it
     try:
         plan = plan_phase(job, nxt, follow)
     except UserError as exc:
         raise TaskError(f"image ccl: {phase} is complete, but {nxt} cannot be planned: {exc}") from None
     plan.prepare()
     queues.insert_tasks(follow["queue"], plan.tasks(), plan.total)
-    cf.put(f"queued/{nxt}", b"", compress=None)
 
 
 def plan_phase(job: CclJob, phase: str, follow: dict | None = None) -> Plan:

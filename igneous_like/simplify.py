@@ -1,10 +1,11 @@
 """Simplifying forge fragments so that they still weld into watertight meshes.
 
-pyfqmr with preserve_border=True keeps every vertex on a task's open cut planes exactly where
-marching cubes put it, so neighbouring fragments still share those vertices bit for bit.
-pyfqmr can however leave non-manifold edges (it has no manifold check on collapses): each
-fragment is checked, repaired by splitting non-manifold vertices, and as a last resort
-simplified by zmesh instead (which also keeps open borders in place).
+Fast quadric simplification (zmesh.simplify_fqmr, see fqmr) keeps every vertex on a task's open
+cut planes exactly where marching cubes put it, so neighbouring fragments still share those
+vertices bit for bit. It can however leave non-manifold edges (it has no manifold check on
+collapses): each fragment is checked, repaired by splitting non-manifold vertices, retried at
+smaller error bounds, and as a last resort simplified by zmesh's mesher instead (which also
+keeps open borders in place).
 
 zmesh's simplifier sometimes leaves a zero-volume "pillow" (two faces on the same three
 vertices with opposite winding); dropping both faces keeps the surface closed, while keeping
@@ -180,7 +181,7 @@ def split_nonmanifold_vertices(v, f, nudge=0.05, pair_sheets=False):
     return v[:n0 + n_new], f
 
 
-# pyfqmr collapses, at iteration i, every edge whose quadric error is below
+# fast quadric simplification collapses, at iteration i, every edge whose quadric error is below
 # ALPHA * (i + K) ** AGGRESSIVENESS. The quadric error of a vertex is the sum of its squared
 # distances to the (unweighted, unit-normal) planes of every original face merged into it, so
 # stopping before that threshold passes max_error**2 keeps each simplified vertex within
@@ -189,7 +190,7 @@ ALPHA, K, AGGRESSIVENESS = 1e-9, 3, 7.0
 
 
 def iterations_for(max_error: float) -> int:
-    """pyfqmr iterations whose collapse threshold stays within max_error**2."""
+    """Iterations whose collapse threshold stays within max_error**2."""
     if max_error <= 0:
         return 0
     return max(int((max_error * max_error / ALPHA) ** (1 / AGGRESSIVENESS)) - K + 1, 0)
@@ -203,7 +204,7 @@ def simplify_fragment(vertices, faces, open_planes, reduction_factor=100, max_er
     vertices: (N,3) float physical coords; faces: (M,3) int.
     open_planes: list of (axis, coordinate) for task faces that are NOT on the dataset edge
                  (coordinate = physical position of the shared voxel plane).
-    fallback: callable () -> (vertices, faces) used when no pyfqmr result is sound,
+    fallback: callable () -> (vertices, faces) used when no simplified result is sound,
               e.g. lambda: zmesh mesher.get(label, reduction_factor=100, max_error=40)
               (then offset the same way as the input vertices).
     Returns (vertices float64, faces int64).
@@ -219,7 +220,7 @@ def simplify_fragment(vertices, faces, open_planes, reduction_factor=100, max_er
     # Where collapsing pinched two sheets of surface together beyond repair, a smaller error
     # bound usually avoids the pinch; it costs a fraction of the zmesh fallback.
     for scale in RETRY_SCALES:
-        result = _pyfqmr_sound(v, f, open_planes, max(len(f) // reduction_factor, 4), max_error * scale)
+        result = _fqmr_sound(v, f, open_planes, max(len(f) // reduction_factor, 4), max_error * scale)
         if result is not None:
             return _compact(*result)
     if fallback is not None:
@@ -231,7 +232,7 @@ def simplify_fragment(vertices, faces, open_planes, reduction_factor=100, max_er
 
 
 # Fragments above this many faces are simplified in pieces of at most this many. The bigger a
-# mesh, the likelier that a collapse somewhere pinches it beyond repair, and pyfqmr costs more
+# mesh, the likelier that a collapse somewhere pinches it beyond repair, and simplification costs more
 # than linearly in faces: whole, a 1.3M-face fragment of the 1024 hard benchmark volume failed
 # at 1.0 and 0.75 of the error bound (three passes, 15 s CPU); in 32 pieces of 41k faces, 7 took
 # a second pass and the whole took 7 s, with 20 % fewer faces. Over the 30k+-face fragments of
@@ -280,7 +281,7 @@ def _simplify_in_pieces(v, f, open_planes, reduction_factor, max_error):
                 if level[i] == len(RETRY_SCALES):
                     results[i] = (pv, pf)
                     break
-                results[i] = _pyfqmr_sound(pv, pf, open_planes, max(len(pf) // reduction_factor, 4),
+                results[i] = _fqmr_sound(pv, pf, open_planes, max(len(pf) // reduction_factor, 4),
                                            max_error * RETRY_SCALES[level[i]], pinned=pins[i])
                 if results[i] is None:
                     level[i] += 1
@@ -321,19 +322,13 @@ def _on_planes(v, edges, open_planes, tol) -> np.ndarray:
 RETRY_SCALES = (1.0, 0.75, 0.5, 0.25)
 
 
-def _pyfqmr_sound(v, f, open_planes, target: int, max_error: float, pinned=None):
-    """pyfqmr within max_error, repaired where it left non-manifold edges; None if unsound
-    (open edges must lie on open_planes or join two `pinned` positions)."""
-    import pyfqmr
-
-    s = pyfqmr.Simplify()
-    s.setMesh(v, f.astype(np.int32))
-    # preserve_border=True: pyfqmr never collapses an edge touching an open-edge vertex, so the
-    # vertices on the task cut planes are bit-identical to marching cubes output.
-    s.simplify_mesh(target_count=target, aggressiveness=AGGRESSIVENESS, max_iterations=iterations_for(max_error),
-                    alpha=ALPHA, K=K, preserve_border=True, verbose=False)
-    v2, f2, _ = s.getMesh()
-    v2 = v2.astype(np.float64)
+def _fqmr_sound(v, f, open_planes, target: int, max_error: float, pinned=None):
+    """Fast quadric simplification within max_error, repaired where it left non-manifold edges;
+    None if unsound (open edges must lie on open_planes or join two `pinned` positions)."""
+    fixed = _on_any_plane(v, open_planes)
+    if pinned is not None and len(pinned):
+        fixed |= np.isin(_position_keys(v), pinned)
+    v2, f2 = fqmr(v, f, target, max_error, fixed)
     f2 = drop_cancelling_faces(f2)
     if len(f2) == 0:  # a thin object squashed flat: its cancelling faces took all of it
         return None
@@ -344,3 +339,57 @@ def _pyfqmr_sound(v, f, open_planes, target: int, max_error: float, pinned=None)
         if fragment_is_sound(v3, f3, open_planes, pinned=pinned):
             return v3, f3
     return None
+
+
+def _on_any_plane(v, open_planes, tol=1e-3) -> np.ndarray:
+    """Which vertices lie on one of the task's open planes: a superset of a fragment's open-edge
+    vertices (every open edge of a forge fragment lies on one; see fragment_is_sound)."""
+    on = np.zeros(len(v), dtype=bool)
+    for axis, coord in open_planes:
+        on |= np.abs(v[:, axis] - coord) < tol
+    return on
+
+
+# zmesh.simplify_fqmr is pyfqmr's algorithm without pyfqmr's element-by-element copies in and
+# out (a fifth of pyfqmr's time on forge fragments); it keeps positions and quadrics in float32,
+# so it is run on coordinates centred on the mesh and unmoved vertices get their float64
+# positions back. Its preserve_border has a flaw (zmesh 1.15, fqmr.hpp update_mesh): each
+# vertex's border flag is overwritten by every neighbour that looks at it, and ends as the
+# highest-numbered neighbour saw it, so a third of the open-edge vertices of a forge piece lost
+# the flag and moved. A stub triangle per vertex to keep, on two new vertices numbered after all
+# others, makes that last look one that sees the vertex once: a border. The stubs share no edge
+# with the mesh, so no collapse touches them, and compaction keeps them last, where they are cut
+# off. Measured on thirty 20k-40k-face pieces of the 1024 hard volume: 10,788 open-edge vertices,
+# 3,492 moved without stubs, none with them.
+_STUB = np.asarray([[0.01, 0.0, 0.0], [0.0, 0.01, 0.0]], dtype=np.float32)
+
+
+def fqmr(v, f, target: int, max_error: float, fixed: np.ndarray):
+    """Simplify (v float64, f int) toward `target` faces with collapses within max_error; every
+    vertex marked `fixed` stays, bit for bit. Returns (vertices float64, faces int64)."""
+    import zmesh
+
+    n = len(v)
+    centre = (v.min(axis=0) + v.max(axis=0)) / 2
+    local = (v - centre).astype(np.float32)
+    keep = np.flatnonzero(fixed)
+    k = len(keep)
+    verts = np.concatenate([local, local[keep] + _STUB[0], local[keep] + _STUB[1]])
+    stubs = np.stack([keep, n + np.arange(k), n + k + np.arange(k)], axis=1)
+    faces = np.concatenate([np.asarray(f), stubs]).astype(np.uint32)
+    out = zmesh.simplify_fqmr(zmesh.Mesh(verts, faces, None), target + k, aggressiveness=AGGRESSIVENESS,
+                              max_iterations=iterations_for(max_error), alpha=ALPHA, K=K, preserve_border=True)
+    ov, of = out.vertices, out.faces
+    nv, nf = len(ov) - 2 * k, len(of) - k
+    if nf < 0 or (k and (of[nf:, 1:] < nv).any()):
+        raise RuntimeError("zmesh.simplify_fqmr did not keep the border stubs last")
+    ov, of = ov[:nv], of[:nf].astype(np.int64)
+    # vertices that did not move (all fixed ones among them) take their exact positions back
+    keys = local.view(np.dtype((np.void, 12))).ravel()
+    order = np.argsort(keys)
+    got = np.ascontiguousarray(ov).view(np.dtype((np.void, 12))).ravel()
+    at = np.minimum(np.searchsorted(keys[order], got), n - 1)
+    same = keys[order][at] == got
+    result = ov.astype(np.float64) + centre
+    result[same] = v[order[at[same]]]
+    return result, of

@@ -338,7 +338,7 @@ def warm_up(ours: Path, theirs: Path) -> None:
     """Import the heavy libraries once per venv so the first timed command is not a cold start."""
     code = "import numpy, cloudvolume, taskqueue, tinybrain"
     mesh = ("import importlib, importlib.util as u\n"  # the mesh and skeleton libraries each venv has
-            "for m in ('zmesh', 'DracoPy', 'pyfqmr', 'fastremap', 'mapbuffer', 'shardcomputer', 'kimimaro'):\n"
+            "for m in ('zmesh', 'DracoPy', 'fastremap', 'mapbuffer', 'shardcomputer', 'kimimaro'):\n"
             "    u.find_spec(m) and importlib.import_module(m)")
     for python, extra in ((ours.parent / "python", ", igneous_like.queues"), (theirs.parent / "python", ", igneous")):
         subprocess.run([str(python), "-c", code + extra], capture_output=True)

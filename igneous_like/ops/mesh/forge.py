@@ -105,8 +105,8 @@ def plan_mesh_forge(
         "mip": mip,
         "task shape": fmt_vec(shape) + " (+1 voxel overlap on positive faces)",
         "bounds": str(bounds),
-        "simplification": (f"pyfqmr to 1/{REDUCTION_FACTOR} of the faces, open borders kept; zmesh "
-                           f"(max error {max_error}) where pyfqmr leaves a defect") if simplify else "off",
+        "simplification": (f"fast quadric simplification to 1/{REDUCTION_FACTOR} of the faces within max error "
+                           f"{max_error}, open borders kept; zmesh's mesher where it leaves a defect") if simplify else "off",
         "fragments": "one file per task (--sharded)" if sharded else "one file per label per task",
         "peak memory per task": f"~{human_bytes(peak)} (limit {human_bytes(memory)})",
     }

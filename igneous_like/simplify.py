@@ -58,9 +58,13 @@ def fragment_is_sound(v, f, open_planes, tol=1e-3, pinned=None):
     if len(f) == 0:
         return True
     nv = np.int64(len(v))
-    e, und, dirk = _edge_keys(f, nv)
+    e, und, _ = _edge_keys(f, nv)
     _, inv, cnt = np.unique(und, return_inverse=True, return_counts=True)
-    if (cnt > 2).any() or len(np.unique(dirk)) != len(dirk):
+    if (cnt > 2).any():
+        return False
+    # consistent winding: an edge of two faces runs once each way (one bincount, not a second unique)
+    forward = np.bincount(inv[e[:, 0] < e[:, 1]], minlength=len(cnt))
+    if ((cnt == 2) & (forward != 1)).any():
         return False
     open_e = e[cnt[inv] == 1]
     if len(open_e) == 0:

@@ -350,3 +350,21 @@ def test_tiny_flat_objects_keep_their_meshes(tmp_path):
         verts, faces = read_mesh(tmp_path / "seg", label)
         mesh = trimesh.Trimesh(verts, faces, process=False)
         assert len(faces) and mesh.is_volume and mesh.volume > 0, label
+
+
+def test_fragment_is_sound_rejects_each_kind_of_defect():
+    """Closed and consistently wound: sound. One face flipped, an edge of three faces, or an
+    open edge off the task's open planes: not sound. Open on an open plane: sound."""
+    from igneous_like.simplify import fragment_is_sound
+
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64)
+    tet = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]])
+    assert trimesh.Trimesh(v, tet, process=False).is_volume
+    assert fragment_is_sound(v, tet, [])
+    flipped = tet.copy()
+    flipped[2] = flipped[2, ::-1]
+    assert not fragment_is_sound(v, flipped, [])
+    fin = np.vstack([tet, [[0, 1, 4]]])
+    assert not fragment_is_sound(np.vstack([v, [[0.5, -1, 0]]]), fin, [])
+    assert not fragment_is_sound(v, tet[1:], [])  # the hole at z = 0 is not on an open plane
+    assert fragment_is_sound(v, tet[1:], [(2, 0.0)])

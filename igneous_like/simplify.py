@@ -388,12 +388,12 @@ def fqmr(v, f, target: int, max_error: float, fixed: np.ndarray):
     if nf < 0 or (k and (of[nf:, 1:] < nv).any()):
         raise RuntimeError("zmesh.simplify_fqmr did not keep the border stubs last")
     ov, of = ov[:nv], of[:nf].astype(np.int64)
-    # vertices that did not move (all fixed ones among them) take their exact positions back
-    keys = local.view(np.dtype((np.void, 12))).ravel()
-    order = np.argsort(keys)
-    got = np.ascontiguousarray(ov).view(np.dtype((np.void, 12))).ravel()
-    at = np.minimum(np.searchsorted(keys[order], got), n - 1)
-    same = keys[order][at] == got
     result = ov.astype(np.float64) + centre
-    result[same] = v[order[at[same]]]
+    if k:  # the fixed vertices take their exact float64 positions back (others: within 1e-3 nm)
+        keys = np.ascontiguousarray(local[keep]).view(np.dtype((np.void, 12))).ravel()
+        order = np.argsort(keys)
+        got = np.ascontiguousarray(ov).view(np.dtype((np.void, 12))).ravel()
+        at = np.minimum(np.searchsorted(keys[order], got), k - 1)
+        same = keys[order][at] == got
+        result[same] = v[keep[order[at[same]]]]
     return result, of

@@ -28,6 +28,7 @@ connected tree without cycles; forge CPU seconds and peak RSS, ratios ours/their
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -192,6 +193,8 @@ def main() -> int:
     ap.add_argument("--max-error", type=float, default=40)
     ap.add_argument("--min-voxels", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "bench-output" / "fidelity")
+    ap.add_argument("--tools", default="both", choices=["both", "ours", "theirs"],
+                    help="run only this tool; the other's output and figures come from an earlier run in --out")
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.size.split(","))
     out = args.out.resolve() / f"{args.kind}-{'x'.join(map(str, shape))}"
@@ -206,11 +209,18 @@ def main() -> int:
         figures = {}
         for tool, exe in exes.items():
             work = out / what / tool
+            saved = work / "figures.json"
+            if args.tools != "both" and tool != args.tools:  # the other tool's output and figures of an earlier run
+                if not saved.exists():
+                    sys.exit(f"--tools {args.tools}: no earlier {tool} run in {work}; run --tools both first")
+                figures[tool] = tuple(json.loads(saved.read_text()))
+                continue
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             shutil.copytree(pristine / "segmentation", work / "segmentation")
             figures[tool] = forge_and_merge(tool, exe, work / "segmentation", what, args.shape, args.max_error,
                                             out / "logs")
+            saved.write_text(json.dumps(figures[tool]))
         print(f"{args.kind} volume {shape} at {res} nm, {what} forge --shape {args.shape}")
         if what == "mesh":
             print(f"  --max-error {args.max_error}, labels >= {args.min_voxels} voxels")

@@ -241,7 +241,7 @@ def stats_map_task(job: dict, box: list[int], follow: dict | None = None) -> Non
     spec = StatsJob(**job)
     region = Box.from_list(box)
     ids, labels, by_label, low, high, img = _read_block(spec, region)
-    table = label_stats.block_stats(ids, labels, region.shape, region.start, low, high, img, by_label)
+    table = label_stats.block_partial(ids, labels, region.shape, low, high, img, by_label)
     del ids, img
     mapreduce.write_partials(spec.partials, region, table)
     del table
@@ -280,7 +280,8 @@ def stats_reduce_task(job: dict, partition: int) -> None:
 
     allocator.keep_freed_memory()
     spec = StatsJob(**job)
-    merged = mapreduce.reduce_partition(spec.partials, spec.boxes(), partition, label_stats.merge)
+    merged = mapreduce.reduce_partition(spec.partials, spec.boxes(), partition, label_stats.merge,
+                                        load=lambda stored, box: label_stats.widen(stored, box.start))
     info = layers.read_info(spec.layer)
     full = layers.scale_bounds(info, spec.mip)
     table = label_stats.columns(merged, info["scales"][spec.mip]["resolution"], full.start, full.stop)

@@ -344,7 +344,9 @@ def columns(merged: Table, resolution: Sequence[float], start: Sequence[int], st
     n = m["n"]
     nf = n.astype(np.float64)
     res = [float(r) for r in resolution]
-    out: Table = {"label": m["label"].astype(np.uint64), "voxel_count": n.astype(np.uint64)}
+    # counts are never negative: int64 read as uint64 is the same numbers, without a copy
+    count = n.view(np.uint64) if n.dtype == np.int64 else n.astype(np.uint64)
+    out: Table = {"label": m["label"].astype(np.uint64, copy=False), "voxel_count": count}
     for axis in AXES:
         out[f"bbox_min_{axis}"] = m[f"min_{axis}"]
     for axis in AXES:

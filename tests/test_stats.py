@@ -440,6 +440,20 @@ def test_partial_rows_are_stored_narrow_and_widen_back_exactly(pristine_stats):
     assert label_stats.narrowest(np.array([2**40, 1, 70000]), skip_first=True).dtype == np.uint32
 
 
+def test_small_pages_turns_numpy_huge_pages_off_and_back():
+    """The stats tasks run with numpy's MADV_HUGEPAGE off; the worker's setting comes back."""
+    from igneous_like import allocator
+
+    switch = np._core.multiarray._set_madvise_hugepage
+    before = switch(True)
+    try:
+        with allocator.small_pages():
+            assert switch(False) is False  # off inside
+        assert switch(True) is True  # restored
+    finally:
+        switch(before)
+
+
 def test_dense_ids_numbers_by_first_appearance_and_frees_a_passed_block(pristine_stats):
     """dense_ids: 0 stays background, ids follow first appearance (x fastest), original[id]
     gives the label back, by_label lists ids in label order; a block passed in a list is taken

@@ -59,11 +59,11 @@ class Accumulator:
             self.i_min = np.full(ids, np.inf)
             self.i_max = np.full(ids, -np.inf)
 
-    def add_runs(self, seg: np.ndarray, z0: int) -> None:
+    def add_runs(self, seg: np.ndarray, z0: int) -> Runs:
         """Runs of equal ids along x give counts, sums and second sums in closed form: far
         fewer updates than voxels for real objects; and the x-faces inside the rows, one at
         each end of a run (not before a row's first voxel or after its last: those face
-        other layers, counted by _add_faces)."""
+        other layers, counted by _add_faces). Returns the runs, for add_run_faces."""
         sx, sy = seg.shape[:2]
         flat = seg.ravel(order="F")
         change = np.empty(flat.size, dtype=bool)
@@ -74,7 +74,8 @@ class Accumulator:
         ids = flat[starts].astype(np.intp)
         length = np.diff(np.append(starts, flat.size)).astype(np.int64)
         keep = ids != 0
-        starts, ids, length = starts[keep], ids[keep], length[keep]
+        runs = (starts, keep, ids[keep])
+        starts, ids, length = starts[keep], runs[2], length[keep]
         x = (starts % sx).astype(np.int64)
         row = starts // sx
         y = (row % sy).astype(np.int64)
@@ -92,6 +93,14 @@ class Accumulator:
             np.minimum.at(self.lo[axis], ids, lo.astype(np.int32))
             np.maximum.at(self.hi[axis], ids, hi.astype(np.int32))
         add(self.faces["x"], ids, (x > 0).astype(np.int64) + (x + length < sx))
+        return runs
+
+    def add_run_faces(self, axis: str, counts: np.ndarray, runs: Runs) -> None:
+        """Per-voxel face counts of a slab (Fortran order, as add_runs saw it), summed per
+        run, added to each run's id: one update per run, not one per face."""
+        starts, keep, ids = runs
+        per_run = np.add.reduceat(counts.ravel(order="F"), starts, dtype=np.int64)[keep]
+        np.add.at(self.faces[axis], ids, per_run)
 
     def add_faces(self, axis: str, low: np.ndarray, high: np.ndarray) -> None:
         """Faces between each voxel of `low` and its neighbour in `high` (one on each side)."""
@@ -108,6 +117,9 @@ class Accumulator:
         np.add.at(self.i_sq, ids, values * values)
         np.minimum.at(self.i_min, ids, values)
         np.maximum.at(self.i_max, ids, values)
+
+
+Runs = tuple  # (start of every run in the slab's flat order, which are labels (not background), their ids)
 
 
 def _sum_squares(m: np.ndarray) -> np.ndarray:
@@ -187,33 +199,58 @@ def block_partial(
     for z0 in range(0, sz, step):
         z1 = min(z0 + step, sz)
         own = np.asfortranarray(seg[:sx, :sy, z0:z1])
-        acc.add_runs(own, z0)
-        for axis in range(3):
-            _add_faces(acc, seg, own, (sx, sy, sz), axis, (z0, z1), low_edge[axis], high_edge[axis])
+        runs = acc.add_runs(own, z0)
+        _add_faces(acc, seg, own, (sx, sy, sz), 0, (z0, z1), low_edge[0], high_edge[0])
+        for axis in (1, 2):
+            counts = np.zeros(own.shape, dtype=np.uint8, order="F")  # faces per voxel of the slab
+            _add_faces(acc, seg, own, (sx, sy, sz), axis, (z0, z1), low_edge[axis], high_edge[axis], counts)
+            acc.add_run_faces(AXES[axis], counts, runs)
         if image is not None:
             acc.add_image(own, image[:sx, :sy, z0:z1])
     return _rows(acc, original, by_label)
 
 
-def _add_faces(acc: Accumulator, seg, own, shape, axis: int, zs: tuple[int, int], low_edge: bool, high_edge: bool) -> None:
+def _add_faces(acc: Accumulator, seg, own, shape, axis: int, zs: tuple[int, int], low_edge: bool, high_edge: bool,
+               counts: np.ndarray | None = None) -> None:
     """The faces along `axis` owned by one slab, in place (no extended copy of the slab):
     between its own layers (along x the runs counted those), between its last layer and the
     next one (of `seg`; the outside, 0, at a high edge) and, at a low edge, between the
-    outside and its first layer."""
+    outside and its first layer. With `counts` (the slab's shape, zeros), the faces of the
+    slab's own voxels are counted there per voxel, for add_run_faces; only those of voxels
+    past the slab go to the accumulator directly."""
     start, stop = (0, shape[axis]) if axis < 2 else zs
     name = AXES[axis]
     if axis > 0:
-        acc.add_faces(name, _layers(own, axis, 0, -1), _layers(own, axis, 1, None))
+        _faces_between(acc, name, _layers(own, axis, 0, -1), _layers(own, axis, 1, None),
+                       _layers(counts, axis, 0, -1) if counts is not None else None,
+                       _layers(counts, axis, 1, None) if counts is not None else None)
     last = _layers(own, axis, -1, None)
+    last_counts = _layers(counts, axis, -1, None) if counts is not None else None
     if high_edge and stop == shape[axis]:
-        acc.add_faces(name, last, np.zeros_like(last))
+        _faces_between(acc, name, last, np.zeros_like(last), last_counts, None)
     else:
         idx = [slice(0, shape[0]), slice(0, shape[1]), slice(*zs)]
         idx[axis] = slice(stop, stop + 1)
-        acc.add_faces(name, last, seg[tuple(idx)])
+        _faces_between(acc, name, last, seg[tuple(idx)], last_counts, None)
     if low_edge and start == 0:
         first = _layers(own, axis, 0, 1)
-        acc.add_faces(name, np.zeros_like(first), first)
+        _faces_between(acc, name, np.zeros_like(first), first, None,
+                       _layers(counts, axis, 0, 1) if counts is not None else None)
+
+
+def _faces_between(acc: Accumulator, name: str, low: np.ndarray, high: np.ndarray,
+                   low_counts: np.ndarray | None, high_counts: np.ndarray | None) -> None:
+    """Faces between each voxel of `low` and its neighbour in `high`, one on each side: into
+    a side's per-voxel counts where given, else into the accumulator."""
+    if low_counts is None and high_counts is None:
+        acc.add_faces(name, low, high)
+        return
+    differ = low != high
+    for side, side_counts in ((low, low_counts), (high, high_counts)):
+        if side_counts is not None:
+            side_counts += differ
+        else:
+            np.add.at(acc.faces[name], side[differ], 1)  # background's (id 0) are dropped at the end
 
 
 def _layers(arr: np.ndarray, axis: int, start: int, stop: int | None) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Per-label shape and intensity statistics as mergeable sufficient statistics (pure numpy).
 
-`block_stats` turns one task's block into one row per label: voxel count, exact integer
-coordinate sums, second moments about the task's own mean, bounding box, voxel-face counts
-per axis and, with an image, intensity sum, second moment, min and max. `merge` combines rows
+`block_partial` turns one task's block into one row per label: voxel count, exact integer
+coordinate sums and second sums, bounding box, voxel-face counts per axis (all in task-local
+coordinates, each column in the narrowest integer dtype that holds it: what a map task stores)
+and, with an image, intensity sum, second moment, min and max. `widen` turns those rows into
+merge's form (global coordinates, int64, second moments about the task's own mean). `merge` combines rows
 of the same label from many tasks (Chan's parallel formula for the moments, so nothing is
 lost to cancellation); `columns` turns merged rows into the published table.
 
@@ -57,11 +59,11 @@ class Accumulator:
             self.i_min = np.full(ids, np.inf)
             self.i_max = np.full(ids, -np.inf)
 
-    def add_runs(self, seg: np.ndarray, z0: int) -> None:
+    def add_runs(self, seg: np.ndarray, z0: int) -> Runs:
         """Runs of equal ids along x give counts, sums and second sums in closed form: far
         fewer updates than voxels for real objects; and the x-faces inside the rows, one at
         each end of a run (not before a row's first voxel or after its last: those face
-        other layers, counted by _add_faces)."""
+        other layers, counted by _add_faces). Returns the runs, for add_run_faces."""
         sx, sy = seg.shape[:2]
         flat = seg.ravel(order="F")
         change = np.empty(flat.size, dtype=bool)
@@ -72,7 +74,8 @@ class Accumulator:
         ids = flat[starts].astype(np.intp)
         length = np.diff(np.append(starts, flat.size)).astype(np.int64)
         keep = ids != 0
-        starts, ids, length = starts[keep], ids[keep], length[keep]
+        runs = (starts, keep, ids[keep])
+        starts, ids, length = starts[keep], runs[2], length[keep]
         x = (starts % sx).astype(np.int64)
         row = starts // sx
         y = (row % sy).astype(np.int64)
@@ -90,6 +93,14 @@ class Accumulator:
             np.minimum.at(self.lo[axis], ids, lo.astype(np.int32))
             np.maximum.at(self.hi[axis], ids, hi.astype(np.int32))
         add(self.faces["x"], ids, (x > 0).astype(np.int64) + (x + length < sx))
+        return runs
+
+    def add_run_faces(self, axis: str, counts: np.ndarray, runs: Runs) -> None:
+        """Per-voxel face counts of a slab (Fortran order, as add_runs saw it), summed per
+        run, added to each run's id: one update per run, not one per face."""
+        starts, keep, ids = runs
+        per_run = np.add.reduceat(counts.ravel(order="F"), starts, dtype=np.int64)[keep]
+        np.add.at(self.faces[axis], ids, per_run)
 
     def add_faces(self, axis: str, low: np.ndarray, high: np.ndarray) -> None:
         """Faces between each voxel of `low` and its neighbour in `high` (one on each side)."""
@@ -106,6 +117,9 @@ class Accumulator:
         np.add.at(self.i_sq, ids, values * values)
         np.minimum.at(self.i_min, ids, values)
         np.maximum.at(self.i_max, ids, values)
+
+
+Runs = tuple  # (start of every run in the slab's flat order, which are labels (not background), their ids)
 
 
 def _sum_squares(m: np.ndarray) -> np.ndarray:
@@ -159,45 +173,84 @@ def block_stats(
     image: np.ndarray | None = None,
     by_label: np.ndarray | None = None,
 ) -> Table:
-    """Sufficient statistics of one task, one row per label, sorted by label. `seg` (x, y, z;
-    ids with 0 = background, original[id] = label, in any order: `dense_ids` gives the fast
-    one) covers the task's `shape` plus one voxel past each high face that is not a high edge;
-    `origin` is the task's first voxel in global coordinates; `image`, if given, covers
-    `shape` exactly; `by_label`, if given, lists the ids in increasing label order (else it is
-    sorted out of `original`)."""
+    """Sufficient statistics of one task in merge's form: `widen` of `block_partial`, with
+    `origin` the task's first voxel in global coordinates."""
+    return widen(block_partial(seg, original, shape, low_edge, high_edge, image, by_label), origin)
+
+
+def block_partial(
+    seg: np.ndarray,
+    original: np.ndarray,
+    shape: Sequence[int],
+    low_edge: Sequence[bool],
+    high_edge: Sequence[bool],
+    image: np.ndarray | None = None,
+    by_label: np.ndarray | None = None,
+) -> Table:
+    """Sufficient statistics of one task, one row per label, sorted by label, as a map task
+    stores them (task-local and narrow: `widen` with the task's origin gives merge's form).
+    `seg` (x, y, z; ids with 0 = background, original[id] = label, in any order: `dense_ids`
+    gives the fast one) covers the task's `shape` plus one voxel past each high face that is
+    not a high edge; `image`, if given, covers `shape` exactly; `by_label`, if given, lists the
+    ids in increasing label order (else it is sorted out of `original`)."""
     sx, sy, sz = (int(s) for s in shape)
     acc = Accumulator(len(original), image is not None)
     step = max(1, SLAB_VOXELS // max(sx * sy, 1))
     for z0 in range(0, sz, step):
         z1 = min(z0 + step, sz)
         own = np.asfortranarray(seg[:sx, :sy, z0:z1])
-        acc.add_runs(own, z0)
-        for axis in range(3):
-            _add_faces(acc, seg, own, (sx, sy, sz), axis, (z0, z1), low_edge[axis], high_edge[axis])
+        runs = acc.add_runs(own, z0)
+        _add_faces(acc, seg, own, (sx, sy, sz), 0, (z0, z1), low_edge[0], high_edge[0])
+        for axis in (1, 2):
+            counts = np.zeros(own.shape, dtype=np.uint8, order="F")  # faces per voxel of the slab
+            _add_faces(acc, seg, own, (sx, sy, sz), axis, (z0, z1), low_edge[axis], high_edge[axis], counts)
+            acc.add_run_faces(AXES[axis], counts, runs)
         if image is not None:
             acc.add_image(own, image[:sx, :sy, z0:z1])
-    return _rows(acc, original, origin, by_label)
+    return _rows(acc, original, by_label)
 
 
-def _add_faces(acc: Accumulator, seg, own, shape, axis: int, zs: tuple[int, int], low_edge: bool, high_edge: bool) -> None:
+def _add_faces(acc: Accumulator, seg, own, shape, axis: int, zs: tuple[int, int], low_edge: bool, high_edge: bool,
+               counts: np.ndarray | None = None) -> None:
     """The faces along `axis` owned by one slab, in place (no extended copy of the slab):
     between its own layers (along x the runs counted those), between its last layer and the
     next one (of `seg`; the outside, 0, at a high edge) and, at a low edge, between the
-    outside and its first layer."""
+    outside and its first layer. With `counts` (the slab's shape, zeros), the faces of the
+    slab's own voxels are counted there per voxel, for add_run_faces; only those of voxels
+    past the slab go to the accumulator directly."""
     start, stop = (0, shape[axis]) if axis < 2 else zs
     name = AXES[axis]
     if axis > 0:
-        acc.add_faces(name, _layers(own, axis, 0, -1), _layers(own, axis, 1, None))
+        _faces_between(acc, name, _layers(own, axis, 0, -1), _layers(own, axis, 1, None),
+                       _layers(counts, axis, 0, -1) if counts is not None else None,
+                       _layers(counts, axis, 1, None) if counts is not None else None)
     last = _layers(own, axis, -1, None)
+    last_counts = _layers(counts, axis, -1, None) if counts is not None else None
     if high_edge and stop == shape[axis]:
-        acc.add_faces(name, last, np.zeros_like(last))
+        _faces_between(acc, name, last, np.zeros_like(last), last_counts, None)
     else:
         idx = [slice(0, shape[0]), slice(0, shape[1]), slice(*zs)]
         idx[axis] = slice(stop, stop + 1)
-        acc.add_faces(name, last, seg[tuple(idx)])
+        _faces_between(acc, name, last, seg[tuple(idx)], last_counts, None)
     if low_edge and start == 0:
         first = _layers(own, axis, 0, 1)
-        acc.add_faces(name, np.zeros_like(first), first)
+        _faces_between(acc, name, np.zeros_like(first), first, None,
+                       _layers(counts, axis, 0, 1) if counts is not None else None)
+
+
+def _faces_between(acc: Accumulator, name: str, low: np.ndarray, high: np.ndarray,
+                   low_counts: np.ndarray | None, high_counts: np.ndarray | None) -> None:
+    """Faces between each voxel of `low` and its neighbour in `high`, one on each side: into
+    a side's per-voxel counts where given, else into the accumulator."""
+    if low_counts is None and high_counts is None:
+        acc.add_faces(name, low, high)
+        return
+    differ = low != high
+    for side, side_counts in ((low, low_counts), (high, high_counts)):
+        if side_counts is not None:
+            side_counts += differ
+        else:
+            np.add.at(acc.faces[name], side[differ], 1)  # background's (id 0) are dropped at the end
 
 
 def _layers(arr: np.ndarray, axis: int, start: int, stop: int | None) -> np.ndarray:
@@ -206,40 +259,85 @@ def _layers(arr: np.ndarray, axis: int, start: int, stop: int | None) -> np.ndar
     return arr[tuple(idx)]
 
 
-def _rows(acc: Accumulator, original: np.ndarray, origin: Sequence[int], by_label: np.ndarray | None) -> Table:
-    """One row per label present (voxels or owned faces), in global coordinates. Accumulators
-    are released as their columns are made: a million-label task holds one copy, not two."""
+def _rows(acc: Accumulator, original: np.ndarray, by_label: np.ndarray | None) -> Table:
+    """One row per label present (voxels or owned faces), in the stored form: merge's columns
+    with raw second sums q.. in place of c.., task-local integers, each in the narrowest dtype
+    its values fit (see `widen`). Each accumulator is narrowed before its rows are gathered in
+    label order, so the gather reads a few MB that stay in cache, not a 32 MB column at random,
+    and the partial is a fraction of the int64 size to encode, store and decode. Accumulators
+    are released as their columns are made."""
     present = (acc.n > 0) | (acc.faces["x"] > 0) | (acc.faces["y"] > 0) | (acc.faces["z"] > 0)
     present[0] = False  # background
     if by_label is None:
         by_label = np.argsort(original, kind="stable")
     keep = by_label[present[by_label]]  # rows in label order, as merge's input must be
     del present
+    empty = acc.n == 0  # ids with owned faces but no voxel: store 0 as their box, widen restores the sentinels
 
     def take(values: np.ndarray) -> np.ndarray:  # np.take: ~1.5x faster than values[keep]
-        return np.take(values, keep)
+        return np.take(narrowest(values, skip_first=True), keep)  # id 0 (background) is never kept
 
-    n = take(acc.n)
-    safe = np.maximum(n, 1).astype(np.float64)
-    cols: Table = {"label": take(original).astype(np.uint64), "n": n}
-    sums = {a: take(acc.s.pop(a)) for a in AXES}
-    mean = {a: sums[a].astype(np.float64) for a in AXES}
+    cols: Table = {"label": np.take(original, keep).astype(np.uint64, copy=False), "n": take(acc.n)}
+    for axis in AXES:
+        cols[f"s{axis}"] = take(acc.s.pop(axis))
     for pair in PAIRS:
-        a, b = pair
-        cols[f"c{pair}"] = take(acc.ss.pop(pair)).astype(np.float64) - mean[a] * mean[b] / safe
-    del mean
-    for axis, o in zip(AXES, origin):
-        cols[f"s{axis}"] = sums.pop(axis) + n * int(o)
-        cols[f"min_{axis}"] = np.where(n > 0, take(acc.lo.pop(axis)) + np.int64(o), INT_MAX)
-        cols[f"max_{axis}"] = np.where(n > 0, take(acc.hi.pop(axis)) + np.int64(o), INT_MIN)
+        cols[f"q{pair}"] = take(acc.ss.pop(pair))
+    for axis in AXES:
+        for name, store in (("min", acc.lo), ("max", acc.hi)):
+            values = store.pop(axis)
+            values[empty] = 0
+            cols[f"{name}_{axis}"] = take(values)
+    for axis in AXES:
         cols[f"faces_{axis}"] = take(acc.faces.pop(axis))
     if acc.image:
-        i_sum = take(acc.i_sum)
+        n = np.take(acc.n, keep)
+        safe = np.maximum(n, 1).astype(np.float64)
+        i_sum = np.take(acc.i_sum, keep)
         cols["i_sum"] = i_sum
-        cols["i_m2"] = np.maximum(take(acc.i_sq) - i_sum * i_sum / safe, 0.0)
-        cols["i_min"] = take(acc.i_min)
-        cols["i_max"] = take(acc.i_max)
-    return {name: cols[name] for name in PARTIAL_COLUMNS if name in cols}
+        cols["i_m2"] = np.maximum(np.take(acc.i_sq, keep) - i_sum * i_sum / safe, 0.0)
+        cols["i_min"] = np.take(acc.i_min, keep)
+        cols["i_max"] = np.take(acc.i_max, keep)
+    return cols
+
+
+def narrowest(values: np.ndarray, skip_first: bool = False) -> np.ndarray:
+    """An integer array in the smallest (unsigned if it can be) dtype that holds its values
+    exactly (all but the first with skip_first: that one may wrap); `widen` reads any of them
+    back as int64."""
+    fit = values[1:] if skip_first else values
+    if not len(fit):
+        return values
+    lo, hi = int(fit.min()), int(fit.max())
+    for dtype in ((np.uint8, np.uint16, np.uint32, np.uint64) if lo >= 0 else (np.int8, np.int16, np.int32, np.int64)):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return values.astype(dtype, copy=False)
+    return values
+
+
+def widen(stored: Table, origin: Sequence[int]) -> Table:
+    """A map task's stored rows -> merge's form (PARTIAL_COLUMNS), in global coordinates:
+    int64 counts, sums and boxes (INT_MAX / INT_MIN boxes for rows without voxels), float
+    second moments about the task's own mean. The same arithmetic, on the same integer values,
+    as the map once did before storing, so the merged table is bit for bit what it was.
+    Consumes `stored` (its columns are released as they are used)."""
+    n = stored.pop("n").astype(np.int64)
+    safe = np.maximum(n, 1).astype(np.float64)
+    out: Table = {"label": stored.pop("label"), "n": n}
+    local = {a: stored.pop(f"s{a}").astype(np.int64) for a in AXES}
+    mean = {a: local[a].astype(np.float64) for a in AXES}
+    for pair in PAIRS:
+        a, b = pair
+        out[f"c{pair}"] = stored.pop(f"q{pair}").astype(np.float64) - mean[a] * mean[b] / safe
+    del mean
+    voxels = n > 0
+    for axis, o in zip(AXES, origin):
+        out[f"s{axis}"] = local.pop(axis) + n * int(o)
+        out[f"min_{axis}"] = np.where(voxels, stored.pop(f"min_{axis}").astype(np.int64) + np.int64(o), INT_MAX)
+        out[f"max_{axis}"] = np.where(voxels, stored.pop(f"max_{axis}").astype(np.int64) + np.int64(o), INT_MIN)
+        out[f"faces_{axis}"] = stored.pop(f"faces_{axis}").astype(np.int64)
+    out.update(stored)  # intensity columns: already in merge's form
+    return {name: out[name] for name in PARTIAL_COLUMNS if name in out}
 
 
 def merge(table: Table) -> Table:
@@ -283,7 +381,9 @@ def columns(merged: Table, resolution: Sequence[float], start: Sequence[int], st
     n = m["n"]
     nf = n.astype(np.float64)
     res = [float(r) for r in resolution]
-    out: Table = {"label": m["label"].astype(np.uint64), "voxel_count": n.astype(np.uint64)}
+    # counts are never negative: int64 read as uint64 is the same numbers, without a copy
+    count = n.view(np.uint64) if n.dtype == np.int64 else n.astype(np.uint64)
+    out: Table = {"label": m["label"].astype(np.uint64, copy=False), "voxel_count": count}
     for axis in AXES:
         out[f"bbox_min_{axis}"] = m[f"min_{axis}"]
     for axis in AXES:

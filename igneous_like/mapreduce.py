@@ -33,6 +33,7 @@ from igneous_like.grid import Box
 
 Table = dict[str, np.ndarray]  # column name -> 1-D array, all of one length
 Merge = Callable[[Table], Table]  # rows with repeated keys -> one row per key, sorted by key
+Load = Callable[[Table, "Box | str"], Table]  # a map task's stored rows (and its box) -> merge's form
 
 KEY = "label"
 MAX_PARTITIONS = 4096
@@ -173,19 +174,26 @@ def write_partials(layout: Layout, box: Box | str, table: Table, key: str = KEY)
 def read_partials(layout: Layout, boxes: Iterable[Box | str], partition: int, batch: int = READ_BATCH) -> Iterator[list[Table]]:
     """One partition's partial tables, `batch` boxes at a time, each read by byte range (its
     two index entries, then its segment); a missing map file is an error."""
+    for _, tables in _read_batches(layout, boxes, partition, batch):
+        yield tables
+
+
+def _read_batches(layout: Layout, boxes: Iterable[Box | str], partition: int,
+                  batch: int) -> Iterator[tuple[list[Box | str], list[Table]]]:
+    """read_partials' batches, each with the boxes its tables came from."""
     from cloudfiles import CloudFiles
 
     from igneous_like.errors import TaskError
 
     cf = CloudFiles(layout.root)
-    names: list[str] = []
+    chosen: list[Box | str] = []
     for box in boxes:
-        names.append(layout.map_path(box))
-        if len(names) == batch:
-            yield _read_segments(cf, layout, names, partition, TaskError)
-            names = []
-    if names:
-        yield _read_segments(cf, layout, names, partition, TaskError)
+        chosen.append(box)
+        if len(chosen) == batch:
+            yield chosen, _read_segments(cf, layout, [layout.map_path(b) for b in chosen], partition, TaskError)
+            chosen = []
+    if chosen:
+        yield chosen, _read_segments(cf, layout, [layout.map_path(b) for b in chosen], partition, TaskError)
 
 
 def _read_segments(cf, layout: Layout, names: list[str], partition: int, error: type) -> list[Table]:
@@ -216,16 +224,20 @@ def concat(tables: list[Table]) -> Table:
 
 
 def reduce_partition(layout: Layout, boxes: Iterable[Box], partition: int, merge: Merge,
-                     batch: int = READ_BATCH, key: str = KEY) -> Table:
+                     batch: int = READ_BATCH, key: str = KEY, load: Load | None = None) -> Table:
     """Fold every partial of one partition with `merge`; memory is one partition's keys plus
     one batch of files. `merge` must be associative (its output is valid input again), and a
-    map table must already be in merge's form: one row per key, sorted by key."""
+    map table must already be in merge's form (one row per key, sorted by key) or be put in
+    it by `load(table, box)` (a map that stores its rows more compactly)."""
     acc: Table = {}
-    for tables in read_partials(layout, boxes, partition, batch):
+    for chosen, tables in _read_batches(layout, boxes, partition, batch):
+        if load is not None:
+            tables = [load(t, b) if t else t for t, b in zip(tables, chosen)]
         both = concat([acc, *tables])
+        del tables
         keys = both.get(key, np.zeros(0))
         # a map table is already in merged form (one sorted row per key): alone, it is done
-        acc = both if (not acc and len(tables) == 1 and (keys[1:] > keys[:-1]).all()) else merge(both)
+        acc = both if (not acc and len(chosen) == 1 and (keys[1:] > keys[:-1]).all()) else merge(both)
     return acc
 
 

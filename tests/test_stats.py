@@ -418,6 +418,42 @@ def test_label_stats_in_process_any_task_shape(pristine_stats, task):
 
 
 
+def test_partial_rows_are_stored_narrow_and_widen_back_exactly(pristine_stats):
+    """A map task stores task-local integers in the narrowest dtypes that hold them (counts of
+    small objects in uint8, coordinates of a small task in uint8/uint16); widen gives int64
+    global rows again, equal to summing the block's voxels directly."""
+    from igneous_like import label_stats
+
+    _, seg, _ = pristine_stats
+    block = np.asfortranarray(seg[:40, :30, :20])
+    ids, original, by_label = label_stats.dense_ids(block)
+    stored = label_stats.block_partial(ids, original, block.shape, (True,) * 3, (True,) * 3, by_label=by_label)
+    assert stored["min_x"].dtype == np.uint8 and stored["sx"].dtype.itemsize < 8 and stored["n"].dtype.kind == "u"
+    origin = (1000, 2**33, 7)
+    rows = label_stats.widen(dict(stored), origin)
+    assert all(rows[c].dtype == np.int64 for c in ("n", "sx", "min_x", "max_z", "faces_y"))
+    for i in (0, len(rows["label"]) // 2, len(rows["label"]) - 1):
+        x, y, z = np.nonzero(block == rows["label"][i])
+        assert rows["n"][i] == len(x) and rows["sy"][i] == int((y + origin[1]).sum())
+        assert rows["min_x"][i] == x.min() + origin[0] and rows["max_z"][i] == z.max() + 1 + origin[2]
+    assert label_stats.narrowest(np.array([-3, 100])).dtype == np.int8
+    assert label_stats.narrowest(np.array([2**40, 1, 70000]), skip_first=True).dtype == np.uint32
+
+
+def test_small_pages_turns_numpy_huge_pages_off_and_back():
+    """The stats tasks run with numpy's MADV_HUGEPAGE off; the worker's setting comes back."""
+    from igneous_like import allocator
+
+    switch = np._core.multiarray._set_madvise_hugepage
+    before = switch(True)
+    try:
+        with allocator.small_pages():
+            assert switch(False) is False  # off inside
+        assert switch(True) is True  # restored
+    finally:
+        switch(before)
+
+
 def test_dense_ids_numbers_by_first_appearance_and_frees_a_passed_block(pristine_stats):
     """dense_ids: 0 stays background, ids follow first appearance (x fastest), original[id]
     gives the label back, by_label lists ids in label order; a block passed in a list is taken

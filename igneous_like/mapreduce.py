@@ -254,7 +254,7 @@ def maps_complete(layout: Layout, index: int, total: int, group: int = CHAIN_GRO
     it right after writing its output: it marks chain/tasks/GROUP/INDEX and lists its group; if
     that is whole, it marks the group and lists the groups. Two listings of at most `group` and
     total / group names, not one of every task. Two tasks finishing at once may both see the job
-    complete: the one that then wins storage.create_once(chain/queued) starts the next phase.
+    complete: the one that then wins storage.create_once(chain/claim) starts the next phase.
     `clear_chain` removes the markers of an earlier run before a new one is queued."""
     from cloudfiles import CloudFiles
 
@@ -268,7 +268,7 @@ def maps_complete(layout: Layout, index: int, total: int, group: int = CHAIN_GRO
 
 
 def clear_chain(layout: Layout) -> None:
-    """Remove the chain markers (maps_complete's and the next phase's `chain/queued`)."""
+    """Remove the chain markers (maps_complete's, and the next phase's `chain/claim` and `chain/queued`)."""
     from cloudfiles import CloudFiles
 
     cf = CloudFiles(layout.root)

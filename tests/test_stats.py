@@ -191,6 +191,27 @@ def test_queued_auto_merge_runs_both_phases_from_one_queue(vol, tmp_path):
     assert published(root / "seg") == chained
 
 
+def test_a_chained_map_task_run_again_does_not_queue_the_reduce_twice(vol, tmp_path):
+    """--auto-merge: a map task that runs again after its run queued the reduce (its worker died
+    before deleting it, or its lease ran out) finds chain/queued and queues nothing more."""
+    from igneous_like.ops.analysis import stats as op
+
+    root, _, _ = vol
+    q = f"fq://{tmp_path}/q"
+    base = ("image", "stats", f"file://{root}/seg", "--shape", "40,40,20", "--partitions", "2", "--queue", q)
+    run_cli(*base, "--auto-merge")
+    run_cli("execute", q, "-x", "-q")
+    status = run_cli("queue", "status", q).stdout
+    assert "inserted   10" in status, status  # 8 maps, 2 reduces
+    job = op.open_job(f"file://{root}/seg", shape=(40, 40, 20), partitions=2)
+    tasks = list(op.plan_stats_map(job, follow_queue=q).tasks())
+    owner = int((root / "seg" / "stats" / "_partials" / "chain" / "claim").read_text())
+    tasks[owner]()  # the task that queued the reduce, again: it still owns the claim
+    tasks[(owner + 1) % len(tasks)]()  # and another one
+    status = run_cli("queue", "status", q).stdout
+    assert "inserted   10" in status and "enqueued   0" in status, status
+
+
 def read_segment_properties(path: Path) -> dict:
     """A reader written from neuroglancer's segment_properties.md: validates every rule and
     returns {"ids": [...], "numbers": {id: values}, "tags": {label: [tag names]}}."""
@@ -273,7 +294,7 @@ def test_stats_on_s3(vol, s3_bucket, moto):
     assert json.loads(CloudFiles(url).get("info"))["segment_properties"] == "segment_properties"
     assert CloudFiles(url).get("segment_properties/info") is not None
     # --auto-merge on S3: two workers finish the map; exactly one queues the reduce (the
-    # chain/queued claim is a conditional write), and the table has the same bytes
+    # chain/claim is a conditional write), and the table has the same bytes
     tables = {name: cf.get(name) for name in parts}
     cf.delete(parts)
     q = f"fq://{root}/q"
@@ -283,7 +304,8 @@ def test_stats_on_s3(vol, s3_bucket, moto):
     status = run_cli("queue", "status", q).stdout
     assert f"inserted   {maps + 2}" in status and f"completed  {maps + 2}" in status, status
     assert {name: cf.get(name) for name in parts} == tables
-    assert CloudFiles(f"{url}/stats/_partials").get("chain/queued").isdigit()
+    chain = CloudFiles(f"{url}/stats/_partials")
+    assert chain.get("chain/claim").isdigit() and chain.exists("chain/queued")
     # Igneous-compatible voxel counts on S3 too (the IntMap zstd-compressed, as Igneous does)
     run_cli("image", "voxels", "count", url, env=moto)
     run_cli("image", "voxels", "sum", url, env=moto)

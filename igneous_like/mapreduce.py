@@ -88,9 +88,12 @@ class Layout:
         return f"done/{box_name(box)}.json"
 
 
-def encode_table(table: Table, compression: str | None = "lz4") -> bytes:
-    """Arrow IPC file bytes (lz4: fast; partials are short-lived): the same table always gives the same bytes.
-    compression=None for many small files read once: pyarrow's lz4 costs ~0.1 ms a file each way."""
+def encode_table(table: Table, compression: str | None = "zstd") -> bytes:
+    """Arrow IPC file bytes: the same table always gives the same bytes. zstd (pyarrow's default
+    level) beats lz4 on both counts for these integer columns: a 4M-label stats partial is
+    102 MiB instead of 156 and encodes in 0.44 s instead of 0.73, decodes in 0.14 s instead
+    of 0.23. compression=None for many small files read once: either codec costs ~0.1 ms a
+    file each way."""
     import pyarrow as pa
 
     sink = io.BytesIO()
@@ -98,7 +101,7 @@ def encode_table(table: Table, compression: str | None = "lz4") -> bytes:
     return sink.getvalue()
 
 
-def write_table(sink: io.BytesIO, table: Table, compression: str | None = "lz4") -> None:
+def write_table(sink: io.BytesIO, table: Table, compression: str | None = "zstd") -> None:
     """encode_table's bytes, appended to `sink`: a self-contained Arrow IPC file wherever it
     starts (its writer sees a file of its own, so the footer's offsets count from its start)."""
     import pyarrow as pa

@@ -102,11 +102,16 @@ class Accumulator:
         per_run = np.add.reduceat(counts.ravel(order="F"), starts, dtype=np.int64)[keep]
         np.add.at(self.faces[axis], ids, per_run)
 
-    def add_faces(self, axis: str, low: np.ndarray, high: np.ndarray) -> None:
-        """Faces between each voxel of `low` and its neighbour in `high` (one on each side)."""
+    def add_faces(self, axis: str, low: np.ndarray, high: np.ndarray,
+                  low_counts: np.ndarray | None = None, high_counts: np.ndarray | None = None) -> None:
+        """Faces between each voxel of `low` and its neighbour in `high`, one on each side: into
+        that side's per-voxel counts where given (for add_run_faces), else straight to its ids."""
         differ = low != high
-        for side in (low[differ], high[differ]):
-            np.add.at(self.faces[axis], side, 1)  # background's (id 0) are dropped at the end
+        for side, counts in ((low, low_counts), (high, high_counts)):
+            if counts is not None:
+                counts += differ
+            else:
+                np.add.at(self.faces[axis], side[differ], 1)  # background's (id 0) are dropped at the end
 
     def add_image(self, seg: np.ndarray, img: np.ndarray) -> None:
         ids = seg.ravel(order="F").astype(np.intp)
@@ -236,36 +241,21 @@ def _add_faces(acc: Accumulator, seg, own, shape, axis: int, zs: tuple[int, int]
     start, stop = (0, shape[axis]) if axis < 2 else zs
     name = AXES[axis]
     if axis > 0:
-        _faces_between(acc, name, _layers(own, axis, 0, -1), _layers(own, axis, 1, None),
-                       _layers(counts, axis, 0, -1) if counts is not None else None,
-                       _layers(counts, axis, 1, None) if counts is not None else None)
+        acc.add_faces(name, _layers(own, axis, 0, -1), _layers(own, axis, 1, None),
+                      _layers(counts, axis, 0, -1) if counts is not None else None,
+                      _layers(counts, axis, 1, None) if counts is not None else None)
     last = _layers(own, axis, -1, None)
     last_counts = _layers(counts, axis, -1, None) if counts is not None else None
     if high_edge and stop == shape[axis]:
-        _faces_between(acc, name, last, np.zeros_like(last), last_counts, None)
+        acc.add_faces(name, last, np.zeros_like(last), last_counts, None)
     else:
         idx = [slice(0, shape[0]), slice(0, shape[1]), slice(*zs)]
         idx[axis] = slice(stop, stop + 1)
-        _faces_between(acc, name, last, seg[tuple(idx)], last_counts, None)
+        acc.add_faces(name, last, seg[tuple(idx)], last_counts, None)
     if low_edge and start == 0:
         first = _layers(own, axis, 0, 1)
-        _faces_between(acc, name, np.zeros_like(first), first, None,
-                       _layers(counts, axis, 0, 1) if counts is not None else None)
-
-
-def _faces_between(acc: Accumulator, name: str, low: np.ndarray, high: np.ndarray,
-                   low_counts: np.ndarray | None, high_counts: np.ndarray | None) -> None:
-    """Faces between each voxel of `low` and its neighbour in `high`, one on each side: into
-    a side's per-voxel counts where given, else into the accumulator."""
-    if low_counts is None and high_counts is None:
-        acc.add_faces(name, low, high)
-        return
-    differ = low != high
-    for side, side_counts in ((low, low_counts), (high, high_counts)):
-        if side_counts is not None:
-            side_counts += differ
-        else:
-            np.add.at(acc.faces[name], side[differ], 1)  # background's (id 0) are dropped at the end
+        acc.add_faces(name, np.zeros_like(first), first, None,
+                      _layers(counts, axis, 0, 1) if counts is not None else None)
 
 
 def _layers(arr: np.ndarray, axis: int, start: int, stop: int | None) -> np.ndarray:

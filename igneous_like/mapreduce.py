@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from igneous_like.grid import Box
+from igneous_like.storage import put_pieces
 
 Table = dict[str, np.ndarray]  # column name -> 1-D array, all of one length
 Merge = Callable[[Table], Table]  # rows with repeated keys -> one row per key, sorted by key
@@ -168,7 +169,9 @@ def write_partials(layout: Layout, box: Box | str, table: Table, key: str = KEY)
     sink.seek(0)
     sink.write(np.asarray(offsets, dtype="<u8").tobytes())
     cf = CloudFiles(layout.root)
-    cf.put(layout.map_path(box), sink.getvalue(), compress=None)
+    view = sink.getbuffer()  # the buffer itself, not getvalue's copy of it (4M labels: 100 MB of fresh pages)
+    put_pieces(cf, layout.map_path(box), [view], compress=None)
+    view.release()
     del sink
     done = {"box": box if isinstance(box, str) else box.to_list(), "rows": [int(c) for c in counts]}
     cf.put(layout.done_path(box), json.dumps(done, sort_keys=True).encode(), compress=None)

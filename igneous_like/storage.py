@@ -39,6 +39,30 @@ def put_many(cf, files, **kwargs) -> None:
         cf.put(path, content, **kwargs)
 
 
+def put_pieces(cf, path: str, pieces: list[bytes], **kwargs) -> None:
+    """Put the concatenation of `pieces` at `path` (CloudFiles.put's keywords). On file:// the
+    pieces go to a temporary file beside it, renamed into place (readers never see a partial
+    file), and are never joined: a file of hundreds of MB is not made once more in fresh memory
+    (4M segment properties, 282 MB: ~0.65 s of system time zeroing the joined copy's pages).
+    Elsewhere one joined body, as the object stores take it."""
+    if cf.protocol != "file" or kwargs.get("compress"):
+        cf.put(path, b"".join(pieces), **kwargs)
+        return
+    import os
+
+    with cf._get_connection() as conn:
+        full = conn.get_path_to_file(path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    partial = f"{full}.{os.getpid()}.part"
+    try:
+        with open(partial, "wb") as f:
+            f.writelines(pieces)
+        os.replace(partial, full)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
 def configure_environment() -> None:
     """Fill what cloud-files needs from the environment before any storage call.
 

@@ -498,7 +498,8 @@ def test_dense_ids_numbers_by_first_appearance_and_frees_a_passed_block(pristine
 
 def test_first_positions_match_numpy_unique_return_index():
     """dense_ids' first voxel of each id, from run starts, equals np.unique's return_index: on
-    runs of repeated ids that come back later, with and without id 0 first, and on one run."""
+    runs of repeated ids that come back later, with and without id 0 first, and on one run;
+    taken in steps of any size (runs that go on across a step's end are not restarted)."""
     from igneous_like.label_stats import _first_positions
 
     rng = np.random.default_rng(5)
@@ -506,7 +507,10 @@ def test_first_positions_match_numpy_unique_return_index():
                  np.repeat(rng.integers(1, 50, 300), 3), np.zeros(7, dtype=np.int64)):
         _, dense = np.unique(flat, return_inverse=True)
         _, expected = np.unique(dense, return_index=True)
-        assert np.array_equal(_first_positions(dense.astype(np.uint64), int(dense.max()) + 1), expected)
+        for step in (1, 2, 3, 7, 64, 1 << 22):
+            for dtype in (np.uint64, np.uint32):
+                got = _first_positions(dense.astype(dtype), int(dense.max()) + 1, step=step)
+                assert np.array_equal(got, expected), (step, dtype)
 
 
 def test_whole_float_columns_are_published_as_integers():

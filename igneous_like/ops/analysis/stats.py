@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 from taskqueue import queueable
 
-from igneous_like import allocator, label_stats, layers, mapreduce, segment_properties, tables
+from igneous_like import allocator, label_stats, layers, mapreduce, segment_properties, storage, tables
 from igneous_like.errors import TaskError, UserError
 from igneous_like.grid import Box, Vec3, expand_to_grid, grid_boxes, grid_count, vec3
 from igneous_like.plan import PROCESS_OVERHEAD, Plan, fmt_vec, human_bytes
@@ -346,9 +346,11 @@ def write_segment_properties(spec: StatsJob, table: mapreduce.Table) -> None:
 
     numbers = [c for c in table if c not in NOT_PROPERTIES]
     rows = segment_properties.select(table, spec.top, spec.min_voxels)
-    data = segment_properties.encode(table, rows, numbers, ["touches_border"])
+    pieces = segment_properties.encode_pieces(table, rows, numbers, ["touches_border"])
     cf = CloudFiles(spec.layer)
-    cf.put("segment_properties/info", data, compress=None, content_type="application/json", cache_control="no-cache")
+    storage.put_pieces(cf, "segment_properties/info", pieces, compress=None, content_type="application/json",
+                       cache_control="no-cache")
+    del pieces
     info = layers.read_info(spec.layer)
     if info.get("segment_properties") != "segment_properties":
         layers.write_info(spec.layer, {**info, "segment_properties": "segment_properties"})

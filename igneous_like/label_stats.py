@@ -134,28 +134,28 @@ def dense_ids(raw: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     increasing label order). Numbered so, the ids that one slab's runs and faces touch lie in
     a narrow window of the per-id sums, which stays in cache; ids in label order scatter at
     random over all of them (4M labels: ~10x slower ufunc.at, most of a map task's time).
-    Given as a one-element list (and referenced nowhere else), the block is taken out of it and
-    freed as soon as its labels are found: the ids are made in its memory, not beside it (4M
-    labels: this step peaks at 735 MB instead of 991 MB)."""
+    Given as a one-element list (and referenced nowhere else), the block is taken out of it:
+    an unsigned block whose labels span no more values than it has voxels is renumbered in
+    its own memory through a table indexed by label - min (_dense_ids_by_table); any other is
+    freed as soon as fastremap.unique has found its labels."""
     import fastremap
 
-    if isinstance(raw, list):
+    owned = isinstance(raw, list)
+    if owned:
         raw = raw.pop()
+    if owned and raw.size and raw.dtype.kind == "u" and raw.flags.f_contiguous and raw.flags.writeable:
+        lo, hi = fastremap.minmax(raw)
+        if int(hi) - int(lo) < raw.size:
+            return _dense_ids_by_table(raw, lo, int(hi) - int(lo) + 1)
     size = raw.size
     # fastremap ravels C order: the transposed view's C order is the block's x-fastest order
     labels, inverse = fastremap.unique(raw.T, return_inverse=True)
     del raw
     inverse = inverse.view(np.uint64)  # int64 or uint64 by fastremap's method; indices either way
-    first = _first_positions(inverse.reshape(-1), len(labels))
-    seen = np.zeros(size, dtype=bool)
-    seen[first] = True
-    rank = np.cumsum(seen, dtype=np.min_scalar_type(size))[first].astype(inverse.dtype)  # 1, 2, ... by first voxel
-    del seen
-    if len(labels) and labels[0] == 0:  # the background takes id 0, the labels after it close up
-        rank -= rank > rank[0]
-        rank[0] = 0
-    ids = fastremap.remap_from_array(inverse.reshape(-1), rank, in_place=True).reshape(inverse.shape)
-    del inverse
+    flat = inverse.reshape(-1)
+    rank = _appearance_ranks(flat, _first_positions(flat, len(labels)), len(labels), bool(len(labels) and labels[0] == 0))
+    ids = fastremap.remap_from_array(flat, rank, in_place=True).reshape(inverse.shape)
+    del inverse, flat
     if not len(labels) or labels[0] != 0:  # no background voxel: id 0 still means background
         labels = np.concatenate([np.zeros(1, dtype=labels.dtype), labels])
         rank = np.concatenate([np.zeros(1, dtype=rank.dtype), rank])
@@ -163,6 +163,53 @@ def dense_ids(raw: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     original = np.empty(len(labels), dtype=np.uint64)
     original[rank] = labels
     return ids, original, rank.astype(np.intp)
+
+
+def _dense_ids_by_table(raw: np.ndarray, lo, span: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dense_ids for an unsigned, Fortran-ordered block of labels lo .. lo + span - 1 (span at
+    most its voxel count), in place: label - min indexes a table of ids, so there is no sort,
+    no hash and no inverse beside the block (4M labels in 512x512x128: ~0.5 s instead of
+    ~1 s, and ~200 MB less at the peak). The block's memory is overwritten."""
+    import fastremap
+
+    size = raw.size
+    flat = raw.T.reshape(-1)  # the block's own memory, x fastest
+    np.subtract(flat, flat.dtype.type(lo), out=flat)
+    first = _first_positions(flat, span)  # size where a value is absent
+    offsets = np.flatnonzero(first < size)  # label - lo of every label present, increasing
+    background = int(lo) == 0 and first[0] < size
+    table = _appearance_ranks(flat, first[offsets], span, background)
+    del first
+    fastremap.remap_from_array(flat, table, in_place=True)
+    rank = table[offsets].astype(np.intp)
+    del table
+    labels = offsets.astype(np.uint64) + np.uint64(lo)
+    if not background:
+        labels = np.concatenate([np.zeros(1, dtype=np.uint64), labels])
+        rank = np.concatenate([np.zeros(1, dtype=np.intp), rank])
+    ids = raw.astype(np.min_scalar_type(len(labels)), order="F")
+    del raw, flat
+    original = np.empty(len(labels), dtype=np.uint64)
+    original[rank] = labels
+    return ids, original, rank
+
+
+def _appearance_ranks(flat: np.ndarray, first: np.ndarray, count: int, background: bool) -> np.ndarray:
+    """rank[v] for the values v of `flat` (0 <= v < count; those present first seen at the flat
+    indices `first`): ids in order of first appearance, 1, 2, ...; 0 for values absent. With
+    `background` (value 0 is present and is the background), that one is 0 and the ids after it
+    close up. Ranked from the first positions in increasing order (a bool mark per voxel), not
+    a running count over every voxel (4M labels: a 134 MB temporary)."""
+    seen = np.zeros(flat.size, dtype=bool)
+    seen[first] = True
+    positions = np.flatnonzero(seen)  # the first positions, in increasing order
+    del seen
+    rank = np.zeros(count, dtype=flat.dtype)
+    rank[flat[positions]] = np.arange(1, len(positions) + 1, dtype=flat.dtype)
+    if background:
+        rank -= rank > rank[0]
+        rank[0] = 0
+    return rank
 
 
 def _first_positions(flat: np.ndarray, count: int, step: int = 1 << 22) -> np.ndarray:

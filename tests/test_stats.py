@@ -496,6 +496,44 @@ def test_dense_ids_numbers_by_first_appearance_and_frees_a_passed_block(pristine
     assert holder == [] and all(np.array_equal(a, b) for a, b in zip(again, (ids, original, by_label)))
 
 
+def test_dense_ids_by_table_and_by_unique_agree_with_numpy():
+    """Both ways of numbering (a table over label - min, in the block's own memory, for an
+    unsigned block of few distinct values; fastremap.unique otherwise) give numpy's answer: ids
+    by first appearance, x fastest, 0 only for background, original and by_label consistent."""
+    from igneous_like import label_stats
+
+    def expected(block):
+        flat = block.ravel(order="F")
+        labels, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # label indices by first appearance
+        rank = np.empty(len(labels), dtype=np.int64)
+        rank[order] = np.arange(1, len(labels) + 1)
+        if labels[0] == 0:
+            rank -= rank > rank[0]
+            rank[0] = 0
+        return rank[inverse].reshape(block.shape, order="F")
+
+    rng = np.random.default_rng(11)
+    shape = (9, 7, 5)
+    cases = {
+        "dense range, background": rng.integers(0, 40, shape).astype(np.uint64),
+        "dense range, none": (rng.integers(0, 40, shape) + 2**40).astype(np.uint64),
+        "dense uint16": rng.integers(0, 300, shape).astype(np.uint16),
+        "all one label": np.full(shape, 7, dtype=np.uint32),
+        "sparse": rng.choice(np.array([0, 5, 2**63 + 3, 2**40], dtype=np.uint64), shape),
+    }
+    for name, block in cases.items():
+        block = np.asfortranarray(block)
+        want = expected(block)
+        for given in (block.copy(order="F"), [block.copy(order="F")]):
+            ids, original, by_label = label_stats.dense_ids(given)
+            assert np.array_equal(ids.astype(np.int64), want), name
+            assert ids.flags.f_contiguous and original[0] == 0, name
+            assert np.array_equal(original[ids], block.astype(np.uint64)), name
+            in_order = original[by_label]
+            assert by_label[0] == 0 and (in_order[1:] > in_order[:-1]).all() and len(by_label) == len(original), name
+
+
 def test_first_positions_match_numpy_unique_return_index():
     """dense_ids' first voxel of each id, from run starts, equals np.unique's return_index: on
     runs of repeated ids that come back later, with and without id 0 first, and on one run;

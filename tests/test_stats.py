@@ -576,8 +576,9 @@ def test_whole_float_columns_are_published_as_integers():
 
 
 def test_parquet_encodings_by_column():
-    """Float columns of distinct values are byte-stream-split, integer ones and floats of few
-    values dictionary-encoded, and every column reads back exactly (same bytes run to run)."""
+    """Sorted integer columns are delta-encoded, float columns of distinct values
+    byte-stream-split, other integer ones and floats of few values dictionary-encoded, and every
+    column reads back exactly (same bytes run to run)."""
     import pyarrow.parquet as pq
     import pyarrow as pa
 
@@ -591,7 +592,8 @@ def test_parquet_encodings_by_column():
     meta = pq.ParquetFile(pa.BufferReader(data)).metadata.row_group(0)
     encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
     assert "BYTE_STREAM_SPLIT" in encodings["centroid_x"]
-    for name in ("label", "voxel_count", "volume_nm3"):
+    assert "DELTA_BINARY_PACKED" in encodings["label"] and not any("DICT" in e for e in encodings["label"])
+    for name in ("voxel_count", "volume_nm3"):
         assert "BYTE_STREAM_SPLIT" not in encodings[name] and any("DICT" in e for e in encodings[name]), name
     assert "BYTE_STREAM_SPLIT" not in encodings["touches_border"]  # booleans: run-length bits
     back = tables.decode(data, "parquet")

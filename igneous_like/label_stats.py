@@ -63,32 +63,61 @@ class Accumulator:
         """Runs of equal ids along x give counts, sums and second sums in closed form: far
         fewer updates than voxels for real objects; and the x-faces inside the rows, one at
         each end of a run (not before a row's first voxel or after its last: those face
-        other layers, counted by _add_faces). Returns the runs, for add_run_faces."""
+        other layers, counted by _add_faces). Returns the runs, for add_run_faces.
+        Every per-run value is made in as few passes as it can be (4M labels in 2x2x2 cubes:
+        16M runs, where each pass over them costs ~0.03 s): one divmod for both parts of a
+        quotient, products reused, in-place updates, no copy where no run is background."""
         sx, sy = seg.shape[:2]
         flat = seg.ravel(order="F")
         starts = _run_starts(flat, row=sx)  # every row starts a run
         ids = flat[starts].astype(np.intp)
-        length = np.diff(np.append(starts, flat.size)).astype(np.int64)
+        length = np.empty_like(starts)
+        np.subtract(starts[1:], starts[:-1], out=length[:-1])
+        length[-1] = flat.size - starts[-1]
         keep = ids != 0
-        runs = (starts, keep, ids[keep])
-        starts, ids, length = starts[keep], runs[2], length[keep]
-        x = (starts % sx).astype(np.int64)
-        row = starts // sx
-        y = (row % sy).astype(np.int64)
-        z = (row // sy).astype(np.int64) + z0
-        sum_x = length * x + length * (length - 1) // 2
-        sum_xx = _sum_squares(x + length) - _sum_squares(x)
+        runs = (starts, keep, ids)
+        if not keep.all():  # background runs: not counted
+            ids, starts, length = ids[keep], starts[keep], length[keep]
+            runs = (runs[0], keep, ids)
+        row, x = np.divmod(starts, sx)
+        z, y = np.divmod(row, sy)
+        del row
+        if z0:
+            z += z0
+        half = length * (length - 1)  # L(L-1), then L(L-1)/2
+        half >>= 1
+        sum_x = length * x  # x + (x+1) + ... + (x+L-1) = Lx + L(L-1)/2
+        sum_x += half
+        # x^2 + ... + (x+L-1)^2 = x (sum_x + L(L-1)/2) + (L-1)L(2L-1)/6, and L(L-1)(2L-1)/6 = half (2L-1) / 3
+        sum_xx = sum_x + half
+        sum_xx *= x
+        tail = length * 2
+        tail -= 1
+        tail *= half
+        tail //= 3
+        sum_xx += tail
+        del half, tail
+        y_len, z_len = y * length, z * length
         add = np.add.at
         add(self.n, ids, length)
-        for axis, values in (("x", sum_x), ("y", y * length), ("z", z * length)):
-            add(self.s[axis], ids, values)
-        for pair, values in (("xx", sum_xx), ("yy", y * y * length), ("zz", z * z * length),
-                             ("xy", y * sum_x), ("xz", z * sum_x), ("yz", y * z * length)):
+        add(self.s["x"], ids, sum_x)
+        add(self.s["y"], ids, y_len)
+        add(self.s["z"], ids, z_len)
+        add(self.ss["xx"], ids, sum_xx)
+        del sum_xx
+        for pair, a, b in (("yy", y, y_len), ("zz", z, z_len), ("xy", y, sum_x), ("xz", z, sum_x), ("yz", y, z_len)):
+            values = a * b
             add(self.ss[pair], ids, values)
-        for axis, lo, hi in (("x", x, x + length), ("y", y, y + 1), ("z", z, z + 1)):
+        del values, y_len, z_len, sum_x
+        end = x + length  # one past each run
+        faces = (x > 0).view(np.int8).astype(np.int64)  # a face before the run, inside the row
+        faces += end < sx  # and one after it
+        add(self.faces["x"], ids, faces)
+        del faces
+        # boxes: max of y and z are the last voxel's (+1 in _rows), so neither needs an add here
+        for axis, lo, hi in (("x", x, end), ("y", y, y), ("z", z, z)):
             np.minimum.at(self.lo[axis], ids, lo.astype(np.int32))
             np.maximum.at(self.hi[axis], ids, hi.astype(np.int32))
-        add(self.faces["x"], ids, (x > 0).astype(np.int64) + (x + length < sx))
         return runs
 
     def add_run_faces(self, axis: str, counts: np.ndarray, runs: Runs) -> None:
@@ -347,6 +376,8 @@ def _rows(acc: Accumulator, original: np.ndarray, by_label: np.ndarray | None) -
     for axis in AXES:
         for name, store in (("min", acc.lo), ("max", acc.hi)):
             values = store.pop(axis)
+            if name == "max" and axis != "x":
+                values += 1  # add_runs keeps the last y and z, the box ends one past them
             values[empty] = 0
             cols[f"{name}_{axis}"] = take(values)
     for axis in AXES:

@@ -24,9 +24,11 @@ def encode(table: Table, fmt: str) -> bytes:
         import pyarrow.parquet as pq
 
         # zstd level 1: as small as the default level here (4M rows: 39 MiB), ~20% less CPU
+        # min/max statistics for the first column only (the key, sorted): row groups span every
+        # other column's whole range, so theirs would filter nothing (4M rows: ~0.07 s less)
         dictionary, encoding = _encodings(arrow)
         pq.write_table(arrow, sink, compression="zstd", compression_level=1, use_dictionary=dictionary,
-                       column_encoding=encoding or None)
+                       column_encoding=encoding or None, write_statistics=arrow.column_names[:1])
     elif fmt == "csv":
         import pyarrow.csv as pcsv
 

@@ -691,3 +691,18 @@ def test_segment_properties_in_neuroglancer(vol):
     # the tag
     assert tagged["status"] == [f"{len(border)} match /{len(labels)} total ids"], tagged
     assert {int(r[0]) for r in tagged["rows"]} == border
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1000])
+def test_intmap_bytes_match_mapbuffer(n):
+    """The voxel-count IntMap built from arrays is byte for byte mapbuffer's own from a dict."""
+    from mapbuffer import IntMap
+
+    from igneous_like.ops.analysis.voxel_counts import intmap_bytes
+
+    rng = np.random.default_rng(n)
+    labels = np.unique(np.concatenate([rng.integers(0, 2**64 - 1, n, dtype=np.uint64), [0, 2**63 + 5]]))[:n]
+    values = rng.integers(1, 2**40, len(labels)).astype(np.int64)
+    ours = intmap_bytes(labels, values)
+    assert ours == IntMap(dict(zip(labels.tolist(), values.tolist()))).tobytes()
+    assert {int(k): int(v) for k, v in IntMap(ours).index()} == dict(zip(labels.tolist(), values.tolist()))

@@ -166,7 +166,7 @@ def dense_ids(raw: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     Given as a one-element list (and referenced nowhere else), the block is taken out of it:
     an unsigned block whose labels span no more values than it has voxels is renumbered in
     its own memory through a table indexed by label - min (_dense_ids_by_table); any other is
-    freed as soon as fastremap.unique has found its labels."""
+    numbered per run of equal labels, and freed once its runs are found."""
     import fastremap
 
     owned = isinstance(raw, list)
@@ -176,19 +176,31 @@ def dense_ids(raw: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
         lo, hi = fastremap.minmax(raw)
         if int(hi) - int(lo) < raw.size:
             return _dense_ids_by_table(raw, lo, int(hi) - int(lo) + 1)
-    size = raw.size
-    # fastremap ravels C order: the transposed view's C order is the block's x-fastest order
-    labels, inverse = fastremap.unique(raw.T, return_inverse=True)
-    del raw
+    # any other block: its labels are found per run of equal labels along x (the block's memory
+    # order), not per voxel. A sort of the run labels is what costs (4M sparse uint64 labels in
+    # 2x2x2 cubes, 16M runs: ~1.8 s, against ~5.9 s for fastremap.unique over the 33M voxels;
+    # real objects have far fewer runs than voxels), and the ids are spread back over the runs.
+    shape = raw.shape
+    flat = raw.T.reshape(-1)  # x fastest: the block's own memory when it is Fortran-ordered
+    starts = _run_starts(flat)
+    run_labels = flat[starts]
+    lengths = np.empty_like(starts)
+    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
+    lengths[-1:] = flat.size - starts[-1:]
+    del raw, flat, starts
+    labels, inverse = fastremap.unique(run_labels, return_inverse=True)
+    del run_labels
     inverse = inverse.view(np.uint64)  # int64 or uint64 by fastremap's method; indices either way
-    flat = inverse.reshape(-1)
-    rank = _appearance_ranks(flat, _first_positions(flat, len(labels)), len(labels), bool(len(labels) and labels[0] == 0))
-    ids = fastremap.remap_from_array(flat, rank, in_place=True).reshape(inverse.shape)
-    del inverse, flat
+    # runs are in voxel order, so the order of first runs is the order of first voxels
+    rank = _appearance_ranks(inverse, _first_positions(inverse, len(labels)), len(labels),
+                             bool(len(labels) and labels[0] == 0))
+    run_ids = fastremap.remap_from_array(inverse, rank, in_place=True)
+    del inverse
     if not len(labels) or labels[0] != 0:  # no background voxel: id 0 still means background
         labels = np.concatenate([np.zeros(1, dtype=labels.dtype), labels])
         rank = np.concatenate([np.zeros(1, dtype=rank.dtype), rank])
-    ids = ids.astype(np.min_scalar_type(len(labels))).T  # x, y, z again (Fortran order)
+    run_ids = run_ids.astype(np.min_scalar_type(len(labels)))
+    ids = np.repeat(run_ids, lengths).reshape(shape, order="F")
     original = np.empty(len(labels), dtype=np.uint64)
     original[rank] = labels
     return ids, original, rank.astype(np.intp)

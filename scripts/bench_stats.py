@@ -6,8 +6,11 @@
 
 Volumes: dense 2x2x2 cubes, every cube its own uint64 label above 2^33 (shuffled), raw
 128x128x64 chunks, 8x8x40 nm: 256x256x128 holds 1,048,576 labels; 512x512x128 four times the
-labels and the voxels. `--volume sample` uses the neuron-like sample segmentation instead
-(hundreds of large labels). Each row is one command run as a user types it, through a FileQueue and
+labels and the voxels. The ids are contiguous (2^33 + a permutation), so both tools' label
+tables take their array paths (our map's table indexed by label - min, fastremap.unique's array
+counting in Igneous's); `--volume sparse-cubes` draws them from [2^33, 2^53) instead, as in an
+agglomerated segmentation, where both sort or hash. `--volume sample` uses the neuron-like
+sample segmentation instead (hundreds of large labels). Each row is one command run as a user types it, through a FileQueue and
 one worker (`execute -x`, one process), timed as its process tree (os.wait4: user+system CPU
 seconds, peak RSS):
   ours map / reduce   image stats LAYER --queue Q, execute; then --merge, execute
@@ -55,7 +58,7 @@ print(len(mapping) - 1, int(faces[1:].sum()))
 """
 
 
-def make_cubes(url: str, shape: tuple[int, int, int]) -> int:
+def make_cubes(url: str, shape: tuple[int, int, int], sparse: bool = False) -> int:
     import numpy as np
 
     from igneous_like import sample
@@ -63,7 +66,13 @@ def make_cubes(url: str, shape: tuple[int, int, int]) -> int:
     rng = np.random.default_rng(0)
     grid = tuple(s // 2 for s in shape)
     n = grid[0] * grid[1] * grid[2]
-    ids = (np.uint64(2**33) + rng.permutation(n).astype(np.uint64)).reshape(grid, order="F")
+    if sparse:  # distinct ids spread over [2^33, 2^53): what agglomerated segmentations hold
+        ids = np.unique(rng.integers(2**33, 2**53, int(n * 1.01) + 16, dtype=np.uint64))
+        ids = rng.permutation(ids)[:n]
+        assert len(ids) == n
+    else:
+        ids = np.uint64(2**33) + rng.permutation(n).astype(np.uint64)
+    ids = ids.reshape(grid, order="F")
     seg = np.asfortranarray(ids.repeat(2, 0).repeat(2, 1).repeat(2, 2))
     sample.write_layer(url, seg, "segmentation", resolution=(8, 8, 40), chunk=(128, 128, 64))
     return n
@@ -165,8 +174,9 @@ def make_in_child(kind: str, url: str, shape: str) -> int:
     """Write the volume in a child process: on Linux a forked child inherits its parent's peak
     RSS, so a big parent would inflate every measured command."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import bench_stats as b; "
-            "print((b.make_cubes if sys.argv[2] == 'cubes' else b.make_sample)"
-            "(sys.argv[3], tuple(int(v) for v in sys.argv[4].split(','))))")
+            "shape = tuple(int(v) for v in sys.argv[4].split(',')); "
+            "print(b.make_sample(sys.argv[3], shape) if sys.argv[2] == 'sample' else "
+            "b.make_cubes(sys.argv[3], shape, sparse=sys.argv[2] == 'sparse-cubes'))")
     out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent), kind, url, shape],
                          capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
@@ -176,8 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="256,256,128;512,512,128", help="volume shapes, ';'-separated")
     parser.add_argument("--out", default="/tmp/bench_stats", help="working directory")
-    parser.add_argument("--volume", choices=["cubes", "sample"], default="cubes",
-                        help="cubes: 2x2x2 labels (the worst case); sample: the neuron-like sample")
+    parser.add_argument("--volume", choices=["cubes", "sparse-cubes", "sample"], default="cubes",
+                        help="cubes: 2x2x2 labels (the worst case), ids 2^33 + a permutation (contiguous); "
+                             "sparse-cubes: the same cubes, ids spread over [2^33, 2^53); "
+                             "sample: the neuron-like sample")
     parser.add_argument("--repeat", type=int, default=1, help="runs of every row; figures are medians")
     args = parser.parse_args(argv)
     out = Path(args.out)

@@ -521,6 +521,11 @@ def test_dense_ids_by_table_and_by_unique_agree_with_numpy():
         "dense uint16": rng.integers(0, 300, shape).astype(np.uint16),
         "all one label": np.full(shape, 7, dtype=np.uint32),
         "sparse": rng.choice(np.array([0, 5, 2**63 + 3, 2**40], dtype=np.uint64), shape),
+        # numbered per run along x: long runs, runs that go on across rows, labels that return
+        "sparse, long runs": np.repeat(rng.choice(np.array([0, 9, 2**50, 2**33 + 1], dtype=np.uint64), (3, 7, 5)), 3, 0),
+        "sparse, one row each": np.repeat(np.array([2**40, 0, 2**40 + 9, 3, 2**40], dtype=np.uint64), 9 * 7)
+        .reshape((5, 9, 7)).transpose(1, 2, 0),
+        "signed": rng.integers(0, 2**40, shape).astype(np.int64) * rng.integers(0, 2, shape),
     }
     for name, block in cases.items():
         block = np.asfortranarray(block)

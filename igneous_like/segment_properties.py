@@ -40,22 +40,16 @@ def select(table: Table, top: int | None, min_voxels: int | None) -> np.ndarray:
 def number_type(values: np.ndarray) -> str:
     """The spec's data_type for a column: uint32/int32 when its values are integers (or whole
     floats) that fit, else float32."""
-    if values.dtype.kind == "f" and len(values) and _whole(values):
-        lo, hi = float(values.min()), float(values.max())
-        if 0 <= lo and hi < 2**32:
-            return "uint32"
-        if -(2**31) <= lo and hi < 2**31:
-            return "int32"
+    integers = values.dtype.kind in "ui"
+    if not len(values):
+        return "uint32" if integers else "float32"
+    if not integers and not _whole(values):
         return "float32"
-    if values.dtype.kind in "ui" and len(values):
-        lo, hi = int(values.min()), int(values.max())
-        if 0 <= lo and hi < 2**32:
-            return "uint32"
-        if -(2**31) <= lo and hi < 2**31:
-            return "int32"
-        return "float32"
-    if values.dtype.kind in "ui":
+    lo, hi = values.min(), values.max()  # exact as Python numbers: ints, or floats that are whole
+    if 0 <= lo and hi < 2**32:
         return "uint32"
+    if -(2**31) <= lo and hi < 2**31:
+        return "int32"
     return "float32"
 
 

@@ -71,14 +71,12 @@ class Accumulator:
         flat = seg.ravel(order="F")
         starts = _run_starts(flat, row=sx)  # every row starts a run
         ids = flat[starts].astype(np.intp)
-        length = np.empty_like(starts)
-        np.subtract(starts[1:], starts[:-1], out=length[:-1])
-        length[-1] = flat.size - starts[-1]
+        length = _run_lengths(starts, flat.size)
         keep = ids != 0
-        runs = (starts, keep, ids)
+        every_start = starts
         if not keep.all():  # background runs: not counted
             ids, starts, length = ids[keep], starts[keep], length[keep]
-            runs = (runs[0], keep, ids)
+        runs = (every_start, keep, ids)
         row, x = np.divmod(starts, sx)
         z, y = np.divmod(row, sy)
         del row
@@ -110,7 +108,7 @@ class Accumulator:
             add(self.ss[pair], ids, values)
         del values, y_len, z_len, sum_x
         end = x + length  # one past each run
-        faces = (x > 0).view(np.int8).astype(np.int64)  # a face before the run, inside the row
+        faces = (x > 0).astype(np.int64)  # a face before the run, inside the row
         faces += end < sx  # and one after it
         add(self.faces["x"], ids, faces)
         del faces
@@ -152,11 +150,6 @@ class Accumulator:
 Runs = tuple  # (start of every run in the slab's flat order, which are labels (not background), their ids)
 
 
-def _sum_squares(m: np.ndarray) -> np.ndarray:
-    """0^2 + 1^2 + ... + (m-1)^2."""
-    return (m - 1) * m * (2 * m - 1) // 6
-
-
 def dense_ids(raw: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A block's labels (x, y, z, Fortran order) as dense ids numbered in order of first
     appearance, x fastest (0 = background), with original[id] = label and by_label (the ids in
@@ -182,9 +175,7 @@ def dense_ids(raw: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     flat = raw.T.reshape(-1)  # x fastest: the block's own memory when it is Fortran-ordered
     starts = _run_starts(flat)
     run_labels = flat[starts]
-    lengths = np.empty_like(starts)
-    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
-    lengths[-1:] = flat.size - starts[-1:]
+    lengths = _run_lengths(starts, flat.size)
     del raw, flat, starts
     labels, rank, run_ids = _number_runs(run_labels)
     del run_labels
@@ -306,6 +297,14 @@ def _run_starts(flat: np.ndarray, row: int = 0) -> np.ndarray:
     if row:
         change[::row] = True
     return np.flatnonzero(change)
+
+
+def _run_lengths(starts: np.ndarray, size: int) -> np.ndarray:
+    """The length of each run, from _run_starts' starts in a sequence of `size` values."""
+    lengths = np.empty_like(starts)
+    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
+    lengths[-1:] = size - starts[-1:]
+    return lengths
 
 
 def block_stats(

@@ -45,7 +45,7 @@ def number_type(values: np.ndarray) -> str:
         return "uint32" if integers else "float32"
     if not integers and not _whole(values):
         return "float32"
-    lo, hi = values.min(), values.max()  # exact as Python numbers: ints, or floats that are whole
+    lo, hi = values.min().item(), values.max().item()  # Python ints, or whole floats: compared exactly
     if 0 <= lo and hi < 2**32:
         return "uint32"
     if -(2**31) <= lo and hi < 2**31:

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 from taskqueue import queueable
 
-from igneous_like import layers, segmentation, skeletons
+from igneous_like import allocator, layers, segmentation, skeletons
 from igneous_like.errors import UserError
 from igneous_like.grid import Vec3, grid_boxes, vec3
 from igneous_like.meshing import physical_name
@@ -98,6 +98,17 @@ def plan_skeleton_forge(
 @queueable
 def skeleton_forge_task(layer: str, mip: int, box: list[int], skel_dir: str, options: dict) -> None:
     """Skeletonize every object in `box` (+1 voxel overlap) into the task's .frags file."""
+    # kimimaro allocates and frees crop-sized fields for every path it traces (dijkstra3d's
+    # distances and parents, ~8 bytes per voxel of the object's bounding box): from reused
+    # heap pages they cost no page faults (see allocator.py)
+    allocator.keep_freed_memory()
+    try:
+        _skeleton_forge(layer, mip, box, skel_dir, options)
+    finally:
+        allocator.release_freed_memory()
+
+
+def _skeleton_forge(layer: str, mip: int, box: list[int], skel_dir: str, options: dict) -> None:
     import kimimaro
     from cloudfiles import CloudFiles
     from mapbuffer import MapBuffer

@@ -6,9 +6,17 @@ bad JSON. Here each task is written whole under `incoming/` (beside `queue/`, so
 file system) and then renamed into `queue/`: a rename is atomic, and nothing in
 python-task-queue looks into `incoming/`. Names, bodies and the movement log are the library's
 own, so its workers, `lease`, `delete` and counters work on the result unchanged.
+
+The insertion counter is python-task-queue's file too, but not its update: the library reads the
+file unlocked and opens it for writing (which empties it) before it takes its lock, so when two
+processes insert at once (workers whose tasks queue the next pass) one can read the file empty,
+as 0, and the count loses the other's tasks (seen: 56 of 156). Here the read, the sum and the
+write happen under one lock, and the new number replaces the old by rename, so a reader sees one
+whole number or the other.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 import uuid
@@ -43,6 +51,24 @@ class AtomicFileQueueAPI(FileQueueAPI):
             os.rename(staged, os.path.join(self.queue_path, name))
             total += 1
         return total
+
+    def add_insert_count(self, ct: int) -> int:
+        """Add ct to the insertion counter; returns the new count."""
+        with open(self.insertions_path + ".lock", "a") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX)  # released when the file closes
+            try:
+                with open(self.insertions_path) as f:
+                    text = f.read().strip()
+            except FileNotFoundError:
+                text = ""
+            count = (int(text) if text else 0) + int(ct)
+            staged = os.path.join(self.incoming_path, f"insertions-{uuid.uuid4()}")
+            with open(staged, "w") as f:
+                f.write(str(count))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(staged, self.insertions_path)
+        return count
 
     def remove_stale(self, older_than: float = STALE_SEC) -> int:
         """Delete incoming files a killed writer left (older than `older_than` seconds)."""

@@ -133,3 +133,28 @@ def test_queue_mv_sets_an_unreadable_task_file_aside_and_moves_the_rest(tmp_path
     assert [p.name for p in (src / "unreadable").iterdir()] == [bad.name] and not list((src / "queue").iterdir())
     assert len(list((dest / "queue").iterdir())) == 5
     assert "1 failed task(s)" in run_cli("queue", "failures", f"fq://{src}").stdout
+
+
+# Each child inserts one task at a time through queues.insert_tasks, as a task that queues the
+# next pass does. argv: queue URL, how many.
+CONCURRENT_INSERTER = r"""
+import functools, sys
+from igneous_like import queues
+from igneous_like.ops.delete import delete_shards_task
+for i in range(int(sys.argv[2])):
+    queues.insert_tasks(sys.argv[1], [functools.partial(delete_shards_task, "file:///nowhere", f"x{i}")], 1)
+"""
+
+
+def test_concurrent_inserters_lose_no_count(tmp_path):
+    """python-task-queue's own counter update empties the file before it locks it, so processes
+    inserting at the same time lose counts; ours adds under one lock (fq_atomic)."""
+    queue, children, each = f"fq://{tmp_path / 'q'}", 4, 60
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_INSERTER, queue, str(each)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(children)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    status = run_cli("queue", "status", queue).stdout
+    total = children * each
+    assert f"inserted   {total}\n" in status and f"enqueued   {total} " in status, status

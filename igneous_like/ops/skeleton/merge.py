@@ -109,8 +109,10 @@ def skeleton_merge_task(layer: str, skel_dir: str, group: str, options: dict) ->
         parts = [skeletons.decode(data, attributes) for data in fragments.fetch_frags(cf, worklist[key])]
         skel = skeletons.merge_fragments(parts, label, attributes, options["tick_threshold"],
                                          options["min_cable_length"])
+        # --min-cable-length drops pieces before tick removal (merge_fragments), as Igneous's
+        # merge does; what tick removal then trims below it is still the label's skeleton
         length = skeletons.cable_length(skel)
-        if length < options["min_cable_length"] or (options["max_cable_length"] and length > options["max_cable_length"]):
+        if len(skel.vertices) == 0 or (options["max_cable_length"] and length > options["max_cable_length"]):
             filtered.append(label)  # no file at all, never an empty skeleton
             continue
         out[label] = skeletons.encode(skel, attributes)

@@ -300,3 +300,38 @@ def test_tick_removal_may_leave_a_skeleton_below_min_cable_length(tmp_path):
     verts, edges, _ = parse_skeleton((sdir / str(TUBE)).read_bytes(), info["vertex_attributes"])
     assert components_and_cycles(len(verts), edges) == (1, False)
     assert 700 < cable(verts, edges) < 1000  # the bar alone: the stem went as a tick
+
+
+def test_dust_global_keeps_small_pieces_of_large_objects(tmp_path):
+    """A tube that dips across a task border for a short stretch: per task (--dust-local) the dip's
+    piece is dust and the tube's skeleton falls in two; with --dust-global every piece is traced,
+    the tube is one tree, and a label small over the whole volume is still dropped (recorded for
+    verify)."""
+    from igneous_like import sample
+
+    seg = np.zeros((128, 96, 32), dtype=np.uint64, order="F")
+    x, y, z = np.meshgrid(np.arange(128), np.arange(96), np.arange(32), indexing="ij", sparse=True)
+    path = [(10, 56), (50, 56), (58, 72), (70, 72), (78, 56), (118, 56)]
+    for (x0, y0), (x1, y1) in zip(path, path[1:]):
+        for t in np.linspace(0, 1, 60):
+            cx, cy = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+            seg[((x - cx) ** 2 + (y - cy) ** 2 + (z - 16) ** 2) <= 9] = TUBE
+    seg[20:26, 10:16, 10:16] = SPECK  # 216 voxels: dust either way
+    assert 0 < (seg[:, 65:] == TUBE).sum() < 1000  # the dip's piece in the second task row
+    sample.write_layer(f"file://{tmp_path}/seg", seg, "segmentation", resolution=tuple(RES.astype(int)))
+
+    def trees(*dust):
+        shutil.rmtree(tmp_path / "seg" / "skeletons", ignore_errors=True)
+        pipeline(tmp_path, "seg", "merge", "--min-cable-length", "0",
+                 forge=("--shape", "128,64,32", "--dust-threshold", "1000", *dust))
+        sdir = tmp_path / "seg" / "skeletons"
+        assert not (sdir / str(SPECK)).exists()
+        info = json.loads((sdir / "info").read_text())
+        verts, edges, _ = parse_skeleton((sdir / str(TUBE)).read_bytes(), info["vertex_attributes"])
+        return components_and_cycles(len(verts), edges)[0], sdir
+
+    assert trees("--dust-local")[0] == 2
+    count, sdir = trees("--dust-global")
+    assert count == 1
+    assert json.loads((sdir / "filtered" / "dust-global.json").read_text()) == [SPECK]
+    run_cli("verify", f"file://{tmp_path}/seg", "--no-decode")

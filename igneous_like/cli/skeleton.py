@@ -28,7 +28,9 @@ def skeleton() -> None:
 @click.option("--soma-const", type=NONNEG_FLOAT, default=300, show_default=True, help="Soma invalidation constant.")
 @click.option("--max-paths", type=POSITIVE_INT, default=None, help="Stop tracing an object after this many paths.")
 @click.option("--dust-threshold", type=NONNEG_INT, default=1000, show_default=True, help="Skip objects with fewer voxels in a task.")
-@click.option("--dust-global/--dust-local", default=False, show_default=True, help="Count dust per task (local).")
+@click.option("--dust-global/--dust-local", default=False, show_default=True,
+              help="Count --dust-threshold voxels over the whole volume (every piece is skeletonized, so small pieces "
+              "of large objects at task corners are kept; the merge drops labels below it) or per task (local).")
 @click.option("--fill-holes", type=FILL_HOLES, default=0, show_default=True, help="0 none, 1 fill, 2 +borders, 3 +closing.")
 @click.option("--fix-branching/--no-fix-branching", default=True, show_default=True, help="Better branch points, slower.")
 @click.option("--fix-borders/--no-fix-borders", default=True, show_default=True,

@@ -39,8 +39,6 @@ def plan_skeleton_forge(
     skel_dir: str | None = None, memory: float = 3.5e9, xrange=None, yrange=None, zrange=None,
 ) -> Plan:
     url, info, full = segmentation.open_for_forge(layer, mip, fill_holes, "skeletons")
-    if dust_global:
-        raise UserError("--dust-global is not available for skeletons (it needs global voxel counts): use --dust-local")
     if cross_section < 0 or dust_threshold < 0:
         raise UserError("--cross-section and --dust-threshold must not be negative")
     if scale <= 0 and const <= 0:
@@ -67,7 +65,11 @@ def plan_skeleton_forge(
         "max_paths": max_paths,
     }
     options = {
-        "teasar": teasar, "dust_threshold": dust_threshold, "fill_holes": fill_holes,
+        # --dust-global: kimimaro keeps every piece (a small piece of a large object at a task
+        # corner would otherwise go, and its skeleton fall in two); each task counts its own voxels
+        # and the merge drops the labels whose total is below the threshold
+        "teasar": teasar, "dust_threshold": 0 if dust_global else dust_threshold,
+        "count_voxels": bool(dust_global and dust_threshold), "fill_holes": fill_holes,
         "fix_branching": fix_branching, "fix_borders": fix_borders, "fix_avocados": fix_avocados,
         "cross_section": cross_section, "labels": labels, "spatial_index": spatial_index, "fill_missing": fill_missing,
     }
@@ -83,6 +85,8 @@ def plan_skeleton_forge(
         layers.write_info(url, {**info, "skeletons": sdir})
         sinfo = skeletons.skeleton_info(attributes, mip, resolution, shape)
         sinfo["fragments"] = "frags"
+        if dust_global and dust_threshold:
+            sinfo["dust_global_threshold"] = dust_threshold
         CloudFiles(url).put_json(f"{sdir}/info", sinfo)
 
     details = {
@@ -90,6 +94,7 @@ def plan_skeleton_forge(
         "task shape": fmt_vec(shape) + " (+1 voxel overlap on positive faces)", "bounds": str(bounds),
         "teasar": f"scale {scale}, const {const}, soma detect {soma_detect}, accept {soma_accept}",
         "fixes": f"branching {fix_branching}, borders {fix_borders}, avocados {fix_avocados}",
+        "dust": f"{dust_threshold} voxels " + ("over the whole volume (--dust-global)" if dust_global else "per task"),
         "sharded merge": sharded, "peak memory per task": f"~{human_bytes(peak)} (limit {human_bytes(memory)})",
     }
     return Plan("skeleton forge", total, tasks, prepare, details)
@@ -119,6 +124,12 @@ def _skeleton_forge(layer: str, mip: int, box: list[int], skel_dir: str, options
     keep = block.new_ids(options["labels"]) if options.get("labels") else None
     seg = segmentation.select_labels(block.labels, keep, None, 0)
     del block
+    voxel_counts = None
+    if options.get("count_voxels"):  # this task's own box only: overlap voxels count once
+        import fastremap
+
+        uniq, counts = fastremap.unique(seg[tuple(slice(0, s) for s in region.shape)], return_counts=True)
+        voxel_counts = {str(int(original[u])): int(c) for u, c in zip(uniq, counts) if u != 0}
     seg = segmentation.fill_holes(seg, options.get("fill_holes", 0))
     teasar = {k: v for k, v in options["teasar"].items() if v is not None}
     skels = kimimaro.skeletonize(
@@ -147,3 +158,5 @@ def _skeleton_forge(layer: str, mip: int, box: list[int], skel_dir: str, options
     cf.put(f"{name}.frags", MapBuffer(frags).tobytes(), compress=None)
     if options.get("spatial_index", True):
         cf.put(f"{name}.spatial", json.dumps(bboxes, sort_keys=True).encode(), compress=None)
+    if voxel_counts is not None:
+        cf.put(f"{name}.voxels", json.dumps(voxel_counts, sort_keys=True).encode(), compress=None)

@@ -61,6 +61,11 @@ def plan_skeleton_merge(
         owners = fragments.frags_ranges(cf, [n[: -len(".frags")] for n in cf.list() if n.endswith(".frags")])
     if not owners:
         raise UserError(f"no skeleton fragments in {url}/{sdir}: run `skeleton forge` first")
+    dust: list[int] = []
+    if sinfo.get("dust_global_threshold"):  # forge --dust-global: labels below it over the whole volume
+        dust = sorted(fragments.global_dust(cf, sinfo["dust_global_threshold"]) & set(owners))
+        for label in dust:
+            owners.pop(label)
     spec = None
     groups: dict[str, dict] = defaultdict(dict)
     if sharded:
@@ -81,6 +86,7 @@ def plan_skeleton_merge(
 
     def prepare() -> None:
         cf.puts(((f"{WORKLISTS}/{g}.json", json.dumps(v).encode()) for g, v in groups.items()), compress=None)
+        cf.put_json(f"{FILTERED}/dust-global.json", dust)  # so `verify` knows them as dropped, not lost
         new = {k: v for k, v in sinfo.items() if k != "sharding"}
         if spec is not None:
             new["sharding"] = spec
@@ -144,4 +150,4 @@ def skeleton_clean_task(layer: str, skel_dir: str) -> None:
     from cloudfiles import CloudFiles
 
     cf = CloudFiles(f"{layer}/{skel_dir}")
-    cf.delete([n for n in cf.list() if n.endswith(".frags") or n.startswith(f"{WORKLISTS}/")])
+    cf.delete([n for n in cf.list() if n.endswith((".frags", ".voxels")) or n.startswith(f"{WORKLISTS}/")])

@@ -89,6 +89,16 @@ def select_labels(seg: np.ndarray, labels, exclude, dust: int) -> np.ndarray:
     return seg
 
 
+def own_voxel_counts(seg: np.ndarray, region: Box, original: np.ndarray) -> dict[str, int]:
+    """{dataset label: voxels} over the task's own box (the overlap plane counts in the task that
+    owns it), for --dust-global: forges write it as {task}.voxels, merges sum them
+    (fragments.global_dust)."""
+    import fastremap
+
+    uniq, counts = fastremap.unique(seg[tuple(slice(0, s) for s in region.shape)], return_counts=True)
+    return {str(int(original[u])): int(c) for u, c in zip(uniq, counts) if u != 0}
+
+
 def fill_holes(seg: np.ndarray, level: int) -> np.ndarray:
     """0 none, 1 fill enclosed holes, 2 also fix borders, 3 also morphological closing."""
     if level == 0:

@@ -70,7 +70,7 @@ def pipeline(image: str, seg: str, queue: str | None, env: dict | None, xfer: bo
         ("image", "xfer", image, f"{image}-sharded", "--sharded", "--skip-downsample") if xfer else None,
         ("mesh", "forge", seg, "--sharded", "--shape", TASK),
         ("mesh", "merge-sharded", seg, "--nlod", "1"),
-        ("skeleton", "forge", seg, "--shape", TASK, "--dust-threshold", "100"),
+        ("skeleton", "forge", seg, "--shape", TASK, "--dust-threshold", "100", "--dust-global"),  # .voxels, filtered/
         ("skeleton", "merge-sharded", seg, "--min-cable-length", "0"),
     ]
     for stage in filter(None, stages):

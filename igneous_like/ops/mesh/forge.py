@@ -129,7 +129,6 @@ def open_planes(shape, pad_lo, pad_hi, origin, res) -> list[tuple[int, float]]:
 @queueable
 def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options: dict) -> None:
     """Mesh every label in `box` (+1 voxel overlap) and write its fragments and spatial index."""
-    import fastremap
     import zmesh
     from cloudfiles import CloudFiles
 
@@ -141,11 +140,7 @@ def mesh_forge_task(layer: str, mip: int, box: list[int], mesh_dir: str, options
     seg = segmentation.select_labels(block.labels, keep, block.new_ids(options.get("exclude_labels")),
                                      options.get("dust_threshold", 0))
     del block
-    voxel_counts = None
-    if options.get("count_voxels"):  # this task's own box only: overlap voxels count once
-        inner = seg[tuple(slice(0, s) for s in region.shape)]
-        uniq, counts = fastremap.unique(inner, return_counts=True)
-        voxel_counts = {str(int(original[u])): int(c) for u, c in zip(uniq, counts) if u != 0}
+    voxel_counts = segmentation.own_voxel_counts(seg, region, original) if options.get("count_voxels") else None
     seg = segmentation.fill_holes(seg, options.get("fill_holes", 0))
     pad_lo = [1 if options.get("closed_edge", True) and a == f else 0 for a, f in zip(read_box.start, full.start)]
     pad_hi = [1 if options.get("closed_edge", True) and b == f else 0 for b, f in zip(read_box.stop, full.stop)]

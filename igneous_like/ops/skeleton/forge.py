@@ -124,12 +124,7 @@ def _skeleton_forge(layer: str, mip: int, box: list[int], skel_dir: str, options
     keep = block.new_ids(options["labels"]) if options.get("labels") else None
     seg = segmentation.select_labels(block.labels, keep, None, 0)
     del block
-    voxel_counts = None
-    if options.get("count_voxels"):  # this task's own box only: overlap voxels count once
-        import fastremap
-
-        uniq, counts = fastremap.unique(seg[tuple(slice(0, s) for s in region.shape)], return_counts=True)
-        voxel_counts = {str(int(original[u])): int(c) for u, c in zip(uniq, counts) if u != 0}
+    voxel_counts = segmentation.own_voxel_counts(seg, region, original) if options.get("count_voxels") else None
     seg = segmentation.fill_holes(seg, options.get("fill_holes", 0))
     teasar = {k: v for k, v in options["teasar"].items() if v is not None}
     skels = kimimaro.skeletonize(
